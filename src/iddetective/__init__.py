@@ -1,0 +1,2 @@
+"""ID-Detective: self-hosted face search."""
+__version__ = "0.1.0"

@@ -1,0 +1,201 @@
+"""A data directory opened for use: the store, the vector index beside it, and the pipeline.
+
+This is the library's front door; the CLI (and later the HTTP API) call one method each.
+
+Data directory layout (docs/contracts.md):
+    catalog.sqlite            the catalogue (plus -wal/-shm files while in use)
+    vectors/<index>-<model>.npz   the vector index, a cache rebuilt from the catalogue
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import distances
+from .entities import Failure, PersonSummary, PhotoRef, Review, Stats
+from .errors import NotFound, UsageError
+from .faces import PipelineSettings, pipeline_for
+from .imaging import read_photo_bytes
+from .ingest import IndexReport, ProgressCallback, index_plan
+from .registry import resolve_class
+from .search import SearchResult, match_faces
+from .sources import plan_sources
+from .store import Store
+from .vector_index import IndexMismatch, VectorIndex
+
+__all__ = ["CATALOG_FILE", "Catalogue", "default_data_dir"]
+
+CATALOG_FILE = "catalog.sqlite"
+VECTORS_DIR = "vectors"
+
+
+def default_data_dir() -> Path:
+    """`$IDDETECTIVE_DATA`, else `$XDG_DATA_HOME/iddetective` (~/.local/share/iddetective)."""
+    if os.environ.get("IDDETECTIVE_DATA"):
+        return Path(os.environ["IDDETECTIVE_DATA"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "iddetective"
+
+
+class Catalogue:
+    """The catalogue in one data directory.
+
+    Open with `create=True` to make the directory on first use; otherwise a missing catalogue
+    is a `NotFound` naming the directory.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        create: bool = False,
+        pipeline: PipelineSettings | None = None,
+        vector_index: str = "exact",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.pipeline = pipeline or PipelineSettings()
+        self._index_name = vector_index
+        path = self.data_dir / CATALOG_FILE
+        if not create and not path.exists():
+            raise NotFound(
+                f"no catalogue in {self.data_dir} (run `iddetective index` first, "
+                "or pass --data to name another data directory)"
+            )
+        self.store: Store = _open_sqlite(path, readonly=False)
+        self._index: VectorIndex | None = None
+        self._index_epoch = -1
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- indexing --------------------------------------------------------------------------------
+    def index(
+        self,
+        paths: Sequence[str],
+        *,
+        people: str | None = None,
+        people_from_folders: bool = False,
+        workers: int = 1,
+        prune: bool = False,
+        retry_failed: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Index photos from files and folders (recursively), labelled by manifest or folders."""
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {workers}")
+        plan = plan_sources(paths, people, people_from_folders)
+        opener = functools.partial(_open_sqlite, self.data_dir / CATALOG_FILE, readonly=True)
+        report = index_plan(
+            self.store,
+            plan,
+            self.pipeline,
+            workers=workers,
+            store_opener=opener,
+            retry_failed=retry_failed,
+            progress=progress,
+        )
+        if prune and not report.interrupted:
+            report.pruned = self.store.forget_missing_files(plan.roots)
+        self.vector_index()
+        return report
+
+    def remove_photo(self, ref: str) -> PhotoRef:
+        """Remove one photo, named by a path it was indexed from or its SHA-256."""
+        try:
+            removed = self.store.remove_photo(os.path.abspath(ref))
+        except NotFound:
+            removed = self.store.remove_photo(ref)
+        self.vector_index()
+        return removed
+
+    # -- searching -------------------------------------------------------------------------------
+    def search_photo(
+        self, path: str, *, top: int = 5, threshold: float | None = None
+    ) -> SearchResult:
+        """Find every face in the photo at `path` and who each one is."""
+        if top < 1:
+            raise UsageError(f"--top must be at least 1, not {top}")
+        threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
+        if not 0 < threshold <= 2:
+            raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
+        data = read_photo_bytes(path)
+        analysis = pipeline_for(self.pipeline).analyse(data, path)
+        faces = match_faces(
+            self.store, self.vector_index(), analysis, top=top, threshold=threshold
+        )
+        return SearchResult(
+            path=path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            width=analysis.width,
+            height=analysis.height,
+            model=analysis.model,
+            threshold=threshold,
+            faces=tuple(faces),
+        )
+
+    def vector_index(self) -> VectorIndex:
+        """The vector index, checked against the catalogue and rebuilt if stale or missing."""
+        epoch = self.store.faces_epoch()
+        if self._index is not None and self._index_epoch == epoch:
+            return self._index
+        index_class = resolve_class("vector_index", self._index_name)
+        path = self._index_path()
+        index = None
+        try:
+            index, saved_epoch = index_class.load(path)
+            if saved_epoch != epoch:
+                index = None
+        except (IndexMismatch, FileNotFoundError):
+            index = None
+        if index is None:
+            index = self._rebuild_index(index_class)
+            index.save(path, epoch)
+        self._index, self._index_epoch = index, epoch
+        return index
+
+    def _rebuild_index(self, index_class: type) -> VectorIndex:
+        embedder = pipeline_for(self.pipeline).embedder
+        index: VectorIndex = index_class(embedder.dimension)
+        for ids, vectors in self.store.embeddings(embedder.name):
+            index.add(ids, vectors)
+        return index
+
+    def _index_path(self) -> Path:
+        model = pipeline_for(self.pipeline).embedder.name
+        return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}.npz"
+
+    # -- reports ---------------------------------------------------------------------------------
+    def people(self) -> list[PersonSummary]:
+        """Every person with their face and photo counts."""
+        return self.store.people()
+
+    def failures(self) -> list[Failure]:
+        """Files and manifest rows that could not be indexed, with reasons."""
+        return self.store.failures()
+
+    def reviews(self) -> list[Review]:
+        """Labelled photos a person should check."""
+        return self.store.reviews()
+
+    def stats(self) -> Stats:
+        """Catalogue size, including the bytes the data directory takes."""
+        stats = self.store.stats()
+        size = sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
+        return Stats(**{**stats.__dict__, "data_bytes": size})
+
+
+def _open_sqlite(path: Path, readonly: bool) -> Store:
+    store_class = resolve_class("store", "sqlite")
+    store: Store = store_class(path, readonly=readonly)
+    return store

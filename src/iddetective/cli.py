@@ -1,0 +1,267 @@
+"""The `iddetective` command: parse, call one library method, print.
+
+Exit codes (docs/contracts.md): 0 done; 1 error (named person or photo not found, ambiguous
+name, catalogue problem); 2 bad arguments (missing path, unreadable manifest or query photo);
+3 index finished but some photos failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import distances
+from .catalogue import Catalogue, default_data_dir
+from .entities import SaveResult
+from .errors import IDDetectiveError
+from .faces import PipelineSettings
+from .ingest import IndexReport
+from .search import SearchResult, to_json
+
+__all__ = ["main"]
+
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def data_option(command: F) -> F:
+    """The --data option every command takes."""
+    return click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_data_dir,
+        show_default="$IDDETECTIVE_DATA or ~/.local/share/iddetective",
+        help="Data directory holding the catalogue and the vector index.",
+    )(command)
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn library errors into a one-line message and the error's exit code."""
+    try:
+        yield
+    except IDDetectiveError as error:
+        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        sys.exit(error.exit_code)
+
+
+@click.group()
+@click.version_option(package_name="iddetective")
+def main() -> None:
+    """ID-Detective: index photos, then find people by photo."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.option("--people", "people", type=str, help="CSV (path,person) or JSONL manifest of who is in which photo.")
+@click.option("--people-from-folders", is_flag=True, help="Folder layout PERSON_NAME/photo.jpg names the people.")
+@data_option
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes analysing photos.")
+@click.option("--prune", is_flag=True, help="Forget photos under PATHS whose files are gone.")
+@click.option("--retry-failed", is_flag=True, help="Try unchanged files that failed before again.")
+@click.option("--upsample", type=click.IntRange(0, 3), default=PipelineSettings.upsample, show_default=True, help="Times the detector upsamples (finds smaller faces, slower).")
+def index(
+    paths: tuple[str, ...],
+    people: str | None,
+    people_from_folders: bool,
+    data_dir: Path,
+    workers: int,
+    prune: bool,
+    retry_failed: bool,
+    upsample: int,
+) -> None:
+    """Index photos from PATHS (files and folders, recursively) into the catalogue."""
+    with library_errors(), Catalogue(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue:
+        with _progress_bar() as (progress, update):
+            report = catalogue.index(
+                list(paths),
+                people=people,
+                people_from_folders=people_from_folders,
+                workers=workers,
+                prune=prune,
+                retry_failed=retry_failed,
+                progress=update,
+            )
+        _print_report(report, data_dir)
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if report.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} photos/s" if speed else "-- photos/s")
+
+
+@contextmanager
+def _progress_bar() -> Iterator[tuple[Progress, Callable[[int, int, SaveResult | None], None]]]:
+    progress = Progress(
+        TextColumn("indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    task = progress.add_task("indexing", total=None)
+
+    def update(done: int, total: int, result: SaveResult | None) -> None:
+        progress.update(task, completed=done, total=total)
+        if result is not None and result.status == "failed":
+            progress.console.print(f"[yellow]failed:[/yellow] {result.path}: {result.reason}", markup=True)
+
+    with progress:
+        yield progress, update
+
+
+def _print_report(report: IndexReport, data_dir: Path) -> None:
+    if report.interrupted:
+        out.print("Interrupted: what was done is stored; run the same command again to finish.")
+    out.print(
+        f"indexed {report.indexed} photos ({report.faces} faces), "
+        f"{report.no_face} with no face, {len(report.failed)} failed, "
+        f"{report.duplicates} already known at another path, {report.unchanged} unchanged "
+        f"in {report.seconds:.1f} s ({report.photos_per_second:.1f} photos/s)"
+    )
+    if report.pruned:
+        out.print(f"forgot {report.pruned} files that are gone")
+    if report.not_photos:
+        out.print(f"passed over {report.not_photos} files whose names are not photo types")
+    for result in report.failed:
+        out.print(f"  failed: {result.path}: {result.reason}")
+    if report.reviews:
+        out.print(f"{len(report.reviews)} labelled photos to review: iddetective review --data {data_dir}")
+
+
+@main.command()
+@click.argument("photo", type=click.Path(path_type=str))
+@data_option
+@click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
+@click.option("--threshold", type=float, default=distances.DEFAULT_THRESHOLD, show_default=True, help="Largest distance that counts as a match.")
+@click.option("--json", "as_json", is_flag=True, help="Print the iddetective/search/v1 JSON object.")
+def search(photo: str, data_dir: Path, top: int, threshold: float, as_json: bool) -> None:
+    """Find every face in PHOTO and who each one is."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        result = catalogue.search_photo(photo, top=top, threshold=threshold)
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False))
+    else:
+        _print_search(result)
+
+
+def _print_search(result: SearchResult) -> None:
+    if not result.faces:
+        out.print(f"No face found in {result.path}.")
+        return
+    out.print(f"{len(result.faces)} face(s) in {result.path} (threshold {result.threshold}):")
+    for number, face in enumerate(result.faces, start=1):
+        box = face.box
+        out.print(f"\nFace {number} at left={box.left} top={box.top} right={box.right} bottom={box.bottom}:")
+        if face.verdict == "no_match":
+            out.print("  no match: nobody in the catalogue is within the threshold")
+        for match in face.matches:
+            who = f"{match.person.name} ({match.person.id})" if match.person else "unnamed face(s)"
+            word = "MATCH   " if match.verdict == "match" else "no match"
+            out.print(f"  {word} {match.distance:.3f}  {who}")
+            for hit in match.photos[:5]:
+                out.print(f"           {hit.distance:.3f}  {hit.photo.paths[0] if hit.photo.paths else hit.photo.sha256}")
+            if len(match.photos) > 5:
+                out.print(f"           ... and {len(match.photos) - 5} more photos")
+
+
+@main.command()
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def people(data_dir: Path, as_json: bool) -> None:
+    """List the people in the catalogue."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.people()
+    if as_json:
+        for person in found:
+            click.echo(json.dumps(person.__dict__, ensure_ascii=False))
+        return
+    table = Table("id", "name", "faces", "photos")
+    for person in found:
+        table.add_row(person.id, person.name, str(person.faces), str(person.photos))
+    out.print(table)
+
+
+@main.command()
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(data_dir: Path, as_json: bool) -> None:
+    """Show the catalogue's size."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        figures = catalogue.stats()
+    if as_json:
+        click.echo(json.dumps(figures.__dict__))
+        return
+    for name, value in figures.__dict__.items():
+        shown = f"{value / 1e6:.1f} MB" if name == "data_bytes" else str(value)
+        out.print(f"{name.replace('_', ' '):>20}  {shown}")
+
+
+@main.command()
+@click.argument("photo")
+@data_option
+def remove(photo: str, data_dir: Path) -> None:
+    """Remove one PHOTO (a path it was indexed from, or its SHA-256) and its faces."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        removed = catalogue.remove_photo(photo)
+    out.print(f"removed photo {removed.sha256} ({', '.join(removed.paths) or 'no path'})")
+
+
+@main.command()
+@data_option
+def failures(data_dir: Path) -> None:
+    """List files and manifest rows that could not be indexed, with the reason."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.failures()
+    for failure in found:
+        out.print(f"{failure.path}: {failure.reason}  ({failure.failed_at})")
+    if not found:
+        out.print("no failures")
+
+
+@main.command()
+@data_option
+def review(data_dir: Path) -> None:
+    """List labelled photos whose label went to one of several faces (or was not applied)."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.reviews()
+    for item in found:
+        where = item.photo.paths[0] if item.photo.paths else item.photo.sha256
+        who = f"{item.person.name} ({item.person.id})" if item.person else "nobody"
+        out.print(f"{where}: {item.reason}; labelled face: {who}")
+    if not found:
+        out.print("nothing to review")

@@ -1,0 +1,215 @@
+"""Plain data passed between the parts: frozen dataclasses and numpy arrays, never rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Box",
+    "Failure",
+    "FaceAnalysis",
+    "FailedPhoto",
+    "FileStat",
+    "IndexedPhoto",
+    "KnownPhoto",
+    "Outcome",
+    "SaveResult",
+    "StoredFile",
+    "PersonRef",
+    "PersonSummary",
+    "PhotoAnalysis",
+    "PhotoRef",
+    "Review",
+    "Stats",
+    "StoredFace",
+]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face rectangle in pixels of the upright photo; right and bottom are exclusive."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> int:
+        return max(self.width, 0) * max(self.height, 0)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.left + self.right) / 2, (self.top + self.bottom) / 2)
+
+    def scaled(self, factor: float) -> Box:
+        """This box in an image `factor` times as large."""
+        return Box(
+            round(self.left * factor),
+            round(self.top * factor),
+            round(self.right * factor),
+            round(self.bottom * factor),
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"left": self.left, "top": self.top, "right": self.right, "bottom": self.bottom}
+
+
+@dataclass(frozen=True)
+class FaceAnalysis:
+    """One face found in a photo: where, how sure the detector is, and its embedding."""
+
+    box: Box
+    score: float
+    landmarks: tuple[tuple[int, int], ...]
+    embedding: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PhotoAnalysis:
+    """What the face pipeline found in one photo (sizes are of the upright photo)."""
+
+    width: int
+    height: int
+    faces: tuple[FaceAnalysis, ...]
+    model: str
+
+
+@dataclass(frozen=True)
+class PersonRef:
+    """A person as results show them: the stable opaque id and the display name."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PersonSummary:
+    """A person with how many faces and photos the catalogue holds of them."""
+
+    id: str
+    name: str
+    faces: int
+    photos: int
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """A stored photo: its identity (SHA-256) and the paths it was seen at."""
+
+    id: int
+    sha256: str
+    paths: tuple[str, ...]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A face in the catalogue with its photo and (if known) its person."""
+
+    id: int
+    photo: PhotoRef
+    box: Box
+    person: PersonRef | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file or manifest row that could not be indexed, with the reason."""
+
+    path: str
+    reason: str
+    failed_at: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """A labelled photo whose label had to be given to one of several faces."""
+
+    photo: PhotoRef
+    person: PersonRef | None
+    faces: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Catalogue size."""
+
+    photos: int
+    photos_without_face: int
+    faces: int
+    unknown_faces: int
+    people: int
+    failed: int
+    to_review: int
+    data_bytes: int
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file as the file system describes it; unchanged files are skipped without reading."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What the catalogue remembers of a file: its stat then, and its photo (None if it failed)."""
+
+    stat: FileStat
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class IndexedPhoto:
+    """A photo whose bytes were read and analysed (possibly finding no face)."""
+
+    file: FileStat
+    sha256: str
+    analysis: PhotoAnalysis
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownPhoto:
+    """A file whose bytes the catalogue already holds (same SHA-256): record path and label."""
+
+    file: FileStat
+    sha256: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class FailedPhoto:
+    """A file (or manifest row) that could not be indexed, and why."""
+
+    file: FileStat
+    reason: str
+
+
+Outcome = IndexedPhoto | KnownPhoto | FailedPhoto
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What storing one outcome did, for the run's summary."""
+
+    path: str
+    status: str  # indexed | no_face | duplicate | unchanged | failed
+    faces: int = 0
+    review: str | None = None
+    reason: str | None = None

@@ -1,0 +1,98 @@
+"""The `Store` seam: the catalogue of people, photos, faces and failures.
+
+The store is the source of truth; vector indexes are rebuilt from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..entities import (
+    Failure,
+    Outcome,
+    PersonRef,
+    PersonSummary,
+    PhotoRef,
+    Review,
+    SaveResult,
+    Stats,
+    StoredFace,
+    StoredFile,
+)
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A catalogue backend. Every write is atomic; readers only see committed data."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+    # -- ingestion ---------------------------------------------------------------------------
+    def file_record(self, path: str) -> StoredFile | None:
+        """The size and mtime the file at `path` had when it was last stored (or failed)."""
+        ...
+
+    def has_photo(self, sha256: str) -> bool:
+        """Whether a photo with these bytes is already stored."""
+        ...
+
+    def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
+        """Store a batch of ingestion outcomes in one transaction; idempotent by SHA-256."""
+        ...
+
+    def forget_missing_files(self, roots: Iterable[str]) -> int:
+        """Forget files under `roots` that no longer exist; photos left with no file go too."""
+        ...
+
+    def remove_photo(self, ref: str) -> PhotoRef:
+        """Remove one photo (by path or SHA-256) with its faces; returns what was removed."""
+        ...
+
+    # -- people ------------------------------------------------------------------------------
+    def resolve_person(self, ref: str) -> PersonRef:
+        """The person with id `ref`, or the only person named `ref` (case-insensitive).
+
+        Raises `NotFound`, or `AmbiguousPerson` listing the candidates.
+        """
+        ...
+
+    def people(self) -> list[PersonSummary]:
+        """Every person, by name."""
+        ...
+
+    # -- faces -------------------------------------------------------------------------------
+    def faces_epoch(self) -> int:
+        """A counter bumped by every transaction that adds or removes faces."""
+        ...
+
+    def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (face ids int64, embeddings float32) of one model, in batches, ids ascending."""
+        ...
+
+    def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
+        """The faces with these ids (missing ids are left out)."""
+        ...
+
+    def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
+        """Ids of every face assigned to one of these people (int64, ascending)."""
+        ...
+
+    # -- reports -----------------------------------------------------------------------------
+    def failures(self) -> list[Failure]:
+        """Files and manifest rows that could not be indexed, newest first."""
+        ...
+
+    def reviews(self) -> list[Review]:
+        """Labelled photos whose label went to one of several faces, or could not be applied."""
+        ...
+
+    def stats(self) -> Stats:
+        """Catalogue size (data_bytes is filled in by the caller that knows the directory)."""
+        ...

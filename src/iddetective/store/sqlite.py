@@ -1,0 +1,437 @@
+"""The embedded catalogue: one SQLite file in WAL mode, with versioned migrations.
+
+One writer at a time (SQLite's own lock, waited on with a busy timeout); readers see only
+committed data. Every `save` is one transaction, so a killed process leaves either the whole
+batch or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..entities import (
+    Box,
+    Failure,
+    FailedPhoto,
+    FileStat,
+    IndexedPhoto,
+    KnownPhoto,
+    Outcome,
+    PersonRef,
+    PersonSummary,
+    PhotoRef,
+    Review,
+    SaveResult,
+    Stats,
+    StoredFace,
+    StoredFile,
+)
+from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..labelling import choose_labelled_face
+from .migrations import MIGRATIONS
+
+__all__ = ["SqliteStore"]
+
+BUSY_TIMEOUT_SECONDS = 60.0
+
+
+class SqliteStore:
+    """`Store` over one SQLite file."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise NotFound(f"no catalogue at {self.path}")
+        self._db = self._connect()
+        if not readonly:
+            self._migrate()
+        self._check_version()
+
+    # -- connection and schema -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = f"file:{self.path}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        if not self.readonly:
+            db.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a killed process never loses a committed transaction.
+            db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    def _migrate(self) -> None:
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+            return  # readers must not queue behind a running writer for nothing
+        with self._write():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in _statements(script):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    def _check_version(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this iddetective "
+                f"understands ({len(MIGRATIONS)}); upgrade iddetective"
+            )
+        if version < len(MIGRATIONS):
+            raise StoreError(f"{self.path} needs migrating; open it once for writing")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise StoreError(f"cannot write {self.path}: {error}") from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- ingestion -----------------------------------------------------------------------------
+    def file_record(self, path: str) -> StoredFile | None:
+        row = self._db.execute(
+            "SELECT f.size, f.mtime_ns, p.sha256 FROM photo_file f "
+            "JOIN photo p ON p.id = f.photo_id WHERE f.path = ? "
+            "UNION ALL SELECT size, mtime_ns, NULL FROM failure WHERE path = ? LIMIT 1",
+            (path, path),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredFile(FileStat(path, row[0], row[1]), row[2])
+
+    def has_photo(self, sha256: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM photo WHERE sha256 = ?", (sha256,)).fetchone()
+        return found is not None
+
+    def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
+        with self._write():
+            results = [self._save_one(outcome) for outcome in outcomes]
+            if any(r.status == "indexed" and r.faces for r in results):
+                self._bump_epoch()
+        return results
+
+    def _save_one(self, outcome: Outcome) -> SaveResult:
+        path = outcome.file.path
+        if isinstance(outcome, FailedPhoto):
+            self._db.execute(
+                "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
+                "failed_at = excluded.failed_at",
+                (path, outcome.file.size, outcome.file.mtime_ns, outcome.reason, _now()),
+            )
+            return SaveResult(path, "failed", reason=outcome.reason)
+        self._db.execute("DELETE FROM failure WHERE path = ?", (path,))
+        photo_id, created = self._photo_id(outcome)
+        moved = self._record_file(outcome.file, photo_id)
+        review = self._apply_label(photo_id, outcome.label) if outcome.label else None
+        if not created:
+            return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
+        faces = self._db.execute(
+            "SELECT face_count FROM photo WHERE id = ?", (photo_id,)
+        ).fetchone()[0]
+        return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
+
+    def _photo_id(self, outcome: IndexedPhoto | KnownPhoto) -> tuple[int, bool]:
+        row = self._db.execute(
+            "SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,)
+        ).fetchone()
+        if row:
+            return row["id"], False
+        if isinstance(outcome, KnownPhoto):
+            raise StoreError(f"{outcome.file.path}: photo {outcome.sha256} is not stored")
+        analysis = outcome.analysis
+        cursor = self._db.execute(
+            "INSERT INTO photo (sha256, width, height, face_count, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (outcome.sha256, analysis.width, analysis.height, len(analysis.faces), _now()),
+        )
+        photo_id = int(cursor.lastrowid or 0)
+        self._db.executemany(
+            "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
+            "landmarks, model, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    photo_id,
+                    f.box.left,
+                    f.box.top,
+                    f.box.right,
+                    f.box.bottom,
+                    f.score,
+                    json.dumps(f.landmarks),
+                    analysis.model,
+                    np.asarray(f.embedding, dtype="<f4").tobytes(),
+                )
+                for f in analysis.faces
+            ],
+        )
+        return photo_id, True
+
+    def _record_file(self, file: FileStat, photo_id: int) -> bool:
+        """Record that `file` holds the photo; True unless it was already recorded so."""
+        previous = self._db.execute(
+            "SELECT photo_id FROM photo_file WHERE path = ?", (file.path,)
+        ).fetchone()
+        self._db.execute(
+            "INSERT INTO photo_file (path, photo_id, size, mtime_ns, seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET photo_id = excluded.photo_id, "
+            "size = excluded.size, mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
+            (file.path, photo_id, file.size, file.mtime_ns, _now()),
+        )
+        if previous and previous[0] != photo_id:
+            # The file changed and now holds other bytes: its old photo may have no file left.
+            self._delete_orphan_photos([previous[0]])
+        return previous is None or previous[0] != photo_id
+
+    def _apply_label(self, photo_id: int, label: str) -> str | None:
+        """Give `label` to the photo's largest, most central face; returns a review reason."""
+        faces = self._db.execute(
+            "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
+            "WHERE photo_id = ? ORDER BY id",
+            (photo_id,),
+        ).fetchall()
+        if not faces:
+            return None
+        try:
+            person = self._person_for_label(label)
+        except AmbiguousPerson as error:
+            return self._flag(photo_id, f"label not applied: {error}")
+        width, height = self._db.execute(
+            "SELECT width, height FROM photo WHERE id = ?", (photo_id,)
+        ).fetchone()
+        boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
+        chosen = faces[choose_labelled_face(boxes, width, height)]["id"]
+        changed = self._db.execute(
+            "UPDATE face SET person_id = ? WHERE id = ? AND person_id IS NOT ?",
+            (person.id, chosen, person.id),
+        ).rowcount
+        if changed:
+            self._bump_epoch()
+        if len(faces) == 1:
+            return None
+        return self._flag(
+            photo_id,
+            f"{len(faces)} faces; the label {label!r} went to the largest, most central one",
+        )
+
+    def _flag(self, photo_id: int, reason: str) -> str:
+        self._db.execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
+        return reason
+
+    def _person_for_label(self, label: str) -> PersonRef:
+        try:
+            return self.resolve_person(label)
+        except NotFound:
+            person_id = "p_" + secrets.token_hex(8)
+            now = _now()
+            self._db.execute(
+                "INSERT INTO person (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (person_id, label, now, now),
+            )
+            return PersonRef(person_id, label)
+
+    def _bump_epoch(self) -> None:
+        self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
+
+    def forget_missing_files(self, roots: Iterable[str]) -> int:
+        forgotten = 0
+        with self._write():
+            for root in roots:
+                prefix = root.rstrip(os.sep) + os.sep
+                for table in ("photo_file", "failure"):
+                    rows = self._db.execute(
+                        f"SELECT path FROM {table} WHERE path = ? OR substr(path, 1, ?) = ?",
+                        (root, len(prefix), prefix),
+                    ).fetchall()
+                    gone = [(r["path"],) for r in rows if not os.path.lexists(r["path"])]
+                    self._db.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
+                    forgotten += len(gone) if table == "photo_file" else 0
+            self._delete_orphan_photos()
+        return forgotten
+
+    def _delete_orphan_photos(self, candidates: Sequence[int] | None = None) -> None:
+        query = (
+            "DELETE FROM photo WHERE NOT EXISTS "
+            "(SELECT 1 FROM photo_file WHERE photo_file.photo_id = photo.id)"
+        )
+        if candidates is None:
+            deleted = self._db.execute(query).rowcount
+        else:
+            marks = ",".join("?" * len(candidates))
+            deleted = self._db.execute(f"{query} AND id IN ({marks})", list(candidates)).rowcount
+        if deleted:
+            self._bump_epoch()
+
+    def remove_photo(self, ref: str) -> PhotoRef:
+        with self._write():
+            photo = self._photo_by_ref(ref)
+            self._db.execute("DELETE FROM photo WHERE id = ?", (photo.id,))
+            self._bump_epoch()
+        return photo
+
+    def _photo_by_ref(self, ref: str) -> PhotoRef:
+        row = self._db.execute(
+            "SELECT photo_id FROM photo_file WHERE path = ? "
+            "UNION ALL SELECT id FROM photo WHERE sha256 = ? LIMIT 1",
+            (ref, ref.lower()),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no stored photo has the path or SHA-256 {ref!r}")
+        return self._photos([row[0]])[row[0]]
+
+    def _photos(self, ids: Iterable[int]) -> dict[int, PhotoRef]:
+        wanted = sorted(set(ids))
+        photos: dict[int, PhotoRef] = {}
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT p.id, p.sha256, p.width, p.height, group_concat(f.path, char(0)) "
+                f"FROM photo p LEFT JOIN photo_file f ON f.photo_id = p.id "
+                f"WHERE p.id IN ({marks}) GROUP BY p.id",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                paths = tuple(sorted(row[4].split("\0"))) if row[4] else ()
+                photos[row[0]] = PhotoRef(row[0], row[1], paths, row[2], row[3])
+        return photos
+
+    # -- people --------------------------------------------------------------------------------
+    def resolve_person(self, ref: str) -> PersonRef:
+        row = self._db.execute("SELECT id, name FROM person WHERE id = ?", (ref,)).fetchone()
+        if row:
+            return PersonRef(row["id"], row["name"])
+        rows = self._db.execute(
+            "SELECT id, name FROM person WHERE name = ? COLLATE NOCASE ORDER BY id", (ref,)
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no person has the id or name {ref!r}")
+        if len(rows) > 1:
+            raise AmbiguousPerson(ref, [(r["id"], r["name"]) for r in rows])
+        return PersonRef(rows[0]["id"], rows[0]["name"])
+
+    def people(self) -> list[PersonSummary]:
+        rows = self._db.execute(
+            "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
+            "LEFT JOIN face f ON f.person_id = p.id GROUP BY p.id ORDER BY p.name, p.id"
+        ).fetchall()
+        return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- faces ---------------------------------------------------------------------------------
+    def faces_epoch(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'faces_epoch'").fetchone()
+        return int(row[0])
+
+    def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT id, embedding FROM face WHERE model = ? AND id > ? ORDER BY id LIMIT ?",
+                (model, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+            yield ids, vectors.reshape(len(rows), -1).astype(np.float32)
+            last = int(ids[-1])
+
+    def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
+        rows: list[sqlite3.Row] = []
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            rows += self._db.execute(
+                f"SELECT f.id, f.photo_id, f.box_left, f.box_top, f.box_right, f.box_bottom, "
+                f"p.id AS pid, p.name FROM face f LEFT JOIN person p ON p.id = f.person_id "
+                f"WHERE f.id IN ({marks})",
+                chunk,
+            ).fetchall()
+        photos = self._photos(r["photo_id"] for r in rows)
+        return {
+            r["id"]: StoredFace(
+                r["id"],
+                photos[r["photo_id"]],
+                Box(r["box_left"], r["box_top"], r["box_right"], r["box_bottom"]),
+                PersonRef(r["pid"], r["name"]) if r["pid"] else None,
+            )
+            for r in rows
+        }
+
+    def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
+        found: list[int] = []
+        for chunk in _chunks(sorted(set(person_ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            found += [
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT id FROM face WHERE person_id IN ({marks})", chunk
+                )
+            ]
+        return np.array(sorted(found), dtype=np.int64)
+
+    # -- reports -------------------------------------------------------------------------------
+    def failures(self) -> list[Failure]:
+        rows = self._db.execute(
+            "SELECT path, reason, failed_at FROM failure ORDER BY failed_at DESC, path"
+        ).fetchall()
+        return [Failure(r[0], r[1], r[2]) for r in rows]
+
+    def reviews(self) -> list[Review]:
+        rows = self._db.execute(
+            "SELECT p.id, p.review, p.face_count, pe.id, pe.name FROM photo p "
+            "LEFT JOIN face f ON f.photo_id = p.id AND f.person_id IS NOT NULL "
+            "LEFT JOIN person pe ON pe.id = f.person_id "
+            "WHERE p.review IS NOT NULL GROUP BY p.id ORDER BY p.id"
+        ).fetchall()
+        photos = self._photos(r[0] for r in rows)
+        return [
+            Review(photos[r[0]], PersonRef(r[3], r[4]) if r[3] else None, r[2], r[1])
+            for r in rows
+        ]
+
+    def stats(self) -> Stats:
+        one = self._db.execute
+        return Stats(
+            photos=one("SELECT count(*) FROM photo").fetchone()[0],
+            photos_without_face=one("SELECT count(*) FROM photo WHERE face_count = 0").fetchone()[0],
+            faces=one("SELECT count(*) FROM face").fetchone()[0],
+            unknown_faces=one("SELECT count(*) FROM face WHERE person_id IS NULL").fetchone()[0],
+            people=one("SELECT count(*) FROM person").fetchone()[0],
+            failed=one("SELECT count(*) FROM failure").fetchone()[0],
+            to_review=one("SELECT count(*) FROM photo WHERE review IS NOT NULL").fetchone()[0],
+            data_bytes=0,
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _chunks(items: Sequence[object], size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,68 @@
+"""The `VectorIndex` seam: nearest-neighbour search over face embeddings keyed by face id.
+
+Distances are those of `iddetective.distances` (Euclidean on the stored embeddings).
+A search may be restricted to an `allowed` set of face ids: that is how a search over a set
+of people is asked for (the store turns people into their face ids). `range_search` returns
+every face within a radius, which is how "all of this person's photos within the threshold"
+is asked for, however many there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["IndexMismatch", "Neighbours", "VectorIndex"]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Face ids (int64) and their distances (float32) to one query, nearest first."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class IndexMismatch(ValueError):
+    """Bad input to an index: wrong dimension, duplicate ids, unknown ids."""
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """An index of embeddings. Implementations must pass tests/test_vector_index_contract.py."""
+
+    dimension: int
+
+    def __len__(self) -> int:
+        """Number of embeddings held."""
+        ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add embeddings; an id already present or a wrong dimension raises IndexMismatch."""
+        ...
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove these ids (absent ones are ignored); returns how many were removed."""
+        ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        """The k nearest faces to each query (fewer if the index holds fewer)."""
+        ...
+
+    def range_search(
+        self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        """Every face within `radius` (inclusive) of each query."""
+        ...
+
+    def save(self, path: Path, epoch: int) -> None:
+        """Write the index to `path` atomically, recording the catalogue epoch it reflects."""
+        ...

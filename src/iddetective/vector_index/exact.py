@@ -1,0 +1,139 @@
+"""Exact nearest-neighbour search with numpy (BLAS): the reference implementation."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import distances
+from .base import IndexMismatch, Neighbours
+
+__all__ = ["ExactIndex"]
+
+# Queries are compared with the gallery in blocks, bounding temporary memory.
+_BLOCK = 65536
+
+
+class ExactIndex:
+    """Brute force over a float32 matrix; exact distances, no approximation."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._vectors = np.zeros((0, dimension), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    # -- contents --------------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = self._check_vectors(vectors, len(ids))
+        if len(np.unique(ids)) != len(ids):
+            raise IndexMismatch("duplicate ids in one add() call")
+        clash = np.intersect1d(ids, self._ids)
+        if len(clash):
+            raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
+        self._ids = np.concatenate([self._ids, ids])
+        self._vectors = np.concatenate([self._vectors, vectors])
+
+    def remove(self, ids: np.ndarray) -> int:
+        keep = ~np.isin(self._ids, np.asarray(ids, dtype=np.int64))
+        removed = int(len(self._ids) - keep.sum())
+        self._ids, self._vectors = self._ids[keep], self._vectors[keep]
+        return removed
+
+    def ids(self) -> np.ndarray:
+        """The ids held, in insertion order."""
+        return self._ids.copy()
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        if k < 1:
+            raise IndexMismatch(f"k must be at least 1, not {k}")
+        return [_nearest(row, k) for row in self._distance_rows(queries, allowed)]
+
+    def range_search(
+        self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        return [_within(row, radius) for row in self._distance_rows(queries, allowed)]
+
+    def _distance_rows(
+        self, queries: np.ndarray, allowed: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        queries = self._check_vectors(queries, None)
+        ids, vectors = self._ids, self._vectors
+        if allowed is not None:
+            mask = np.isin(ids, np.asarray(allowed, dtype=np.int64))
+            ids, vectors = ids[mask], vectors[mask]
+        rows = [np.empty(0, np.float32) for _ in range(len(queries))]
+        if len(ids):
+            blocks = [
+                distances.euclidean_many(queries, vectors[start : start + _BLOCK])
+                for start in range(0, len(ids), _BLOCK)
+            ]
+            matrix = np.concatenate(blocks, axis=1)
+            rows = list(matrix)
+        return [(ids, row) for row in rows]
+
+    def _check_vectors(self, vectors: np.ndarray, count: int | None) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors.reshape(1, -1)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise IndexMismatch(
+                f"expected vectors of dimension {self.dimension}, got shape {vectors.shape}"
+            )
+        if count is not None and len(vectors) != count:
+            raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
+        return vectors
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path, epoch: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, ids=self._ids, vectors=self._vectors, epoch=np.int64(epoch))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[ExactIndex, int]:
+        """The index saved at `path` and its epoch; raises IndexMismatch if unreadable."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, vectors, epoch = data["ids"], data["vectors"], int(data["epoch"])
+        except (OSError, ValueError, KeyError, EOFError) as error:
+            raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise IndexMismatch(f"the index file {path} is inconsistent")
+        index = cls(vectors.shape[1])
+        index._ids, index._vectors = ids.astype(np.int64), vectors.astype(np.float32)
+        return index, epoch
+
+
+def _nearest(row: tuple[np.ndarray, np.ndarray], k: int) -> Neighbours:
+    ids, dist = row
+    if len(ids) > k:
+        part = np.argpartition(dist, k - 1)[:k]
+        ids, dist = ids[part], dist[part]
+    order = np.argsort(dist, kind="stable")
+    return Neighbours(ids[order], dist[order].astype(np.float32))
+
+
+def _within(row: tuple[np.ndarray, np.ndarray], radius: float) -> Neighbours:
+    ids, dist = row
+    hit = dist <= radius
+    ids, dist = ids[hit], dist[hit]
+    order = np.argsort(dist, kind="stable")
+    return Neighbours(ids[order], dist[order].astype(np.float32))
