@@ -40,7 +40,7 @@ def prepare(vectors: np.ndarray) -> np.ndarray:
     """Embeddings as stored and compared: float32, each scaled to unit length."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.size == 0:
-        return vectors.reshape(len(vectors), -1)
+        return vectors
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 

@@ -1,0 +1,286 @@
+"""Indexing speed: iddetective against a plain face_recognition loop, on the same photos.
+
+Measures photos per second of
+
+* the plain loop: one process, for each photo `face_recognition.load_image_file`,
+  `face_locations(img, number_of_times_to_upsample=1)` (HOG) and `face_encodings(img, boxes)`;
+* `Catalogue(data_dir, create=True).index(paths, workers=N)` (what `iddetective index` runs)
+  with 1 and with 2 workers, each into a fresh temporary data directory,
+
+over one deterministic photo list (by default 300 photos drawn from lfw_dev with a fixed seed,
+plus every photo of deepface and face_recognition, so small and large images are both in the
+mix; byte-identical files are dropped). It prints one Markdown table for the README.
+
+Fairness: every file is read once before any timing (warm page cache). The plain loop's models
+load when `face_recognition` is imported and one untimed warm-up photo runs through each
+method before its timed run, so the one-worker runs are timed with models loaded. With 2
+workers the processes are spawned and load their models inside `index()`: that start-up is a
+real part of an index run and is timed too; the script measures it separately (an untimed
+`index()` of two tiny photos) and reports it under the table.
+
+Install the baseline first, without its dependencies (pip would otherwise build dlib from
+source; dlib and the model weights are already installed with iddetective):
+
+    pip install --no-deps face_recognition==1.3.0     # or: -r bench/requirements.txt
+
+Run (from the repository root, in the project's virtualenv):
+
+    python bench/ingest.py                              # the default mix
+    python bench/ingest.py --sets lfw_dev:500,deepface  # SET or SET:COUNT, comma separated
+    python bench/ingest.py --limit 100 --repeat 3       # fewer photos, best of 3 runs
+
+Photo sets come from $IDDETECTIVE_FACES (default ../shared/faces beside the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from iddetective.catalogue import Catalogue
+from iddetective.faces import PipelineSettings, pipeline_for
+from iddetective.sources import PHOTO_SUFFIXES
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SETS = "lfw_dev:300,deepface,face_recognition"
+SEED = 20240611
+INSTALL_HINT = (
+    "bench/ingest.py needs the face_recognition package as its baseline. Install it WITHOUT "
+    "dependencies (otherwise pip builds dlib from source):\n"
+    "    pip install --no-deps face_recognition==1.3.0"
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed method over the photo list."""
+
+    method: str
+    photos: int
+    seconds: float
+    faces: int
+
+    @property
+    def rate(self) -> float:
+        return self.photos / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- the photo list ------------------------------------------------------------------------------
+def faces_root() -> Path:
+    """`$IDDETECTIVE_FACES`, else `../shared/faces` relative to the repository root."""
+    return Path(os.environ.get("IDDETECTIVE_FACES") or REPO.parent / "shared" / "faces")
+
+
+def set_photos(root: Path, name: str) -> list[Path]:
+    """Every photo file under the set's `images/` folder, sorted."""
+    folder = root / name / "images"
+    if not folder.is_dir():
+        sys.exit(f"no photo set {name!r}: {folder} is not a folder")
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+    )
+
+
+def parse_sets(spec: str) -> list[tuple[str, int | None]]:
+    """`lfw_dev:300,deepface` -> [("lfw_dev", 300), ("deepface", None)]."""
+    sets: list[tuple[str, int | None]] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, count = item.partition(":")
+        sets.append((name, int(count) if count else None))
+    return sets
+
+
+def choose_photos(
+    root: Path, sets: Sequence[tuple[str, int | None]], limit: int | None
+) -> list[str]:
+    """The deterministic photo list: a seeded sample per set, byte-identical files dropped."""
+    rng = random.Random(SEED)
+    chosen: list[Path] = []
+    for name, count in sets:
+        photos = set_photos(root, name)
+        if count is not None and count < len(photos):
+            photos = sorted(rng.sample(photos, count))
+        chosen += photos
+    chosen = drop_duplicates(chosen)
+    if limit is not None and limit < len(chosen):
+        chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), limit))]
+    return [str(p.resolve()) for p in chosen]
+
+
+def drop_duplicates(paths: Sequence[Path]) -> list[Path]:
+    """The paths without byte-identical repeats (iddetective would skip those, the loop not)."""
+    seen: set[str] = set()
+    unique: list[Path] = []
+    for path in paths:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            unique.append(path)
+    return unique
+
+
+def describe(paths: Sequence[str], root: Path) -> str:
+    """How many photos each set gave and their total pixel count."""
+    from PIL import Image
+
+    counts: dict[str, int] = {}
+    megapixels = 0.0
+    for path in paths:
+        name = Path(path).relative_to(root.resolve()).parts[0]
+        counts[name] = counts.get(name, 0) + 1
+        with Image.open(path) as image:
+            megapixels += image.width * image.height / 1e6
+    parts = ", ".join(f"{n} {name}" for name, n in counts.items())
+    return f"{len(paths)} photos ({parts}), {megapixels:.0f} megapixels in all"
+
+
+def warm_page_cache(paths: Sequence[str]) -> None:
+    """Read every file once so no method pays for the first disk read."""
+    for path in paths:
+        Path(path).read_bytes()
+
+
+# -- the methods ---------------------------------------------------------------------------------
+def import_baseline() -> ModuleType:
+    """`face_recognition` (loads its models on import), or exit saying how to install it."""
+    try:
+        import face_recognition
+    except ImportError as error:
+        sys.exit(f"{INSTALL_HINT}\n(import failed: {error})")
+    return face_recognition
+
+
+def plain_loop(paths: Sequence[str], fr: ModuleType) -> int:
+    """The face_recognition-style loop; returns the number of faces found."""
+    faces = 0
+    for path in paths:
+        image = fr.load_image_file(path)
+        locations = fr.face_locations(image, number_of_times_to_upsample=1)
+        fr.face_encodings(image, locations)
+        faces += len(locations)
+    return faces
+
+
+def index_run(paths: Sequence[str], workers: int) -> tuple[float, int]:
+    """Seconds `Catalogue.index` takes into a fresh data directory, and the faces it stored."""
+    with tempfile.TemporaryDirectory(prefix="iddetective-bench-") as data_dir:
+        with Catalogue(data_dir, create=True) as catalogue:
+            started = time.perf_counter()
+            report = catalogue.index(list(paths), workers=workers)
+            seconds = time.perf_counter() - started
+        if report.failed:
+            reasons = "; ".join(f"{r.path}: {r.reason}" for r in report.failed[:3])
+            print(f"warning: {len(report.failed)} photos failed ({reasons})", file=sys.stderr)
+        return seconds, report.faces
+
+
+def warm_up_ours(path: str) -> None:
+    """Load this process's pipeline models (what `index` with 1 worker uses) untimed."""
+    pipeline_for(PipelineSettings()).analyse(Path(path).read_bytes(), path)
+
+
+def best_of(repeat: int, run: Callable[[], tuple[float, int]]) -> tuple[float, int]:
+    """The fastest of `repeat` runs (seconds, faces)."""
+    results = [run() for _ in range(repeat)]
+    return min(results)
+
+
+def time_baseline(paths: Sequence[str], repeat: int) -> Timing:
+    fr = import_baseline()
+    plain_loop(paths[:1], fr)  # warm-up
+
+    def run() -> tuple[float, int]:
+        started = time.perf_counter()
+        faces = plain_loop(paths, fr)
+        return time.perf_counter() - started, faces
+
+    seconds, faces = best_of(repeat, run)
+    return Timing("plain face_recognition loop (1 process)", len(paths), seconds, faces)
+
+
+def time_ours(paths: Sequence[str], workers: int, repeat: int) -> Timing:
+    warm_up_ours(paths[0])
+    seconds, faces = best_of(repeat, lambda: index_run(paths, workers))
+    noun = "worker" if workers == 1 else "workers"
+    return Timing(f"iddetective index, {workers} {noun}", len(paths), seconds, faces)
+
+
+def pool_start_up(paths: Sequence[str], workers: int) -> float:
+    """Seconds a pooled `index()` of `workers` tiny photos takes: spawn + model loading."""
+    from PIL import Image
+
+    def pixels(path: str) -> int:
+        with Image.open(path) as image:
+            return image.width * image.height
+
+    smallest = sorted(paths, key=pixels)[:workers]
+    seconds, _ = index_run(smallest, workers)
+    return seconds
+
+
+# -- output --------------------------------------------------------------------------------------
+def markdown_table(timings: Sequence[Timing]) -> str:
+    """The Markdown table; the ratio is photos/s relative to the first row (the plain loop)."""
+    base = timings[0].rate
+    lines = [
+        "| method | photos | seconds | photos/s | ratio vs plain loop | faces found |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        lines.append(
+            f"| {t.method} | {t.photos} | {t.seconds:.1f} | {t.rate:.2f} | "
+            f"{t.rate / base:.2f}x | {t.faces} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sets",
+        default=DEFAULT_SETS,
+        help=f"comma-separated SET or SET:COUNT (seeded sample) (default: {DEFAULT_SETS})",
+    )
+    parser.add_argument("--limit", type=int, help="use at most this many photos in all")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per method; best is shown")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    root = faces_root()
+    import_baseline()  # fail early, before the slow part, if the baseline is missing
+    paths = choose_photos(root, parse_sets(args.sets), args.limit)
+    print(f"photos: {describe(paths, root)}; {os.cpu_count()} CPUs", file=sys.stderr)
+    warm_page_cache(paths)
+    timings = [time_baseline(paths, args.repeat)]
+    print(f"done: {timings[-1].method}", file=sys.stderr)
+    for workers in args.workers:
+        timings.append(time_ours(paths, workers, args.repeat))
+        print(f"done: {timings[-1].method}", file=sys.stderr)
+    pooled = [w for w in args.workers if w > 1]
+    start_up = {w: pool_start_up(paths, w) for w in pooled}
+    print(f"\nPhotos: {describe(paths, root)}. Machine: {os.cpu_count()} CPUs.\n")
+    print(markdown_table(timings))
+    for workers, seconds in start_up.items():
+        print(
+            f"\nWith {workers} workers, spawning the pool and loading the models in each "
+            f"process took {seconds:.1f} s (an index() of {workers} tiny photos); "
+            "it is included in the timing above."
+        )
+
+
+if __name__ == "__main__":
+    main()
