@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -53,6 +54,7 @@ from iddetective.sources import PHOTO_SUFFIXES
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SETS = "lfw_dev:300,deepface,face_recognition"
 SEED = 20240611
+BASELINE = "plain face_recognition loop, 1 process"
 INSTALL_HINT = (
     "bench/ingest.py needs the face_recognition package as its baseline. Install it WITHOUT "
     "dependencies (otherwise pip builds dlib from source):\n"
@@ -62,16 +64,71 @@ INSTALL_HINT = (
 
 @dataclass(frozen=True)
 class Timing:
-    """One timed method over the photo list."""
+    """One timed method over the photo list, and the CPU time spent while it ran."""
 
     method: str
     photos: int
     seconds: float
     faces: int
+    #: CPU seconds of this process and its (finished) children during the run.
+    own_cpu: float = 0.0
+    #: CPU seconds every other process on the machine used during the run.
+    other_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.photos / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Machine-wide busy CPU seconds (from /proc/stat) and this process tree's own."""
+
+    wall: float
+    machine_busy: float
+    own: float
+
+    @classmethod
+    def now(cls) -> CpuSample:
+        own = sum(
+            getattr(resource.getrusage(who), field)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for field in ("ru_utime", "ru_stime")
+        )
+        return cls(time.perf_counter(), machine_busy_seconds(), own)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (0 where /proc/stat is missing)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(method: str, photos: int, run: Callable[[], tuple[float | None, int]]) -> Timing:
+    """Run `run` (returning its own timed seconds, or None to use the wall time, and faces)."""
+    before = CpuSample.now()
+    seconds, faces = run()
+    after = CpuSample.now()
+    own = after.own - before.own
+    other = max(0.0, after.machine_busy - before.machine_busy - own)
+    wall = after.wall - before.wall
+    return Timing(method, photos, wall if seconds is None else seconds, faces, own, other)
+
+
+def wait_for_quiet(max_wait: float, busy_limit: float = 0.15) -> None:
+    """Wait (up to `max_wait` s) until other processes use less than `busy_limit` of a core."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        start = machine_busy_seconds()
+        time.sleep(1.0)
+        busy = machine_busy_seconds() - start
+        if busy < busy_limit or time.monotonic() >= deadline:
+            break
+        print(f"waiting: other processes keep {busy:.1f} cores busy", file=sys.stderr)
 
 
 # -- the photo list ------------------------------------------------------------------------------
@@ -188,30 +245,31 @@ def warm_up_ours(path: str) -> None:
     pipeline_for(PipelineSettings()).analyse(Path(path).read_bytes(), path)
 
 
-def best_of(repeat: int, run: Callable[[], tuple[float, int]]) -> tuple[float, int]:
-    """The fastest of `repeat` runs (seconds, faces)."""
-    results = [run() for _ in range(repeat)]
-    return min(results)
+def best_of(repeat: int, quiet_wait: float, run: Callable[[], Timing]) -> Timing:
+    """The fastest of `repeat` runs, each started once the machine is quiet."""
+    timings = []
+    for _ in range(repeat):
+        wait_for_quiet(quiet_wait)
+        timings.append(run())
+    return min(timings, key=lambda t: t.seconds)
 
 
-def time_baseline(paths: Sequence[str], repeat: int) -> Timing:
+def time_baseline(paths: Sequence[str], repeat: int, quiet_wait: float) -> Timing:
     fr = import_baseline()
     plain_loop(paths[:1], fr)  # warm-up
 
-    def run() -> tuple[float, int]:
-        started = time.perf_counter()
-        faces = plain_loop(paths, fr)
-        return time.perf_counter() - started, faces
+    def run() -> Timing:
+        return measured(BASELINE, len(paths), lambda: (None, plain_loop(paths, fr)))
 
-    seconds, faces = best_of(repeat, run)
-    return Timing("plain face_recognition loop (1 process)", len(paths), seconds, faces)
+    return best_of(repeat, quiet_wait, run)
 
 
-def time_ours(paths: Sequence[str], workers: int, repeat: int) -> Timing:
+def time_ours(paths: Sequence[str], workers: int, repeat: int, quiet_wait: float) -> Timing:
     warm_up_ours(paths[0])
-    seconds, faces = best_of(repeat, lambda: index_run(paths, workers))
-    noun = "worker" if workers == 1 else "workers"
-    return Timing(f"iddetective index, {workers} {noun}", len(paths), seconds, faces)
+    method = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}"
+    return best_of(
+        repeat, quiet_wait, lambda: measured(method, len(paths), lambda: index_run(paths, workers))
+    )
 
 
 def pool_start_up(paths: Sequence[str], workers: int) -> float:
@@ -243,6 +301,25 @@ def markdown_table(timings: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
+def notes(timings: Sequence[Timing], start_up: dict[int, float]) -> list[str]:
+    """What the table does not show: CPU time used, other load on the machine, pool start-up."""
+    lines = []
+    for t in timings:
+        lines.append(
+            f"- {t.method}: {t.own_cpu:.1f} CPU s of its own "
+            f"({t.own_cpu / t.seconds:.2f} cores busy on average); other processes used "
+            f"{t.other_cpu:.1f} CPU s meanwhile ({t.other_cpu / t.seconds:.2f} cores)"
+            + (" -- NOISY, rerun on a quiet machine" if t.other_cpu > 0.05 * t.seconds else "")
+        )
+    for workers, seconds in start_up.items():
+        lines.append(
+            f"- with {workers} workers, spawning the pool and loading the models in each "
+            f"process takes {seconds:.1f} s (an index() of {workers} tiny photos); the timing "
+            "above includes it"
+        )
+    return lines
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -255,6 +332,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time"
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each run, wait up to this many seconds for other processes to go idle",
+    )
     return parser.parse_args(argv)
 
 
@@ -263,23 +346,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     root = faces_root()
     import_baseline()  # fail early, before the slow part, if the baseline is missing
     paths = choose_photos(root, parse_sets(args.sets), args.limit)
-    print(f"photos: {describe(paths, root)}; {os.cpu_count()} CPUs", file=sys.stderr)
+    summary = f"Photos: {describe(paths, root)}. Machine: {os.cpu_count()} CPUs."
+    print(summary, file=sys.stderr)
     warm_page_cache(paths)
-    timings = [time_baseline(paths, args.repeat)]
+    timings = [time_baseline(paths, args.repeat, args.quiet_wait)]
     print(f"done: {timings[-1].method}", file=sys.stderr)
     for workers in args.workers:
-        timings.append(time_ours(paths, workers, args.repeat))
+        timings.append(time_ours(paths, workers, args.repeat, args.quiet_wait))
         print(f"done: {timings[-1].method}", file=sys.stderr)
-    pooled = [w for w in args.workers if w > 1]
-    start_up = {w: pool_start_up(paths, w) for w in pooled}
-    print(f"\nPhotos: {describe(paths, root)}. Machine: {os.cpu_count()} CPUs.\n")
+    start_up = {w: pool_start_up(paths, w) for w in args.workers if w > 1}
+    print(f"\n{summary}\n")
     print(markdown_table(timings))
-    for workers, seconds in start_up.items():
-        print(
-            f"\nWith {workers} workers, spawning the pool and loading the models in each "
-            f"process took {seconds:.1f} s (an index() of {workers} tiny photos); "
-            "it is included in the timing above."
-        )
+    print()
+    print("\n".join(notes(timings, start_up)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import distances
 from .entities import Failure, PersonSummary, PhotoRef, Review, Stats
 from .errors import NotFound, UsageError
@@ -121,18 +123,27 @@ class Catalogue:
 
     # -- searching -------------------------------------------------------------------------------
     def search_photo(
-        self, path: str, *, top: int = 5, threshold: float | None = None
+        self,
+        path: str,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        people: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Find every face in the photo at `path` and who each one is."""
+        """Find every face in the photo at `path` and who each one is.
+
+        `people` (ids or unambiguous names) restricts the search to those people's faces.
+        """
         if top < 1:
             raise UsageError(f"--top must be at least 1, not {top}")
         threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
+        allowed = self._faces_of(people) if people is not None else None
         data = read_photo_bytes(path)
         analysis = pipeline_for(self.pipeline).analyse(data, path)
         faces = match_faces(
-            self.store, self.vector_index(), analysis, top=top, threshold=threshold
+            self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
         )
         return SearchResult(
             path=path,
@@ -143,6 +154,10 @@ class Catalogue:
             threshold=threshold,
             faces=tuple(faces),
         )
+
+    def _faces_of(self, people: Sequence[str]) -> np.ndarray:
+        chosen = [self.store.resolve_person(ref).id for ref in people]
+        return self.store.face_ids_of_people(chosen)
 
     def vector_index(self) -> VectorIndex:
         """The vector index, checked against the catalogue and rebuilt if stale or missing."""

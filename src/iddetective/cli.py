@@ -168,11 +168,16 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
 @data_option
 @click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
 @click.option("--threshold", type=float, default=distances.DEFAULT_THRESHOLD, show_default=True, help="Largest distance that counts as a match.")
+@click.option("--person", "people", multiple=True, help="Only compare with this person (id or name); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the iddetective/search/v1 JSON object.")
-def search(photo: str, data_dir: Path, top: int, threshold: float, as_json: bool) -> None:
+def search(
+    photo: str, data_dir: Path, top: int, threshold: float, people: tuple[str, ...], as_json: bool
+) -> None:
     """Find every face in PHOTO and who each one is."""
     with library_errors(), Catalogue(data_dir) as catalogue:
-        result = catalogue.search_photo(photo, top=top, threshold=threshold)
+        result = catalogue.search_photo(
+            photo, top=top, threshold=threshold, people=list(people) or None
+        )
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False))
     else:

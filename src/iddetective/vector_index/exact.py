@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,9 @@ class ExactIndex:
     def load(cls, path: Path) -> tuple[ExactIndex, int]:
         """The index saved at `path` and its epoch; raises IndexMismatch if unreadable."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 ids, vectors, epoch = data["ids"], data["vectors"], int(data["epoch"])
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise IndexMismatch(f"the index file {path} is inconsistent")

@@ -1,0 +1,133 @@
+"""The contract every `VectorIndex` implementation passes (parametrised by registry name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iddetective import distances
+from iddetective.registry import available, resolve_class
+from iddetective.vector_index import IndexMismatch, VectorIndex
+
+DIM = 128
+
+
+@pytest.fixture(params=available("vector_index"))
+def index_class(request: pytest.FixtureRequest) -> type:
+    return resolve_class("vector_index", request.param)  # type: ignore[no-any-return]
+
+
+def unit_vectors(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return distances.prepare(rng.normal(size=(count, DIM)))
+
+
+def brute_force(gallery: np.ndarray, ids: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dist = np.linalg.norm(gallery.astype(np.float64) - query.astype(np.float64), axis=1)
+    order = np.argsort(dist, kind="stable")
+    return ids[order], dist[order]
+
+
+def filled(index_class: type, count: int = 500) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    index: VectorIndex = index_class(DIM)
+    ids = np.arange(10, 10 + count, dtype=np.int64) * 3
+    vectors = unit_vectors(count)
+    index.add(ids, vectors)
+    return index, ids, vectors
+
+
+def test_satisfies_protocol(index_class: type) -> None:
+    assert isinstance(index_class(DIM), VectorIndex)
+
+
+def test_search_matches_brute_force(index_class: type) -> None:
+    index, ids, vectors = filled(index_class)
+    queries = unit_vectors(7, seed=1)
+    for query, found in zip(queries, index.search(queries, 10), strict=True):
+        want_ids, want_dist = brute_force(vectors, ids, query)
+        assert found.ids.tolist() == want_ids[:10].tolist()
+        np.testing.assert_allclose(found.distances, want_dist[:10], atol=1e-5)
+
+
+def test_range_search_returns_everything_within_radius(index_class: type) -> None:
+    index, ids, vectors = filled(index_class)
+    query = vectors[5] + 0.01
+    radius = 1.3
+    found = index.range_search(query[None, :], radius)[0]
+    want_ids, want_dist = brute_force(vectors, ids, query)
+    expected = want_ids[want_dist <= radius]
+    assert len(expected) > 1
+    assert sorted(found.ids.tolist()) == sorted(expected.tolist())
+    assert np.all(np.diff(found.distances) >= 0)
+
+
+def test_filtered_search_equals_exact_filtered_scan(index_class: type) -> None:
+    index, ids, vectors = filled(index_class)
+    rng = np.random.default_rng(2)
+    allowed = rng.choice(ids, size=40, replace=False)
+    mask = np.isin(ids, allowed)
+    for query in unit_vectors(5, seed=3):
+        found = index.search(query[None, :], 8, allowed=allowed)[0]
+        want_ids, _ = brute_force(vectors[mask], ids[mask], query)
+        assert found.ids.tolist() == want_ids[:8].tolist()
+        ranged = index.range_search(query[None, :], 1.4, allowed=allowed)[0]
+        assert set(ranged.ids.tolist()) <= set(allowed.tolist())
+
+
+def test_k_larger_than_collection_and_empty_index(index_class: type) -> None:
+    index, ids, _ = filled(index_class, count=5)
+    found = index.search(unit_vectors(1), 50)[0]
+    assert sorted(found.ids.tolist()) == sorted(ids.tolist())
+    empty: VectorIndex = index_class(DIM)
+    assert len(empty) == 0
+    assert len(empty.search(unit_vectors(2), 3)[1]) == 0
+    assert len(empty.range_search(unit_vectors(1), 2.0)[0]) == 0
+
+
+def test_remove(index_class: type) -> None:
+    index, ids, vectors = filled(index_class, count=20)
+    assert index.remove(ids[:5]) == 5
+    assert index.remove(np.array([999_999])) == 0
+    assert len(index) == 15
+    found = index.search(vectors[0][None, :], 20)[0]
+    assert not set(found.ids.tolist()) & set(ids[:5].tolist())
+
+
+def test_duplicate_ids_rejected(index_class: type) -> None:
+    index, ids, vectors = filled(index_class, count=5)
+    with pytest.raises(IndexMismatch, match="already in the index"):
+        index.add(ids[:1], vectors[:1])
+    with pytest.raises(IndexMismatch, match="duplicate"):
+        index.add(np.array([1, 1]), unit_vectors(2))
+    assert len(index) == 5
+
+
+def test_wrong_dimension_rejected(index_class: type) -> None:
+    index, _, _ = filled(index_class, count=5)
+    with pytest.raises(IndexMismatch, match="dimension 128"):
+        index.add(np.array([1]), np.zeros((1, 64), np.float32))
+    with pytest.raises(IndexMismatch, match="dimension 128"):
+        index.search(np.zeros((1, 3), np.float32), 1)
+
+
+def test_persistence_and_epoch(index_class: type, tmp_path: Path) -> None:
+    index, _, vectors = filled(index_class, count=50)
+    path = tmp_path / "index.npz"
+    index.save(path, epoch=7)
+    loaded, epoch = index_class.load(path)
+    assert epoch == 7 and len(loaded) == 50
+    before = index.search(vectors[:3], 5)
+    after = loaded.search(vectors[:3], 5)
+    assert [b.ids.tolist() for b in before] == [a.ids.tolist() for a in after]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupt_file_is_reported(index_class: type, tmp_path: Path) -> None:
+    index, _, _ = filled(index_class, count=50)
+    path = tmp_path / "index.npz"
+    index.save(path, epoch=1)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IndexMismatch, match="cannot read"):
+        index_class.load(path)
