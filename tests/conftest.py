@@ -43,7 +43,9 @@ class Labelled:
 def read_labels(folder: Path) -> list[Labelled]:
     """Rows of a set's labels.csv with absolute paths."""
     with open(folder / "labels.csv", newline="") as handle:
-        return [Labelled(str(folder / row["path"]), row["person"]) for row in csv.DictReader(handle)]
+        return [
+            Labelled(str(folder / row["path"]), row["person"]) for row in csv.DictReader(handle)
+        ]
 
 
 def write_manifest(path: Path, rows: list[Labelled]) -> Path:

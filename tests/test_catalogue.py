@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import read_labels, require_set, write_manifest
+
 from iddetective import ingest
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.errors import AmbiguousPerson, NotFound
@@ -64,7 +64,9 @@ def test_reindex_skips_unchanged_files_without_reading(
     assert photo_rows(data) == before
 
 
-def test_labels_from_folders_and_people(photos: Path, tmp_path: Path, lfw_people: dict[str, list[str]]) -> None:
+def test_labels_from_folders_and_people(
+    photos: Path, tmp_path: Path, lfw_people: dict[str, list[str]]
+) -> None:
     with Catalogue(tmp_path / "data", create=True) as catalogue:
         catalogue.index([str(photos)], people_from_folders=True)
         people = {p.name: p for p in catalogue.people()}
@@ -191,7 +193,8 @@ def test_manifest_labels_apply_to_already_indexed_photos(photos: Path, tmp_path:
         rows = read_labels(require_set("lfw_dev"))
         manifest_rows = [r for r in rows if r.person == photos.iterdir().__next__().name][:1]
         copies = [
-            type(r)(str(photos / r.person / os.path.basename(r.path)), r.person) for r in manifest_rows
+            type(r)(str(photos / r.person / os.path.basename(r.path)), r.person)
+            for r in manifest_rows
         ]
         manifest = write_manifest(tmp_path / "labels.csv", copies)
         report = catalogue.index([], people=str(manifest))

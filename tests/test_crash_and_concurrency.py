@@ -12,12 +12,23 @@ import time
 from pathlib import Path
 
 from conftest import Labelled, read_labels, require_set, write_manifest
+
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 
 
 def index_command(manifest: Path, data: Path) -> list[str]:
-    return [sys.executable, "-m", "iddetective", "index", "--people", str(manifest),
-            "--data", str(data), "--workers", "2"]
+    return [
+        sys.executable,
+        "-m",
+        "iddetective",
+        "index",
+        "--people",
+        str(manifest),
+        "--data",
+        str(data),
+        "--workers",
+        "2",
+    ]
 
 
 def lfw_rows(count: int) -> list[Labelled]:
@@ -52,8 +63,12 @@ def test_sigkill_mid_run_then_rerun_stores_every_photo_once(tmp_path: Path) -> N
     rows = lfw_rows(120)
     manifest = write_manifest(tmp_path / "people.csv", rows)
     data = tmp_path / "data"
-    run = subprocess.Popen(index_command(manifest, data), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        index_command(manifest, data),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     seen = [0]
     deadline = time.monotonic() + 120
     while stored_photos(data) < 20 and time.monotonic() < deadline:
@@ -67,7 +82,9 @@ def test_sigkill_mid_run_then_rerun_stores_every_photo_once(tmp_path: Path) -> N
     killed_at = stored_photos(data)
     assert 20 <= killed_at < len(rows), "the run was not killed in the middle"
 
-    rerun = subprocess.run(index_command(manifest, data), capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        index_command(manifest, data), capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "unchanged" in rerun.stdout
     assert_each_photo_once(data, rows)
@@ -79,10 +96,16 @@ def test_two_runs_at_once_store_no_duplicates(tmp_path: Path) -> None:
     rows = lfw_rows(40)
     manifest = write_manifest(tmp_path / "people.csv", rows)
     data = tmp_path / "data"
-    runs = [subprocess.Popen(index_command(manifest, data), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            index_command(manifest, data),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr
     assert_each_photo_once(data, rows)
-

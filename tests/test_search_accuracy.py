@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import Labelled, read_labels, require_set
+
 from iddetective.catalogue import Catalogue
 from iddetective.labelling import choose_labelled_face
 from iddetective.schemas import search_schema
@@ -40,7 +40,9 @@ def labelled_face_result(result: SearchResult) -> tuple[str | None, bool]:
     """(best person's name, is it a match) for the photo's labelled face."""
     if not result.faces:
         return None, False
-    chosen = result.faces[choose_labelled_face([f.box for f in result.faces], result.width, result.height)]
+    chosen = result.faces[
+        choose_labelled_face([f.box for f in result.faces], result.width, result.height)
+    ]
     if not chosen.matches or chosen.matches[0].person is None:
         return None, False
     best = chosen.matches[0]
@@ -83,15 +85,24 @@ def test_face_recognition_set(built_catalogue: Build) -> None:
 
 @pytest.mark.parametrize(
     ("photo", "people"),
-    [("obama_and_biden.jpg", {"obama", "biden"}), ("kit_with_rose.jpg", {"kit_harington", "rose_leslie"})],
+    [
+        ("obama_and_biden.jpg", {"obama", "biden"}),
+        ("kit_with_rose.jpg", {"kit_harington", "rose_leslie"}),
+    ],
 )
-def test_two_person_photo_gives_both_people(built_catalogue: Build, photo: str, people: set[str]) -> None:
+def test_two_person_photo_gives_both_people(
+    built_catalogue: Build, photo: str, people: set[str]
+) -> None:
     folder = require_set("face_recognition")
     enrol, _ = split_enrol_probe(read_labels(folder))
     data = built_catalogue("face_recognition_all", enrol, [])
     with Catalogue(data) as catalogue:
         result = catalogue.search_photo(str(folder / "images" / "multi" / photo))
-    matched = [f.matches[0].person.name for f in result.faces if f.verdict == "match" and f.matches[0].person]
+    matched = [
+        f.matches[0].person.name
+        for f in result.faces
+        if f.verdict == "match" and f.matches[0].person
+    ]
     assert sorted(matched) == sorted(people)
     areas = [f.box.area for f in result.faces]
     assert areas == sorted(areas, reverse=True)

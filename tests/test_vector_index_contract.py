@@ -24,7 +24,9 @@ def unit_vectors(count: int, seed: int = 0) -> np.ndarray:
     return distances.prepare(rng.normal(size=(count, DIM)))
 
 
-def brute_force(gallery: np.ndarray, ids: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    gallery: np.ndarray, ids: np.ndarray, query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     dist = np.linalg.norm(gallery.astype(np.float64) - query.astype(np.float64), axis=1)
     order = np.argsort(dist, kind="stable")
     return ids[order], dist[order]

@@ -78,13 +78,30 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
-@click.option("--people", "people", type=str, help="CSV (path,person) or JSONL manifest of who is in which photo.")
-@click.option("--people-from-folders", is_flag=True, help="Folder layout PERSON_NAME/photo.jpg names the people.")
+@click.option(
+    "--people",
+    "people",
+    type=str,
+    help="CSV (path,person) or JSONL manifest of who is in which photo.",
+)
+@click.option(
+    "--people-from-folders",
+    is_flag=True,
+    help="Folder layout PERSON_NAME/photo.jpg names the people.",
+)
 @data_option
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes analysing photos.")
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Processes analysing photos."
+)
 @click.option("--prune", is_flag=True, help="Forget photos under PATHS whose files are gone.")
 @click.option("--retry-failed", is_flag=True, help="Try unchanged files that failed before again.")
-@click.option("--upsample", type=click.IntRange(0, 3), default=PipelineSettings.upsample, show_default=True, help="Times the detector upsamples (finds smaller faces, slower).")
+@click.option(
+    "--upsample",
+    type=click.IntRange(0, 3),
+    default=PipelineSettings.upsample,
+    show_default=True,
+    help="Times the detector upsamples (finds smaller faces, slower).",
+)
 def index(
     paths: tuple[str, ...],
     people: str | None,
@@ -96,8 +113,11 @@ def index(
     upsample: int,
 ) -> None:
     """Index photos from PATHS (files and folders, recursively) into the catalogue."""
-    with library_errors(), Catalogue(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue:
-        with _progress_bar() as (progress, update):
+    with (
+        library_errors(),
+        Catalogue(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue,
+    ):
+        with _progress_bar() as update:
             report = catalogue.index(
                 list(paths),
                 people=people,
@@ -121,7 +141,7 @@ class _RateColumn(ProgressColumn):
 
 
 @contextmanager
-def _progress_bar() -> Iterator[tuple[Progress, Callable[[int, int, SaveResult | None], None]]]:
+def _progress_bar() -> Iterator[Callable[[int, int, SaveResult | None], None]]:
     progress = Progress(
         TextColumn("indexing"),
         BarColumn(),
@@ -138,10 +158,12 @@ def _progress_bar() -> Iterator[tuple[Progress, Callable[[int, int, SaveResult |
     def update(done: int, total: int, result: SaveResult | None) -> None:
         progress.update(task, completed=done, total=total)
         if result is not None and result.status == "failed":
-            progress.console.print(f"[yellow]failed:[/yellow] {result.path}: {result.reason}", markup=True)
+            progress.console.print(
+                f"[yellow]failed:[/yellow] {result.path}: {result.reason}", markup=True
+            )
 
     with progress:
-        yield progress, update
+        yield update
 
 
 def _print_report(report: IndexReport, data_dir: Path) -> None:
@@ -160,16 +182,31 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
     for result in report.failed:
         out.print(f"  failed: {result.path}: {result.reason}")
     if report.reviews:
-        out.print(f"{len(report.reviews)} labelled photos to review: iddetective review --data {data_dir}")
+        out.print(
+            f"{len(report.reviews)} labelled photos to review: iddetective review --data {data_dir}"
+        )
 
 
 @main.command()
 @click.argument("photo", type=click.Path(path_type=str))
 @data_option
 @click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
-@click.option("--threshold", type=float, default=distances.DEFAULT_THRESHOLD, show_default=True, help="Largest distance that counts as a match.")
-@click.option("--person", "people", multiple=True, help="Only compare with this person (id or name); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the iddetective/search/v1 JSON object.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=distances.DEFAULT_THRESHOLD,
+    show_default=True,
+    help="Largest distance that counts as a match.",
+)
+@click.option(
+    "--person",
+    "people",
+    multiple=True,
+    help="Only compare with this person (id or name); repeatable.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the iddetective/search/v1 JSON object."
+)
 def search(
     photo: str, data_dir: Path, top: int, threshold: float, people: tuple[str, ...], as_json: bool
 ) -> None:
@@ -191,7 +228,8 @@ def _print_search(result: SearchResult) -> None:
     out.print(f"{len(result.faces)} face(s) in {result.path} (threshold {result.threshold}):")
     for number, face in enumerate(result.faces, start=1):
         box = face.box
-        out.print(f"\nFace {number} at left={box.left} top={box.top} right={box.right} bottom={box.bottom}:")
+        where = f"left={box.left} top={box.top} right={box.right} bottom={box.bottom}"
+        out.print(f"\nFace {number} at {where}:")
         if face.verdict == "no_match":
             out.print("  no match: nobody in the catalogue is within the threshold")
         for match in face.matches:
@@ -199,7 +237,8 @@ def _print_search(result: SearchResult) -> None:
             word = "MATCH   " if match.verdict == "match" else "no match"
             out.print(f"  {word} {match.distance:.3f}  {who}")
             for hit in match.photos[:5]:
-                out.print(f"           {hit.distance:.3f}  {hit.photo.paths[0] if hit.photo.paths else hit.photo.sha256}")
+                shown = hit.photo.paths[0] if hit.photo.paths else hit.photo.sha256
+                out.print(f"           {hit.distance:.3f}  {shown}")
             if len(match.photos) > 5:
                 out.print(f"           ... and {len(match.photos) - 5} more photos")
 

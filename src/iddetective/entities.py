@@ -8,22 +8,22 @@ import numpy as np
 
 __all__ = [
     "Box",
-    "Failure",
     "FaceAnalysis",
     "FailedPhoto",
+    "Failure",
     "FileStat",
     "IndexedPhoto",
     "KnownPhoto",
     "Outcome",
-    "SaveResult",
-    "StoredFile",
     "PersonRef",
     "PersonSummary",
     "PhotoAnalysis",
     "PhotoRef",
     "Review",
+    "SaveResult",
     "Stats",
     "StoredFace",
+    "StoredFile",
 ]
 
 

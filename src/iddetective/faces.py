@@ -98,7 +98,9 @@ class HogDetector:
 
     def detect(self, image: np.ndarray, upsample: int) -> list[Detection]:
         rects, scores, _ = self._model.run(image, upsample, 0.0)
-        return [Detection(_box(rect), float(score)) for rect, score in zip(rects, scores, strict=True)]
+        return [
+            Detection(_box(rect), float(score)) for rect, score in zip(rects, scores, strict=True)
+        ]
 
 
 class CnnDetector:
@@ -225,9 +227,7 @@ def _box(rect: Any) -> Box:
 
 
 def _clip(box: Box, width: int, height: int) -> Box:
-    return Box(
-        max(0, box.left), max(0, box.top), min(width, box.right), min(height, box.bottom)
-    )
+    return Box(max(0, box.left), max(0, box.top), min(width, box.right), min(height, box.bottom))
 
 
 def _resize(pixels: np.ndarray, factor: float) -> np.ndarray:

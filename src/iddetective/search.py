@@ -185,4 +185,3 @@ def _hit_json(hit: PhotoHit) -> dict[str, Any]:
         "box": hit.box.as_dict(),
         "distance": round(hit.distance, 4),
     }
-

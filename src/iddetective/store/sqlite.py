@@ -20,8 +20,8 @@ import numpy as np
 
 from ..entities import (
     Box,
-    Failure,
     FailedPhoto,
+    Failure,
     FileStat,
     IndexedPhoto,
     KnownPhoto,
@@ -406,15 +406,16 @@ class SqliteStore:
         ).fetchall()
         photos = self._photos(r[0] for r in rows)
         return [
-            Review(photos[r[0]], PersonRef(r[3], r[4]) if r[3] else None, r[2], r[1])
-            for r in rows
+            Review(photos[r[0]], PersonRef(r[3], r[4]) if r[3] else None, r[2], r[1]) for r in rows
         ]
 
     def stats(self) -> Stats:
         one = self._db.execute
         return Stats(
             photos=one("SELECT count(*) FROM photo").fetchone()[0],
-            photos_without_face=one("SELECT count(*) FROM photo WHERE face_count = 0").fetchone()[0],
+            photos_without_face=one("SELECT count(*) FROM photo WHERE face_count = 0").fetchone()[
+                0
+            ],
             faces=one("SELECT count(*) FROM face").fetchone()[0],
             unknown_faces=one("SELECT count(*) FROM face WHERE person_id IS NULL").fetchone()[0],
             people=one("SELECT count(*) FROM person").fetchone()[0],
