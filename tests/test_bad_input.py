@@ -11,6 +11,7 @@ repository); nothing is copied into the project.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import require_set
 from PIL import Image, ImageOps
 
 from iddetective.catalogue import Catalogue
@@ -34,16 +36,6 @@ from iddetective.entities import Box, PersonSummary, StoredFace
 from iddetective.errors import BadImage, BadManifest
 from iddetective.imaging import decode_image
 from iddetective.ingest import IndexReport
-
-REPO = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("IDDETECTIVE_FACES") or REPO.parent / "shared" / "faces")
-FACE_PHOTO = FACES / "face_recognition" / "images" / "obama" / "obama.jpg"
-OTHER_PHOTO = FACES / "face_recognition" / "images" / "biden" / "biden.jpg"
-
-pytestmark = pytest.mark.skipif(
-    not (FACE_PHOTO.is_file() and OTHER_PHOTO.is_file()),
-    reason=f"the development face photos are not at {FACES} (set IDDETECTIVE_FACES)",
-)
 
 #: Source photos are shrunk to this longer side: big enough for HOG, small enough to be fast.
 SIDE = 400
@@ -56,23 +48,24 @@ Maker = Callable[[Image.Image, Path], Path]
 
 
 # -- source photos -------------------------------------------------------------------------------
-def _small_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as original:
+def _small_rgb(photo: str, keep_top: float) -> Image.Image:
+    """A photo of the face_recognition set shrunk to `SIDE`, keeping the top `keep_top`."""
+    with Image.open(require_set("face_recognition") / "images" / photo) as original:
         image = original.convert("RGB")
     image.thumbnail((SIDE, SIDE))
-    return image
+    return image.crop((0, 0, image.width, round(image.height * keep_top)))
 
 
 @pytest.fixture(scope="module")
 def face() -> Image.Image:
     """An upright photo with one clear face (not stored anywhere; derive files from it)."""
-    return _small_rgb(FACE_PHOTO)
+    return _small_rgb("obama/obama.jpg", keep_top=0.7)
 
 
 @pytest.fixture(scope="module")
 def other_face() -> Image.Image:
     """A photo of someone else, the good photo indexed alongside each bad input."""
-    return _small_rgb(OTHER_PHOTO)
+    return _small_rgb("biden/biden.jpg", keep_top=0.55)
 
 
 def save(image: Image.Image, path: Path, format: str, **options: Any) -> Path:
@@ -185,23 +178,41 @@ class World:
         self.catalogue = Catalogue(self.data)
 
 
-def make_world(base: Path, face: Image.Image, other_face: Image.Image) -> World:
-    """Index the upright `face` photo (person "obama") in a first run; prepare a good photo."""
-    stored = save(face, base / "stored" / "obama" / "obama.jpg", "JPEG", quality=92)
+@dataclass(frozen=True)
+class Template:
+    """A data directory whose catalogue holds `stored` (person "obama"), from a first run."""
+
+    data: Path
+    stored: Path
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, face: Image.Image) -> Template:
+    """Made once per module; each test indexes into its own copy of `data`."""
+    base = tmp_path_factory.mktemp("first-run")
+    stored = save(face, base / "photos" / "obama" / "obama.jpg", "JPEG", quality=92)
+    with Catalogue(base / "data", create=True) as catalogue:
+        report = catalogue.index([str(base / "photos")], people_from_folders=True)
+    assert (report.indexed, report.faces, report.failed) == (1, 1, [])
+    return Template(base / "data", stored)
+
+
+def make_world(base: Path, template: Template, other_face: Image.Image) -> World:
+    """A copy of the first run's catalogue in `base`, and a good photo for the next run."""
+    shutil.copytree(template.data, base / "data")
     good = save(other_face, base / "good" / "biden.jpg", "JPEG", quality=92)
     folder = base / "bad"
     folder.mkdir()
-    catalogue = Catalogue(base / "data", create=True)
-    report = catalogue.index([str(base / "stored")], people_from_folders=True)
-    assert (report.indexed, report.faces, report.failed) == (1, 1, [])
+    catalogue = Catalogue(base / "data")
     before = Snapshot.of(catalogue)
     assert [p.name for p in before.people.values()] == ["obama"]
-    return World(base, base / "data", catalogue, stored, good, folder, before)
+    assert len(before.faces_at(template.stored)) == 1
+    return World(base, base / "data", catalogue, template.stored, good, folder, before)
 
 
 @pytest.fixture
-def world(tmp_path: Path, face: Image.Image, other_face: Image.Image) -> Iterator[World]:
-    made = make_world(tmp_path, face, other_face)
+def world(tmp_path: Path, template: Template, other_face: Image.Image) -> Iterator[World]:
+    made = make_world(tmp_path, template, other_face)
     yield made
     made.catalogue.close()
 
@@ -221,9 +232,9 @@ def zero_byte_file(face: Image.Image, folder: Path) -> Path:
 
 
 def truncated_jpeg(face: Image.Image, folder: Path) -> Path:
-    whole = save(face, folder / "whole.jpg", "JPEG", quality=90).read_bytes()
-    (folder / "whole.jpg").unlink()
-    return write(folder / "truncated.jpg", whole[: len(whole) // 2])
+    whole = io.BytesIO()
+    face.save(whole, "JPEG", quality=90)
+    return write(folder / "truncated.jpg", whole.getvalue()[: len(whole.getvalue()) // 2])
 
 
 def text_named_jpg(face: Image.Image, folder: Path) -> Path:
@@ -312,6 +323,31 @@ def test_cli_prints_a_failed_path_that_looks_like_markup(world: World) -> None:
     result = world.cli("index", bad, world.good)
     assert result.exit_code == 3, result.output
     assert f"failed: {bad}: empty file (0 bytes)" in result.stdout
+
+
+def test_stored_photo_whose_file_turns_corrupt_keeps_its_faces(
+    world: World, face: Image.Image
+) -> None:
+    first = world.index(world.good)
+    assert (first.indexed, first.faces) == (1, 1)
+    stored = world.snapshot()
+    whole = world.good.read_bytes()
+    world.good.write_bytes(whole[: len(whole) // 2])
+    other = grey_jpeg(face, world.folder)
+    report = world.index(world.good, other)
+    reported = {result.path: result.reason for result in report.failed}
+    assert list(reported) == [str(world.good)]
+    assert "truncated" in reported[str(world.good)]
+    assert (report.indexed, report.faces) == (1, 1)
+    after = world.snapshot()
+    assert len(after.faces_at(other)) == 1
+    assert_only_added(stored, after, photos=1, faces=1, unknown_faces=1, failed=1)
+
+    world.good.write_bytes(whole)  # the file is restored: the failure goes, nothing else
+    restored = world.index(world.good)
+    assert (restored.failed, restored.indexed) == ([], 0)
+    assert world.catalogue.failures() == []
+    assert_only_added(stored, world.snapshot(), photos=1, faces=1, unknown_faces=1)
 
 
 # -- usable photos in unusual formats ------------------------------------------------------------
@@ -517,18 +553,18 @@ def _open_to_everyone(base: Path, keep: Path) -> None:
 
 
 #: Started as root, because the interpreter may live where `nobody` cannot go (/root/.pyenv):
-#: load every module and model the index command uses by analysing a photo (argv[1]), then
-#: become `nobody` and run the CLI with the remaining arguments.
+#: index the good photo (argv 2) into a scratch copy of the data directory (argv 1) to load
+#: every module and model the command needs, then become `nobody` and run the real command.
 AS_NOBODY = f"""
-import os, sys, secrets, tempfile, zipfile
+import contextlib, io, os, shutil, sys, tempfile
 from iddetective.cli import main
-from iddetective.faces import PipelineSettings, pipeline_for
-from iddetective.registry import available, resolve_class
-for kind in ("detector", "embedder", "store", "vector_index"):
-    for name in available(kind):
-        resolve_class(kind, name)
-with open(sys.argv.pop(1), "rb") as photo:
-    pipeline_for(PipelineSettings()).analyse(photo.read(), "warm-up")
+
+data, photo = sys.argv.pop(1), sys.argv.pop(1)
+with tempfile.TemporaryDirectory() as scratch:
+    warm = os.path.join(scratch, "data")
+    shutil.copytree(data, warm)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main(["index", "--data", warm, photo], standalone_mode=False)
 os.setgroups([])
 os.setgid({NOBODY})
 os.setuid({NOBODY})
@@ -540,7 +576,7 @@ def _index_as_nobody(world: World, *paths: Path) -> subprocess.CompletedProcess[
     """Run the index command in a subprocess as user `nobody`, whom chmod 000 does stop."""
     arguments = ["index", "--data", str(world.data), *map(str, paths)]
     return subprocess.run(
-        [sys.executable, "-c", AS_NOBODY, str(world.good), *arguments],
+        [sys.executable, "-c", AS_NOBODY, str(world.data), str(world.good), *arguments],
         env={**os.environ, "HOME": str(world.base)},
         cwd=world.base,
         capture_output=True,
@@ -580,9 +616,9 @@ def _index_unreadable(world: World, locked: Path, *paths: Path) -> tuple[int, st
     ],
 )
 def test_unreadable_file_fails_with_permission_denied(
-    named: str, open_base: Path, face: Image.Image, other_face: Image.Image
+    named: str, open_base: Path, template: Template, face: Image.Image, other_face: Image.Image
 ) -> None:
-    world = make_world(open_base, face, other_face)
+    world = make_world(open_base, template, other_face)
     try:
         locked = save(face, world.folder / "album" / "locked.jpg", "JPEG", quality=80)
         locked.chmod(0)
@@ -640,7 +676,7 @@ def test_manifest_bad_rows_fail_naming_their_lines(world: World, face: Image.Ima
     assert failure_reasons(world.catalogue) == reported
     assert set(reported) == {f"{manifest} line 3", f"{manifest} line 4"}
     assert "needs both a path and a person" in reported[f"{manifest} line 3"]
-    assert "more fields than the header names" in reported[f"{manifest} line 4"]
+    assert "more fields than the header names (extra: Joe)" in reported[f"{manifest} line 4"]
     after = world.snapshot()
     good = world.assert_good_stored(after)
     assert good.person is not None and good.person.name == "Joe Biden"
@@ -672,8 +708,19 @@ def test_manifest_without_header_is_exit_2_and_nothing_is_indexed(world: World) 
     assert result.exit_code == 2, result.output
     assert str(manifest) in result.stderr
     assert "header with the columns path and person" in result.stderr
+    assert f"(found: {_relative(world.good, manifest)}, Joe Biden)" in result.stderr
     with pytest.raises(BadManifest, match="header"):
         world.index(people=str(manifest))
     after = world.snapshot()
     assert after.faces_at(world.good) == []
     assert_only_added(world.before, after)
+
+
+def test_manifest_that_is_not_csv_is_exit_2_naming_the_line(world: World) -> None:
+    manifest = world.folder / "people.csv"
+    huge = "x" * 200_000  # beyond the csv module's field size limit
+    manifest.write_text(f"path,person\n{_relative(world.good, manifest)},Joe Biden\na.jpg,{huge}\n")
+    result = world.cli("index", "--people", manifest)
+    assert result.exit_code == 2, result.output
+    assert f"people manifest {manifest} line 3: not readable as CSV" in result.stderr
+    assert_only_added(world.before, world.snapshot())

@@ -104,12 +104,22 @@ def _read(path: str) -> tuple[FileStat, bytes]:
     try:
         stat = os.stat(path)
     except FileNotFoundError:
-        reason = "broken symbolic link" if os.path.islink(path) else "file does not exist"
-        raise BadImage(path, reason) from None
+        raise BadImage(path, _missing_reason(path)) from None
     except OSError as error:
         raise BadImage(path, f"cannot read the file: {error.strerror}") from None
     data = read_photo_bytes(path, MAX_FILE_BYTES)
     return FileStat(path, stat.st_size, stat.st_mtime_ns), data
+
+
+def _missing_reason(path: str) -> str:
+    """Why `path` cannot be found: it is gone, or it is a symbolic link to nothing."""
+    if not os.path.islink(path):
+        return "file does not exist"
+    try:
+        target = os.path.join(os.path.dirname(path), os.readlink(path))
+    except OSError:
+        return "broken symbolic link"
+    return f"broken symbolic link: it points to {os.path.normpath(target)}, which is missing"
 
 
 def index_plan(

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .entities import FailedPhoto, FileStat
 from .errors import BadManifest, UsageError
@@ -24,7 +25,8 @@ __all__ = ["PHOTO_SUFFIXES", "PhotoJob", "Plan", "plan_sources", "read_manifest"
 #: Files with these suffixes are picked up when a folder is scanned. Files named on the
 #: command line or in a manifest are tried whatever their name.
 PHOTO_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .png .webp .heic .heif .avif .bmp .gif .tif .tiff .pgm .ppm .pnm".split()
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".heic", ".heif", ".avif"}
+    | {".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}
 )
 
 
@@ -97,7 +99,8 @@ def read_manifest(manifest: str) -> tuple[dict[str, str], list[FailedPhoto]]:
         raise BadManifest(f"people manifest {manifest}: file does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         raise BadManifest(f"people manifest {manifest}: cannot read it ({error})") from None
-    rows = _jsonl_rows(text, manifest) if path.suffix.lower() == ".jsonl" else _csv_rows(text, manifest)
+    jsonl = path.suffix.lower() == ".jsonl"
+    rows = _jsonl_rows(text, manifest) if jsonl else _csv_rows(text, manifest)
     base = path.resolve().parent
     labels: dict[str, str] = {}
     problems: list[FailedPhoto] = []
@@ -117,7 +120,8 @@ def read_manifest(manifest: str) -> tuple[dict[str, str], list[FailedPhoto]]:
             )
             continue
         if not os.path.lexists(absolute):
-            problems.append(FailedPhoto(FileStat(absolute, -1, -1), f"listed in {where} but the file does not exist"))
+            reason = f"listed in {where} but the file does not exist"
+            problems.append(FailedPhoto(FileStat(absolute, -1, -1), reason))
             continue
         labels[absolute] = person
     return labels, problems
@@ -129,20 +133,29 @@ def _row_problem(where: str, reason: str) -> FailedPhoto:
 
 def _csv_rows(text: str, manifest: str) -> list[tuple[int, dict[str, str] | str]]:
     reader = csv.DictReader(text.splitlines())
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    if "path" not in header or "person" not in header:
+    try:
+        found = [name.strip() for name in reader.fieldnames or []]
+        header = [name.lower() for name in found]
+        if "path" not in header or "person" not in header:
+            raise BadManifest(
+                f"people manifest {manifest}: the first line must be a header with the columns "
+                f"path and person (found: {', '.join(found) or 'nothing'})"
+            )
+        reader.fieldnames = header
+        return [(reader.line_num, _csv_row(row)) for row in reader]
+    except csv.Error as error:
+        line = reader.reader.line_num  # the DictReader's own count skips the failed line
         raise BadManifest(
-            f"people manifest {manifest}: the first line must be a header with the columns "
-            f"path and person (found: {', '.join(header) or 'nothing'})"
-        )
-    reader.fieldnames = header
-    rows: list[tuple[int, dict[str, str] | str]] = []
-    for row in reader:
-        if None in row:
-            rows.append((reader.line_num, f"more fields than the header names: {row[None]}"))  # type: ignore[index]
-        else:
-            rows.append((reader.line_num, row))
-    return rows
+            f"people manifest {manifest} line {line}: not readable as CSV ({error})"
+        ) from None
+
+
+def _csv_row(row: dict[str | None, Any]) -> dict[str, str] | str:
+    """The row's fields by column (missing ones empty), or what is wrong with it."""
+    extra = row.get(None)
+    if isinstance(extra, list):
+        return f"more fields than the header names (extra: {', '.join(extra)})"
+    return {name: value or "" for name, value in row.items() if name is not None}
 
 
 def _jsonl_rows(text: str, manifest: str) -> list[tuple[int, dict[str, str] | str]]:
