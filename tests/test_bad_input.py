@@ -314,10 +314,6 @@ def test_cli_lists_every_failure_and_exits_3(world: World, face: Image.Image) ->
     assert_only_added(world.before, after, photos=1, faces=1, unknown_faces=1, failed=4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py prints paths and reasons as rich markup: '[/b]' in a name crashes it",
-)
 def test_cli_prints_a_failed_path_that_looks_like_markup(world: World) -> None:
     bad = write(world.folder / "scan [/b].jpg", b"")
     result = world.cli("index", bad, world.good)
@@ -604,16 +600,7 @@ def _index_unreadable(world: World, locked: Path, *paths: Path) -> tuple[int, st
 
 @pytest.mark.parametrize(
     "named",
-    [
-        "inside-a-folder",
-        pytest.param(
-            "on-the-command-line",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cli.py: click.Path(readable=True) refuses the whole run (exit 2)",
-            ),
-        ),
-    ],
+    ["inside-a-folder", "on-the-command-line"],
 )
 def test_unreadable_file_fails_with_permission_denied(
     named: str, open_base: Path, template: Template, face: Image.Image, other_face: Image.Image

@@ -38,8 +38,11 @@ def lfw_rows(count: int) -> list[Labelled]:
 def stored_photos(data: Path) -> int:
     if not (data / CATALOG_FILE).exists():
         return 0
-    with sqlite3.connect(data / CATALOG_FILE, timeout=30) as db:
-        return int(db.execute("SELECT count(*) FROM photo").fetchone()[0])
+    try:
+        with sqlite3.connect(data / CATALOG_FILE, timeout=30) as db:
+            return int(db.execute("SELECT count(*) FROM photo").fetchone()[0])
+    except sqlite3.OperationalError:  # the first run is still creating the schema
+        return 0
 
 
 def assert_each_photo_once(data: Path, rows: list[Labelled]) -> None:

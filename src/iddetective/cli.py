@@ -42,8 +42,9 @@ __all__ = ["main"]
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup off: paths and reasons are printed as they are, even `photo [b].jpg`.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +67,7 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except IDDetectiveError as error:
-        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        err.print(Text("error: ", style="red") + Text(str(error)))
         sys.exit(error.exit_code)
 
 
@@ -77,7 +78,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+# readable=False: an unreadable file fails alone (exit 3), it does not stop the run.
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str, readable=False))
 @click.option(
     "--people",
     "people",
@@ -156,14 +158,17 @@ def _progress_bar() -> Iterator[Callable[[int, int, SaveResult | None], None]]:
     task = progress.add_task("indexing", total=None)
 
     def update(done: int, total: int, result: SaveResult | None) -> None:
+        if not progress.live.is_started:
+            progress.start()  # on the first photo: argument errors print no empty bar
         progress.update(task, completed=done, total=total)
         if result is not None and result.status == "failed":
-            progress.console.print(
-                f"[yellow]failed:[/yellow] {result.path}: {result.reason}", markup=True
-            )
+            failed = Text("failed: ", style="yellow") + Text(f"{result.path}: {result.reason}")
+            progress.console.print(failed)
 
-    with progress:
+    try:
         yield update
+    finally:
+        progress.stop()
 
 
 def _print_report(report: IndexReport, data_dir: Path) -> None:
@@ -188,7 +193,7 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
 
 
 @main.command()
-@click.argument("photo", type=click.Path(path_type=str))
+@click.argument("photo", type=click.Path(path_type=str, readable=False))
 @data_option
 @click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
 @click.option(

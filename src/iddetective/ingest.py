@@ -255,12 +255,11 @@ class _BatchWriter:
         self._advance(None)
 
     def flush(self) -> None:
-        if self.pending:
-            for result in self.store.save(self.pending):
-                self.report.count(result)
-                self._advance(result)
-        self.pending = []
+        batch, self.pending = self.pending, []
         self.last_flush = time.monotonic()
+        for result in self.store.save(batch) if batch else []:
+            self.report.count(result)
+            self._advance(result)
 
     def _advance(self, result: SaveResult | None) -> None:
         self.done += 1
