@@ -12,8 +12,11 @@ import hashlib
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .entities import (
@@ -192,31 +195,68 @@ def _analyse_all(
     # parallelism.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(store_opener,)
-    ) as pool:
+    remaining = deque(jobs)
+    while remaining:
         try:
-            yield from _bounded_map(pool, jobs, settings, window=workers * 4)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            with _pool(workers, store_opener) as pool:
+                yield from _bounded_map(pool, remaining, settings, window=workers * 4)
+        except _PoolDied as died:
+            # A worker process died (a crash inside a native library): run each photo that
+            # was in flight alone to find the one that kills it, then go on with the rest.
+            for job in died.in_flight:
+                yield _analyse_alone(job, settings, store_opener)
+
+
+class _PoolDied(Exception):
+    def __init__(self, in_flight: list[PhotoJob]) -> None:
+        super().__init__(f"a worker process died with {len(in_flight)} photos in flight")
+        self.in_flight = in_flight
+
+
+@contextmanager
+def _pool(workers: int, store_opener: Callable[[], Store] | None) -> Iterator[ProcessPoolExecutor]:
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(store_opener,)
+    )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _analyse_alone(
+    job: PhotoJob, settings: PipelineSettings, store_opener: Callable[[], Store] | None
+) -> Outcome:
+    try:
+        with _pool(1, store_opener) as pool:
+            return pool.submit(_worker_analyse, job, settings).result()
+    except BrokenProcessPool:
+        return FailedPhoto(
+            FileStat(job.path, -1, -1),
+            "the face pipeline crashed the worker process on this photo",
+        )
 
 
 def _bounded_map(
-    pool: ProcessPoolExecutor, jobs: list[PhotoJob], settings: PipelineSettings, window: int
+    pool: ProcessPoolExecutor, queue: deque[PhotoJob], settings: PipelineSettings, window: int
 ) -> Iterator[Outcome]:
-    pending: set[Future[Outcome]] = set()
-    queue = iter(jobs)
-    for job in queue:
-        pending.add(pool.submit(_worker_analyse, job, settings))
-        if len(pending) < window:
-            continue
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from (future.result() for future in done)
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from (future.result() for future in done)
+    """Analyse jobs taken from `queue`, at most `window` in flight; raises _PoolDied."""
+    pending: dict[Future[Outcome], PhotoJob] = {}
+    while queue or pending:
+        while queue and len(pending) < window:
+            job = queue.popleft()
+            pending[pool.submit(_worker_analyse, job, settings)] = job
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        try:
+            outcomes = [future.result() for future in done]
+        except BrokenProcessPool:
+            raise _PoolDied(list(pending.values())) from None
+        for future in done:
+            del pending[future]
+        yield from outcomes
 
 
 _worker_store: Store | None = None
