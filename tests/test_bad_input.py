@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import require_set
 from PIL import Image, ImageOps
 
 from iddetective.catalogue import Catalogue
@@ -36,6 +35,8 @@ from iddetective.entities import Box, PersonSummary, StoredFace
 from iddetective.errors import BadImage, BadManifest
 from iddetective.imaging import decode_image
 from iddetective.ingest import IndexReport
+
+from conftest import require_set
 
 #: Source photos are shrunk to this longer side: big enough for HOG, small enough to be fast.
 SIDE = 400

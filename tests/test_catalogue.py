@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_labels, require_set, write_manifest
 
 from iddetective import ingest
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.errors import AmbiguousPerson, NotFound
+
+from conftest import read_labels, require_set, write_manifest
 
 
 @pytest.fixture(scope="module")

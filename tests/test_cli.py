@@ -10,12 +10,13 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import copy_data, read_labels, require_set
 from PIL import Image
 
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.schemas import search_schema
+
+from conftest import copy_data, read_labels, require_set
 
 
 @pytest.fixture(scope="module")

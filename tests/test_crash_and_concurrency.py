@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Labelled, read_labels, require_set, write_manifest
-
 from iddetective.catalogue import CATALOG_FILE, Catalogue
+
+from conftest import Labelled, read_labels, require_set, write_manifest
 
 
 def index_command(manifest: Path, data: Path) -> list[str]:

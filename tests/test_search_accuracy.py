@@ -14,12 +14,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import Labelled, read_labels, require_set
 
 from iddetective.catalogue import Catalogue
 from iddetective.labelling import choose_labelled_face
 from iddetective.schemas import search_schema
 from iddetective.search import SearchResult, to_json
+
+from conftest import Labelled, read_labels, require_set
 
 Build = Callable[[str, list[Labelled], list[str]], Path]
 

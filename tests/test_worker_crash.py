@@ -7,9 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import read_labels, require_set
 from iddetective.catalogue import Catalogue
 from iddetective.faces import PipelineSettings
+
+from conftest import read_labels, require_set
 
 
 def test_photo_that_crashes_a_worker_fails_alone(tmp_path: Path) -> None:
