@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up, index a folder of photos into ./iddetective-data, then show how to search it.
 #   dev/demo.sh [PHOTO_FOLDER] [more iddetective index options...]
-# Without a folder it indexes the example photos of the shared face sets, named by folder.
+# Without a folder it indexes the example photos of the shared face sets, named by their
+# labels.csv (the two group photos stay unlabelled: search them to see who is in them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev/setup.sh
@@ -13,7 +14,7 @@ if [ $# -eq 0 ]; then
         echo "usage: dev/demo.sh PHOTO_FOLDER (no example folder at $example)" >&2
         exit 2
     fi
-    set -- "$example" --people-from-folders
+    set -- "$example" --people "$faces/face_recognition/labels.csv"
 fi
 status=0
 .venv/bin/iddetective index "$@" --data "$data" --workers "$(nproc)" || status=$?

@@ -134,6 +134,11 @@ class SqliteStore:
 
     def _save_one(self, outcome: Outcome) -> SaveResult:
         path = outcome.file.path
+        if isinstance(outcome, KnownPhoto) and not self.has_photo(outcome.sha256):
+            # Removed by another process between the worker's look and now: read it again
+            # next run (size -1 never matches, so the file is not skipped as unchanged).
+            reason = "its photo was removed from the catalogue during this run; index it again"
+            outcome = FailedPhoto(FileStat(path, -1, -1), reason)
         if isinstance(outcome, FailedPhoto):
             self._db.execute(
                 "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
@@ -160,8 +165,7 @@ class SqliteStore:
         ).fetchone()
         if row:
             return row["id"], False
-        if isinstance(outcome, KnownPhoto):
-            raise StoreError(f"{outcome.file.path}: photo {outcome.sha256} is not stored")
+        assert isinstance(outcome, IndexedPhoto), "known photos are checked by _save_one"
         analysis = outcome.analysis
         cursor = self._db.execute(
             "INSERT INTO photo (sha256, width, height, face_count, ingested_at) "
