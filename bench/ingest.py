@@ -16,7 +16,15 @@ load when `face_recognition` is imported and one untimed warm-up photo runs thro
 method before its timed run, so the one-worker runs are timed with models loaded. With 2
 workers the processes are spawned and load their models inside `index()`: that start-up is a
 real part of an index run and is timed too; the script measures it separately (an untimed
-`index()` of two tiny photos) and reports it under the table.
+`index()` of two tiny photos) and reports it under the table. With --repeat the methods take
+turns round by round and each one's fastest run is shown. Before each run the script waits
+(--quiet-wait) for other processes to go idle, and under the table it prints the CPU time each
+run used and how much other processes used meanwhile, flagging noisy runs.
+
+The work is not identical on large photos, by design: iddetective decodes JPEGs at most
+1600 px (libjpeg draft mode) and runs HOG on a copy at most 1024 px, while the plain loop
+decodes and searches the full image; the "faces found" column shows whether that cost faces.
+On small photos (lfw_dev, 150 px) both do the same dlib work.
 
 Install the baseline first, without its dependencies (pip would otherwise build dlib from
 source; dlib and the model weights are already installed with iddetective):
@@ -35,6 +43,7 @@ Photo sets come from $IDDETECTIVE_FACES (default ../shared/faces beside the repo
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import random
@@ -245,31 +254,34 @@ def warm_up_ours(path: str) -> None:
     pipeline_for(PipelineSettings()).analyse(Path(path).read_bytes(), path)
 
 
-def best_of(repeat: int, quiet_wait: float, run: Callable[[], Timing]) -> Timing:
-    """The fastest of `repeat` runs, each started once the machine is quiet."""
-    timings = []
-    for _ in range(repeat):
-        wait_for_quiet(quiet_wait)
-        timings.append(run())
-    return min(timings, key=lambda t: t.seconds)
+Method = tuple[str, Callable[[], tuple[float | None, int]]]
 
 
-def time_baseline(paths: Sequence[str], repeat: int, quiet_wait: float) -> Timing:
+def methods(paths: Sequence[str], worker_counts: Sequence[int]) -> list[Method]:
+    """The timed methods, plain loop first, each warmed up (models loaded) already."""
     fr = import_baseline()
-    plain_loop(paths[:1], fr)  # warm-up
-
-    def run() -> Timing:
-        return measured(BASELINE, len(paths), lambda: (None, plain_loop(paths, fr)))
-
-    return best_of(repeat, quiet_wait, run)
-
-
-def time_ours(paths: Sequence[str], workers: int, repeat: int, quiet_wait: float) -> Timing:
+    plain_loop(paths[:1], fr)  # first call allocates and touches everything once
     warm_up_ours(paths[0])
-    method = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}"
-    return best_of(
-        repeat, quiet_wait, lambda: measured(method, len(paths), lambda: index_run(paths, workers))
-    )
+    found: list[Method] = [(BASELINE, lambda: (None, plain_loop(paths, fr)))]
+    for workers in worker_counts:
+        name = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}"
+        found.append((name, functools.partial(index_run, paths, workers)))
+    return found
+
+
+def time_methods(
+    paths: Sequence[str], worker_counts: Sequence[int], repeat: int, quiet_wait: float
+) -> list[Timing]:
+    """Each method's fastest run; with `repeat` > 1 the methods take turns, round by round,
+    so a slow spell of the machine does not fall on one method only."""
+    runs: dict[str, list[Timing]] = {}
+    timed = methods(paths, worker_counts)
+    for round_number in range(1, repeat + 1):
+        for name, run in timed:
+            wait_for_quiet(quiet_wait)
+            runs.setdefault(name, []).append(measured(name, len(paths), run))
+            print(f"round {round_number}: {runs[name][-1].seconds:6.1f} s  {name}", file=sys.stderr)
+    return [min(timings, key=lambda t: t.seconds) for timings in runs.values()]
 
 
 def pool_start_up(paths: Sequence[str], workers: int) -> float:
@@ -328,7 +340,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated SET or SET:COUNT (seeded sample) (default: {DEFAULT_SETS})",
     )
     parser.add_argument("--limit", type=int, help="use at most this many photos in all")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per method; best is shown")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of runs (methods take turns); best shown"
+    )
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time"
     )
@@ -349,11 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = f"Photos: {describe(paths, root)}. Machine: {os.cpu_count()} CPUs."
     print(summary, file=sys.stderr)
     warm_page_cache(paths)
-    timings = [time_baseline(paths, args.repeat, args.quiet_wait)]
-    print(f"done: {timings[-1].method}", file=sys.stderr)
-    for workers in args.workers:
-        timings.append(time_ours(paths, workers, args.repeat, args.quiet_wait))
-        print(f"done: {timings[-1].method}", file=sys.stderr)
+    timings = time_methods(paths, args.workers, args.repeat, args.quiet_wait)
     start_up = {w: pool_start_up(paths, w) for w in args.workers if w > 1}
     print(f"\n{summary}\n")
     print(markdown_table(timings))

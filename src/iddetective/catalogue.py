@@ -93,7 +93,11 @@ class Catalogue:
         retry_failed: bool = False,
         progress: ProgressCallback | None = None,
     ) -> IndexReport:
-        """Index photos from files and folders (recursively), labelled by manifest or folders."""
+        """Index photos from files and folders (recursively), labelled by manifest or folders.
+
+        With `workers` > 1 photos are analysed in a pool of spawned processes, so a script
+        calling this must guard its entry point with `if __name__ == "__main__":`.
+        """
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
         plan = plan_sources(paths, people, people_from_folders)

@@ -41,6 +41,8 @@ BATCH_SECONDS = 2.0
 ProgressCallback = Callable[[int, int, SaveResult | None], None]
 KnownCheck = Callable[[str], bool]
 
+_CRASHED = "the face pipeline crashed the worker process on this photo"
+
 
 @dataclass
 class IndexReport:
@@ -191,10 +193,6 @@ def _analyse_all(
         for job in jobs:
             yield analyse_file(job, settings, store.has_photo)
         return
-    # One BLAS thread per process (children inherit the environment): the pool is the
-    # parallelism.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     remaining = deque(jobs)
     while remaining:
         try:
@@ -203,8 +201,7 @@ def _analyse_all(
         except _PoolDied as died:
             # A worker process died (a crash inside a native library): run each photo that
             # was in flight alone to find the one that kills it, then go on with the rest.
-            for job in died.in_flight:
-                yield _analyse_alone(job, settings, store_opener)
+            yield from _analyse_one_by_one(died.in_flight, settings, store_opener)
 
 
 class _PoolDied(Exception):
@@ -227,17 +224,21 @@ def _pool(workers: int, store_opener: Callable[[], Store] | None) -> Iterator[Pr
     pool.shutdown(wait=True)
 
 
-def _analyse_alone(
-    job: PhotoJob, settings: PipelineSettings, store_opener: Callable[[], Store] | None
-) -> Outcome:
-    try:
+def _analyse_one_by_one(
+    jobs: list[PhotoJob], settings: PipelineSettings, store_opener: Callable[[], Store] | None
+) -> Iterator[Outcome]:
+    """Analyse jobs one at a time in a one-process pool, replaced only when a job kills it."""
+    queue = deque(jobs)
+    while queue:
         with _pool(1, store_opener) as pool:
-            return pool.submit(_worker_analyse, job, settings).result()
-    except BrokenProcessPool:
-        return FailedPhoto(
-            FileStat(job.path, -1, -1),
-            "the face pipeline crashed the worker process on this photo",
-        )
+            while queue:
+                job = queue.popleft()
+                try:
+                    outcome = pool.submit(_worker_analyse, job, settings).result()
+                except BrokenProcessPool:
+                    yield FailedPhoto(FileStat(job.path, -1, -1), _CRASHED)
+                    break  # this pool is dead: start another for the rest
+                yield outcome
 
 
 def _bounded_map(
