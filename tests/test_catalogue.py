@@ -206,3 +206,16 @@ def test_manifest_labels_apply_to_already_indexed_photos(photos: Path, tmp_path:
 def test_missing_data_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no catalogue in"):
         Catalogue(tmp_path / "nothing-here")
+
+
+def test_fixed_manifest_row_no_longer_listed_as_failed(photos: Path, tmp_path: Path) -> None:
+    photo = next(photos.rglob("*.jpg"))
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(f"path,person\n{photo},\n")
+    with Catalogue(tmp_path / "data", create=True) as catalogue:
+        catalogue.index([], people=str(manifest))
+        assert [f.path for f in catalogue.failures()] == [f"{manifest} line 2"]
+        manifest.write_text(f"path,person\n{photo},Ann Lee\n")
+        report = catalogue.index([], people=str(manifest))
+        assert report.indexed == 1 and not report.failed
+        assert catalogue.failures() == []

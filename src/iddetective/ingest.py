@@ -29,7 +29,7 @@ from .entities import (
 )
 from .errors import BadImage
 from .faces import PipelineSettings, pipeline_for
-from .sources import PhotoJob, Plan
+from .sources import PhotoJob, Plan, manifest_rows
 from .store import Store
 
 __all__ = ["IndexReport", "analyse_file", "index_plan"]
@@ -146,6 +146,8 @@ def index_plan(
     started = time.monotonic()
     report = IndexReport(total=len(plan.jobs) + len(plan.problems), not_photos=plan.not_photos)
     writer = _BatchWriter(store, report, progress)
+    if plan.manifest:
+        store.forget_failures(manifest_rows(plan.manifest))
     writer.extend(plan.problems)
     todo = _changed_jobs(store, plan.jobs, writer, retry_failed)
     try:

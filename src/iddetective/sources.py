@@ -20,7 +20,7 @@ from typing import Any
 from .entities import FailedPhoto, FileStat
 from .errors import BadManifest, UsageError
 
-__all__ = ["PHOTO_SUFFIXES", "PhotoJob", "Plan", "plan_sources", "read_manifest"]
+__all__ = ["PHOTO_SUFFIXES", "PhotoJob", "Plan", "manifest_rows", "plan_sources", "read_manifest"]
 
 #: Files with these suffixes are picked up when a folder is scanned. Files named on the
 #: command line or in a manifest are tried whatever their name.
@@ -46,6 +46,8 @@ class Plan:
     problems: list[FailedPhoto] = field(default_factory=list)
     not_photos: int = 0
     roots: list[str] = field(default_factory=list)
+    #: The manifest read (absolute path), whose earlier row failures this run replaces.
+    manifest: str | None = None
 
 
 def plan_sources(
@@ -63,6 +65,7 @@ def plan_sources(
     labels: dict[str, str] = {}
     if manifest:
         labels, plan.problems = read_manifest(manifest)
+        plan.manifest = str(Path(manifest).resolve())
     jobs: dict[str, str | None] = {}
     for root in plan.roots:
         for path, folder_label in _scan(root, plan):
@@ -101,11 +104,12 @@ def read_manifest(manifest: str) -> tuple[dict[str, str], list[FailedPhoto]]:
         raise BadManifest(f"people manifest {manifest}: cannot read it ({error})") from None
     jsonl = path.suffix.lower() == ".jsonl"
     rows = _jsonl_rows(text, manifest) if jsonl else _csv_rows(text, manifest)
+    base_manifest = str(path.resolve())
     base = path.resolve().parent
     labels: dict[str, str] = {}
     problems: list[FailedPhoto] = []
     for line, row in rows:
-        where = f"{manifest} line {line}"
+        where = f"{manifest_rows(base_manifest)}{line}"
         if isinstance(row, str):
             problems.append(_row_problem(where, row))
             continue
@@ -125,6 +129,11 @@ def read_manifest(manifest: str) -> tuple[dict[str, str], list[FailedPhoto]]:
             continue
         labels[absolute] = person
     return labels, problems
+
+
+def manifest_rows(manifest: str) -> str:
+    """How failures name the rows of a manifest: `/abs/people.csv line ` + the line number."""
+    return f"{manifest} line "
 
 
 def _row_problem(where: str, reason: str) -> FailedPhoto:

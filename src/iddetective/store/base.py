@@ -51,6 +51,10 @@ class Store(Protocol):
         """Forget files under `roots` that no longer exist; photos left with no file go too."""
         ...
 
+    def forget_failures(self, prefix: str) -> int:
+        """Forget recorded failures whose path starts with `prefix` (old manifest rows)."""
+        ...
+
     def remove_photo(self, ref: str) -> PhotoRef:
         """Remove one photo (by path or SHA-256) with its faces; returns what was removed."""
         ...

@@ -288,6 +288,12 @@ class SqliteStore:
         if deleted:
             self._bump_epoch()
 
+    def forget_failures(self, prefix: str) -> int:
+        with self._write():
+            return self._db.execute(
+                "DELETE FROM failure WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+            ).rowcount
+
     def remove_photo(self, ref: str) -> PhotoRef:
         with self._write():
             photo = self._photo_by_ref(ref)
