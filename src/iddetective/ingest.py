@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -267,6 +268,8 @@ _worker_store: Store | None = None
 
 def _start_worker(store_opener: Callable[[], Store] | None) -> None:
     global _worker_store
+    # Ctrl-C reaches the whole process group: the main process alone decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_store = store_opener() if store_opener else None
 
 
