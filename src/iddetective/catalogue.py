@@ -164,35 +164,44 @@ class Catalogue:
         return self.store.face_ids_of_people(chosen)
 
     def vector_index(self) -> VectorIndex:
-        """The vector index, checked against the catalogue and rebuilt if stale or missing."""
+        """The vector index, brought up to date with the catalogue before it is used.
+
+        The index file records the catalogue's face epoch. A file from an older epoch is
+        caught up (faces added and removed since); a missing or unreadable one is rebuilt.
+        """
         epoch = self.store.faces_epoch()
         if self._index is not None and self._index_epoch == epoch:
             return self._index
         index_class = resolve_class("vector_index", self._index_name)
-        path = self._index_path()
-        index = None
+        path = self._index_path(index_class)
         try:
             index, saved_epoch = index_class.load(path)
-            if saved_epoch != epoch:
-                index = None
-        except (IndexMismatch, FileNotFoundError):
-            index = None
-        if index is None:
-            index = self._rebuild_index(index_class)
+        except IndexMismatch:
+            index, saved_epoch = self._new_index(index_class), -1
+        if saved_epoch != epoch:
+            self._catch_up(index)
             index.save(path, epoch)
         self._index, self._index_epoch = index, epoch
         return index
 
-    def _rebuild_index(self, index_class: type) -> VectorIndex:
-        embedder = pipeline_for(self.pipeline).embedder
-        index: VectorIndex = index_class(embedder.dimension)
-        for ids, vectors in self.store.embeddings(embedder.name):
-            index.add(ids, vectors)
+    def _new_index(self, index_class: type) -> VectorIndex:
+        index: VectorIndex = index_class(pipeline_for(self.pipeline).embedder.dimension)
         return index
 
-    def _index_path(self) -> Path:
+    def _catch_up(self, index: VectorIndex) -> None:
         model = pipeline_for(self.pipeline).embedder.name
-        return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}.npz"
+        current, held = self.store.face_ids(model), index.ids()
+        index.remove(np.setdiff1d(held, current, assume_unique=True))
+        missing = np.setdiff1d(current, held, assume_unique=True)
+        for start in range(0, len(missing), 65536):
+            ids, vectors = self.store.embeddings_of(missing[start : start + 65536])
+            if len(ids):
+                index.add(ids, vectors)
+
+    def _index_path(self, index_class: type) -> Path:
+        model = pipeline_for(self.pipeline).embedder.name
+        suffix = getattr(index_class, "suffix", "")
+        return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}{suffix}"
 
     # -- reports ---------------------------------------------------------------------------------
     def people(self) -> list[PersonSummary]:

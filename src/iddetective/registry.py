@@ -21,7 +21,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "embedder": {"dlib-resnet-v1": "iddetective.faces:DlibResnetEmbedder"},
     "store": {"sqlite": "iddetective.store.sqlite:SqliteStore"},
-    "vector_index": {"exact": "iddetective.vector_index.exact:ExactIndex"},
+    "vector_index": {
+        "exact": "iddetective.vector_index.exact:ExactIndex",
+        "ivf": "iddetective.vector_index.ivf:IvfIndex",
+    },
 }
 
 

@@ -80,6 +80,14 @@ class Store(Protocol):
         """All (face ids int64, embeddings float32) of one model, in batches, ids ascending."""
         ...
 
+    def face_ids(self, model: str) -> np.ndarray:
+        """Ids of every face embedded with `model` (int64, ascending)."""
+        ...
+
+    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of these faces; ids that do not exist are left out."""
+        ...
+
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
         """The faces with these ids (missing ids are left out)."""
         ...

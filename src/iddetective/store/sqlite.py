@@ -362,10 +362,22 @@ class SqliteStore:
             ).fetchall()
             if not rows:
                 return
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-            yield ids, vectors.reshape(len(rows), -1).astype(np.float32)
+            ids, vectors = _id_vectors(rows)
+            yield ids, vectors
             last = int(ids[-1])
+
+    def face_ids(self, model: str) -> np.ndarray:
+        rows = self._db.execute("SELECT id FROM face WHERE model = ? ORDER BY id", (model,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found: list[sqlite3.Row] = []
+        for chunk in _chunks(sorted({int(i) for i in ids}), 900):
+            marks = ",".join("?" * len(chunk))
+            found += self._db.execute(
+                f"SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id", chunk
+            ).fetchall()
+        return _id_vectors(found)
 
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
         rows: list[sqlite3.Row] = []
@@ -433,6 +445,14 @@ class SqliteStore:
             to_review=one("SELECT count(*) FROM photo WHERE review IS NOT NULL").fetchone()[0],
             data_bytes=0,
         )
+
+
+def _id_vectors(rows: Sequence[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+    return ids, vectors.reshape(len(rows), -1).astype(np.float32)
 
 
 def _now() -> str:

@@ -43,6 +43,10 @@ class VectorIndex(Protocol):
         """Number of embeddings held."""
         ...
 
+    def ids(self) -> np.ndarray:
+        """The ids held (int64), in no particular order."""
+        ...
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add embeddings; an id already present or a wrong dimension raises IndexMismatch."""
         ...

@@ -21,6 +21,9 @@ _BLOCK = 65536
 class ExactIndex:
     """Brute force over a float32 matrix; exact distances, no approximation."""
 
+    #: Appended to the index's path in a data directory.
+    suffix = ".npz"
+
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self._ids = np.zeros(0, dtype=np.int64)

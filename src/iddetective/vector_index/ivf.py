@@ -1,0 +1,265 @@
+"""Approximate search for large collections: faiss IVF with 8-bit codes, re-ranked exactly.
+
+The inverted file holds each face as 128 one-byte codes (plus its id) and proposes
+candidates; their distances are then recomputed exactly from the full-precision float32
+vectors, so every distance and verdict reported is exact. Until the collection is large
+enough to train the coarse quantiser (`train_min` faces), and for filters small enough to
+scan, the search is the exact scan itself.
+
+On disk an index is a directory `<name>.<epoch>/` (faiss index, ids, float32 vectors) and a
+pointer file `<name>` naming the current directory, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import distances
+from .base import IndexMismatch, Neighbours
+
+__all__ = ["IvfIndex"]
+
+FORMAT = "iddetective-ivf-1"
+
+
+class IvfIndex:
+    """faiss IVF-SQ8 candidates + exact float32 re-rank; exact below `train_min` faces."""
+
+    #: Appended to the index's path in a data directory: here a pointer file, no suffix.
+    suffix = ""
+
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        train_min: int = 20_000,
+        nprobe: int = 32,
+        candidates: int = 256,
+        exact_filter_max: int = 50_000,
+        range_margin: float = 0.03,
+    ) -> None:
+        self.dimension = dimension
+        self.train_min = train_min
+        self.nprobe = nprobe
+        self.candidates = candidates
+        self.exact_filter_max = exact_filter_max
+        self.range_margin = range_margin
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._vectors = np.zeros((0, dimension), dtype=np.float32)
+        self._ivf: Any = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> np.ndarray:
+        """The ids held, ascending."""
+        return self._ids.copy()
+
+    @property
+    def trained(self) -> bool:
+        """Whether the inverted file is in use (else every search is an exact scan)."""
+        return self._ivf is not None
+
+    # -- contents --------------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = self._check(vectors, len(ids))
+        if len(np.unique(ids)) != len(ids):
+            raise IndexMismatch("duplicate ids in one add() call")
+        clash = np.intersect1d(ids, self._ids)
+        if len(clash):
+            raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
+        order = np.argsort(np.concatenate([self._ids, ids]), kind="stable")
+        self._ids = np.concatenate([self._ids, ids])[order]
+        self._vectors = np.concatenate([self._vectors, vectors])[order]
+        if self._ivf is not None:
+            self._ivf.add_with_ids(vectors, ids)
+        elif len(self._ids) >= self.train_min:
+            self._train()
+
+    def remove(self, ids: np.ndarray) -> int:
+        gone = np.isin(self._ids, np.asarray(ids, dtype=np.int64))
+        removed = int(gone.sum())
+        if removed:
+            if self._ivf is not None:
+                import faiss
+
+                self._ivf.remove_ids(faiss.IDSelectorBatch(self._ids[gone]))
+            self._ids, self._vectors = self._ids[~gone], self._vectors[~gone]
+        return removed
+
+    def _train(self) -> None:
+        import faiss
+
+        count = len(self._ids)
+        # faiss wants >= 39 training points per list; 4 sqrt(N) lists is its usual start.
+        nlist = int(max(1, min(65536, 4 * math.sqrt(count), count // 39)))
+        quantiser = faiss.IndexFlatL2(self.dimension)
+        ivf = faiss.IndexIVFScalarQuantizer(
+            quantiser, self.dimension, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
+        )
+        sample = self._vectors[np.random.default_rng(0).permutation(count)[: 256 * nlist]]
+        ivf.train(np.ascontiguousarray(sample))
+        ivf.add_with_ids(self._vectors, self._ids)
+        self._ivf = ivf
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        if k < 1:
+            raise IndexMismatch(f"k must be at least 1, not {k}")
+        queries = self._check(queries, None)
+        rows = self._allowed_rows(allowed)
+        if self._exact(rows):
+            return [_top(ids, dist, k) for ids, dist in self._scan(queries, rows)]
+        found = self._ivf_candidates(queries, max(k * 4, self.candidates), allowed)
+        return [_top(ids, dist, k) for ids, dist in self._rerank(queries, found)]
+
+    def range_search(
+        self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        queries = self._check(queries, None)
+        rows = self._allowed_rows(allowed)
+        if self._exact(rows):
+            return [_within(ids, dist, radius) for ids, dist in self._scan(queries, rows)]
+        found = self._ivf_range(queries, radius + self.range_margin, allowed)
+        return [_within(ids, dist, radius) for ids, dist in self._rerank(queries, found)]
+
+    def _exact(self, rows: np.ndarray | None) -> bool:
+        return self._ivf is None or (rows is not None and len(rows) <= self.exact_filter_max)
+
+    def _allowed_rows(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        if allowed is None:
+            return None
+        wanted = np.unique(np.asarray(allowed, dtype=np.int64))
+        if not len(self._ids):
+            return np.zeros(0, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self._ids, wanted), len(self._ids) - 1)
+        return rows[self._ids[rows] == wanted]
+
+    def _scan(
+        self, queries: np.ndarray, rows: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        ids = self._ids if rows is None else self._ids[rows]
+        vectors = self._vectors if rows is None else self._vectors[rows]
+        if not len(ids):
+            return [(ids, np.zeros(0, np.float32)) for _ in queries]
+        matrix = distances.euclidean_many(queries, vectors)
+        return [(ids, row) for row in matrix]
+
+    def _search_parameters(self, allowed: np.ndarray | None) -> Any:
+        import faiss
+
+        params = faiss.SearchParametersIVF()
+        params.nprobe = self.nprobe
+        if allowed is not None:
+            # The selector must outlive the search call: keep it referenced by `params`.
+            params.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        return params
+
+    def _ivf_candidates(
+        self, queries: np.ndarray, count: int, allowed: np.ndarray | None
+    ) -> list[np.ndarray]:
+        params = self._search_parameters(allowed)
+        _, labels = self._ivf.search(queries, min(count, len(self._ids)), params=params)
+        return [row[row >= 0] for row in labels]
+
+    def _ivf_range(
+        self, queries: np.ndarray, radius: float, allowed: np.ndarray | None
+    ) -> list[np.ndarray]:
+        params = self._search_parameters(allowed)
+        # faiss L2 distances are squared.
+        limits, _, labels = self._ivf.range_search(queries, radius * radius, params=params)
+        return [labels[limits[i] : limits[i + 1]] for i in range(len(queries))]
+
+    def _rerank(
+        self, queries: np.ndarray, found: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        ranked = []
+        for query, ids in zip(queries, found, strict=True):
+            rows = np.searchsorted(self._ids, ids)
+            exact = distances.euclidean_many(query[None, :], self._vectors[rows])[0]
+            ranked.append((ids.astype(np.int64), exact))
+        return ranked
+
+    def _check(self, vectors: np.ndarray, count: int | None) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors.reshape(1, -1)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise IndexMismatch(
+                f"expected vectors of dimension {self.dimension}, got shape {vectors.shape}"
+            )
+        if count is not None and len(vectors) != count:
+            raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
+        return vectors
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path, epoch: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{path.name}.{epoch}.", dir=path.parent))
+        np.save(folder / "ids.npy", self._ids)
+        np.save(folder / "vectors.npy", self._vectors)
+        if self._ivf is not None:
+            import faiss
+
+            faiss.write_index(self._ivf, str(folder / "ivf.faiss"))
+        meta = {"format": FORMAT, "epoch": epoch, "dimension": self.dimension, "count": len(self)}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        _replace_pointer(path, folder.name)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[IvfIndex, int]:
+        """The index whose directory the pointer file `path` names, and its epoch."""
+        try:
+            folder = path.parent / path.read_text().strip()
+            meta = json.loads((folder / "meta.json").read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"unknown format {meta.get('format')!r}")
+            index = cls(int(meta["dimension"]))
+            index._ids = np.load(folder / "ids.npy", allow_pickle=False)
+            # Memory-mapped: only the rows of re-ranked candidates are ever read.
+            index._vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
+            if (folder / "ivf.faiss").exists():
+                import faiss
+
+                index._ivf = faiss.read_index(str(folder / "ivf.faiss"))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
+        expected = (meta["count"], meta["dimension"])
+        if len(index._ids) != meta["count"] or index._vectors.shape != expected:
+            raise IndexMismatch(f"the index at {path} is inconsistent")
+        return index, int(meta["epoch"])
+
+
+def _replace_pointer(path: Path, target: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        out.write(target)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    for old in path.parent.glob(f"{path.name}.*"):
+        if old.is_dir() and old.name != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _top(ids: np.ndarray, dist: np.ndarray, k: int) -> Neighbours:
+    order = np.argsort(dist, kind="stable")[:k]
+    return Neighbours(ids[order], dist[order].astype(np.float32))
+
+
+def _within(ids: np.ndarray, dist: np.ndarray, radius: float) -> Neighbours:
+    hit = dist <= radius
+    ids, dist = ids[hit], dist[hit]
+    order = np.argsort(dist, kind="stable")
+    return Neighbours(ids[order], dist[order].astype(np.float32))
