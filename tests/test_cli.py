@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -169,3 +170,13 @@ def test_labels_in_dev_set_manifest(tmp_path: Path, fr_set: Path) -> None:
     with Catalogue(tmp_path / "d") as catalogue:
         assert {p.name for p in catalogue.people()} == {r.person for r in rows}
         assert catalogue.stats().photos == len(rows)
+
+
+def test_reindex_rebuilds_a_deleted_index(indexed: Path, tmp_path: Path) -> None:
+    data = copy_data(indexed, tmp_path / "data")
+    shutil.rmtree(data / "vectors")
+    code, out, _ = run("reindex", "--data", str(data))
+    with Catalogue(data) as catalogue:
+        faces = catalogue.stats().faces
+    assert code == 0 and f"the vector index holds {faces} faces" in out
+    assert any((data / "vectors").iterdir())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from .vector_index import IndexMismatch, VectorIndex
 __all__ = ["CATALOG_FILE", "Catalogue", "default_data_dir"]
 
 CATALOG_FILE = "catalog.sqlite"
+IndexProgress = Callable[[int, int], None]
 VECTORS_DIR = "vectors"
 
 
@@ -57,10 +58,13 @@ class Catalogue:
         create: bool = False,
         pipeline: PipelineSettings | None = None,
         vector_index: str = "exact",
+        index_progress: IndexProgress | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.pipeline = pipeline or PipelineSettings()
         self._index_name = vector_index
+        #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
+        self.index_progress = index_progress
         path = self.data_dir / CATALOG_FILE
         if not create and not path.exists():
             raise NotFound(
@@ -197,6 +201,18 @@ class Catalogue:
             ids, vectors = self.store.embeddings_of(missing[start : start + 65536])
             if len(ids):
                 index.add(ids, vectors)
+            if self.index_progress:
+                self.index_progress(min(start + 65536, len(missing)), len(missing))
+
+    def reindex(self) -> int:
+        """Rebuild the vector index from the catalogue now; returns the faces it holds."""
+        index_class = resolve_class("vector_index", self._index_name)
+        index = self._new_index(index_class)
+        epoch = self.store.faces_epoch()
+        self._catch_up(index)
+        index.save(self._index_path(index_class), epoch)
+        self._index, self._index_epoch = index, epoch
+        return len(index)
 
     def _index_path(self, index_class: type) -> Path:
         model = pipeline_for(self.pipeline).embedder.name

@@ -117,9 +117,9 @@ def index(
     """Index photos from PATHS (files and folders, recursively) into the catalogue."""
     with (
         library_errors(),
-        Catalogue(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue,
+        _opened(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue,
     ):
-        with _progress_bar() as update:
+        with _progress_bar("indexing", "photos") as update:
             report = catalogue.index(
                 list(paths),
                 people=people,
@@ -127,7 +127,7 @@ def index(
                 workers=workers,
                 prune=prune,
                 retry_failed=retry_failed,
-                progress=update,
+                progress=_report_failures(update),
             )
         _print_report(report, data_dir)
     if report.interrupted:
@@ -137,38 +137,62 @@ def index(
 
 
 class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} photos/s" if speed else "-- photos/s")
+        return Text(f"{speed:.1f} {self.unit}/s" if speed else f"-- {self.unit}/s")
 
 
 @contextmanager
-def _progress_bar() -> Iterator[Callable[[int, int, SaveResult | None], None]]:
+def _progress_bar(label: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, started by the first update (so errors print alone)."""
     progress = Progress(
-        TextColumn("indexing"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        _RateColumn(),
+        _RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=err,
         transient=False,
     )
-    task = progress.add_task("indexing", total=None)
+    task = progress.add_task(label, total=None)
 
-    def update(done: int, total: int, result: SaveResult | None) -> None:
+    def update(done: int, total: int) -> None:
         if not progress.live.is_started:
-            progress.start()  # on the first photo: argument errors print no empty bar
+            progress.start()
         progress.update(task, completed=done, total=total)
-        if result is not None and result.status == "failed":
-            failed = Text("failed: ", style="yellow") + Text(f"{result.path}: {result.reason}")
-            progress.console.print(failed)
 
     try:
         yield update
     finally:
         progress.stop()
+
+
+def _report_failures(
+    update: Callable[[int, int], None],
+) -> Callable[[int, int, SaveResult | None], None]:
+    def on_photo(done: int, total: int, result: SaveResult | None) -> None:
+        update(done, total)
+        if result is not None and result.status == "failed":
+            failed = Text("failed: ", style="yellow") + Text(f"{result.path}: {result.reason}")
+            err.print(failed)
+
+    return on_photo
+
+
+@contextmanager
+def _opened(data_dir: Path, **options: Any) -> Iterator[Catalogue]:
+    """The catalogue, with a progress bar whenever its vector index must be rebuilt."""
+    with (
+        _progress_bar("updating the vector index", "faces") as update,
+        Catalogue(data_dir, index_progress=update, **options) as catalogue,
+    ):
+        yield catalogue
 
 
 def _print_report(report: IndexReport, data_dir: Path) -> None:
@@ -216,7 +240,7 @@ def search(
     photo: str, data_dir: Path, top: int, threshold: float, people: tuple[str, ...], as_json: bool
 ) -> None:
     """Find every face in PHOTO and who each one is."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _opened(data_dir) as catalogue:
         result = catalogue.search_photo(
             photo, top=top, threshold=threshold, people=list(people) or None
         )
@@ -285,7 +309,7 @@ def stats(data_dir: Path, as_json: bool) -> None:
 @data_option
 def remove(photo: str, data_dir: Path) -> None:
     """Remove one PHOTO (a path it was indexed from, or its SHA-256) and its faces."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _opened(data_dir) as catalogue:
         removed = catalogue.remove_photo(photo)
     out.print(f"removed photo {removed.sha256} ({', '.join(removed.paths) or 'no path'})")
 
@@ -314,3 +338,12 @@ def review(data_dir: Path) -> None:
         out.print(f"{where}: {item.reason}; labelled face: {who}")
     if not found:
         out.print("nothing to review")
+
+
+@main.command()
+@data_option
+def reindex(data_dir: Path) -> None:
+    """Rebuild the vector index from the catalogue (it is otherwise kept up to date)."""
+    with library_errors(), _opened(data_dir) as catalogue:
+        faces = catalogue.reindex()
+    out.print(f"the vector index holds {faces} faces")
