@@ -96,3 +96,14 @@ def test_save_load_round_trip_and_old_versions_cleaned(tmp_path: Path) -> None:
     assert epoch == 4 and loaded.trained and len(loaded) == len(ivf)
     assert same(loaded.search(vectors[:5], 5), ivf.search(vectors[:5], 5))
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
+def test_trained_again_when_the_collection_has_grown() -> None:
+    ivf = IvfIndex(DIM, train_min=500, retrain_growth=4.0)
+    vectors = clustered(4000, people=300)
+    ivf.add(np.arange(600), vectors[:600])
+    first = ivf.lists
+    ivf.add(np.arange(600, 4000), vectors[600:])
+    assert 0 < first < ivf.lists and len(ivf) == 4000
+    found = ivf.search(vectors[3999:], 1)[0]
+    assert found.ids.tolist() == [3999]

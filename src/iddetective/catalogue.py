@@ -57,7 +57,7 @@ class Catalogue:
         *,
         create: bool = False,
         pipeline: PipelineSettings | None = None,
-        vector_index: str = "exact",
+        vector_index: str = "ivf",
         index_progress: IndexProgress | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)

@@ -28,6 +28,8 @@ from .base import IndexMismatch, Neighbours
 __all__ = ["IvfIndex"]
 
 FORMAT = "iddetective-ivf-1"
+#: Vectors the coarse quantiser is trained on (a random sample when there are more).
+TRAIN_SAMPLE = 100_000
 
 
 class IvfIndex:
@@ -40,11 +42,12 @@ class IvfIndex:
         self,
         dimension: int,
         *,
-        train_min: int = 20_000,
-        nprobe: int = 32,
-        candidates: int = 256,
+        train_min: int = 40_000,
+        nprobe: int = 256,
+        candidates: int = 64,
         exact_filter_max: int = 50_000,
-        range_margin: float = 0.03,
+        range_margin: float = 0.02,
+        retrain_growth: float = 4.0,
     ) -> None:
         self.dimension = dimension
         self.train_min = train_min
@@ -52,6 +55,8 @@ class IvfIndex:
         self.candidates = candidates
         self.exact_filter_max = exact_filter_max
         self.range_margin = range_margin
+        self.retrain_growth = retrain_growth
+        self._trained_at = 0
         self._ids = np.zeros(0, dtype=np.int64)
         self._vectors = np.zeros((0, dimension), dtype=np.float32)
         self._ivf: Any = None
@@ -68,6 +73,11 @@ class IvfIndex:
         """Whether the inverted file is in use (else every search is an exact scan)."""
         return self._ivf is not None
 
+    @property
+    def lists(self) -> int:
+        """Inverted lists of the trained index (0 before training)."""
+        return int(self._ivf.nlist) if self._ivf is not None else 0
+
     # -- contents --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -80,10 +90,16 @@ class IvfIndex:
         order = np.argsort(np.concatenate([self._ids, ids]), kind="stable")
         self._ids = np.concatenate([self._ids, ids])[order]
         self._vectors = np.concatenate([self._vectors, vectors])[order]
-        if self._ivf is not None:
-            self._ivf.add_with_ids(vectors, ids)
-        elif len(self._ids) >= self.train_min:
+        if self._should_train():
             self._train()
+        elif self._ivf is not None:
+            self._ivf.add_with_ids(vectors, ids)
+
+    def _should_train(self) -> bool:
+        if self._ivf is None:
+            return len(self._ids) >= self.train_min
+        # Lists trained for a much smaller collection grow long and slow: train again.
+        return len(self._ids) >= self.retrain_growth * self._trained_at
 
     def remove(self, ids: np.ndarray) -> int:
         gone = np.isin(self._ids, np.asarray(ids, dtype=np.int64))
@@ -100,16 +116,16 @@ class IvfIndex:
         import faiss
 
         count = len(self._ids)
-        # faiss wants >= 39 training points per list; 4 sqrt(N) lists is its usual start.
+        # 4 sqrt(N) lists measured best (docs/ann-study.md); faiss wants >= 39 points per list.
         nlist = int(max(1, min(65536, 4 * math.sqrt(count), count // 39)))
         quantiser = faiss.IndexFlatL2(self.dimension)
         ivf = faiss.IndexIVFScalarQuantizer(
             quantiser, self.dimension, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
         )
-        sample = self._vectors[np.random.default_rng(0).permutation(count)[: 256 * nlist]]
-        ivf.train(np.ascontiguousarray(sample))
-        ivf.add_with_ids(self._vectors, self._ids)
-        self._ivf = ivf
+        sample = np.random.default_rng(0).permutation(count)[:TRAIN_SAMPLE]
+        ivf.train(np.ascontiguousarray(self._vectors[np.sort(sample)]))
+        ivf.add_with_ids(np.ascontiguousarray(self._vectors), self._ids)
+        self._ivf, self._trained_at = ivf, count
 
     # -- search ----------------------------------------------------------------------------------
     def search(
@@ -156,27 +172,32 @@ class IvfIndex:
         matrix = distances.euclidean_many(queries, vectors)
         return [(ids, row) for row in matrix]
 
-    def _search_parameters(self, allowed: np.ndarray | None) -> Any:
+    def _search_parameters(self, allowed: np.ndarray | None) -> tuple[Any, Any]:
+        """faiss search parameters, and the id selector they point to (None if unfiltered).
+
+        faiss does not keep the selector alive: callers hold it until the search returns.
+        """
         import faiss
 
         params = faiss.SearchParametersIVF()
-        params.nprobe = self.nprobe
+        params.nprobe = min(self.nprobe, self._ivf.nlist)
+        selector = None
         if allowed is not None:
-            # The selector must outlive the search call: keep it referenced by `params`.
-            params.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-        return params
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            params.sel = selector
+        return params, selector
 
     def _ivf_candidates(
         self, queries: np.ndarray, count: int, allowed: np.ndarray | None
     ) -> list[np.ndarray]:
-        params = self._search_parameters(allowed)
+        params, _selector = self._search_parameters(allowed)
         _, labels = self._ivf.search(queries, min(count, len(self._ids)), params=params)
         return [row[row >= 0] for row in labels]
 
     def _ivf_range(
         self, queries: np.ndarray, radius: float, allowed: np.ndarray | None
     ) -> list[np.ndarray]:
-        params = self._search_parameters(allowed)
+        params, _selector = self._search_parameters(allowed)
         # faiss L2 distances are squared.
         limits, _, labels = self._ivf.range_search(queries, radius * radius, params=params)
         return [labels[limits[i] : limits[i + 1]] for i in range(len(queries))]
@@ -213,7 +234,13 @@ class IvfIndex:
             import faiss
 
             faiss.write_index(self._ivf, str(folder / "ivf.faiss"))
-        meta = {"format": FORMAT, "epoch": epoch, "dimension": self.dimension, "count": len(self)}
+        meta = {
+            "format": FORMAT,
+            "epoch": epoch,
+            "dimension": self.dimension,
+            "count": len(self),
+            "trained_at": self._trained_at,
+        }
         (folder / "meta.json").write_text(json.dumps(meta))
         _replace_pointer(path, folder.name)
 
@@ -227,6 +254,7 @@ class IvfIndex:
                 raise ValueError(f"unknown format {meta.get('format')!r}")
             index = cls(int(meta["dimension"]))
             index._ids = np.load(folder / "ids.npy", allow_pickle=False)
+            index._trained_at = int(meta.get("trained_at", 0))
             # Memory-mapped: only the rows of re-ranked candidates are ever read.
             index._vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
             if (folder / "ivf.faiss").exists():
