@@ -185,6 +185,8 @@ class Catalogue:
         if saved_epoch != epoch:
             self._catch_up(index)
             index.save(path, epoch)
+            # Loaded again, full-precision vectors are memory-mapped rather than held in RAM.
+            index, _ = index_class.load(path)
         self._index, self._index_epoch = index, epoch
         return index
 
