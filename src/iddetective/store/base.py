@@ -73,7 +73,7 @@ class Store(Protocol):
 
     # -- faces -------------------------------------------------------------------------------
     def faces_epoch(self) -> int:
-        """A counter bumped by every transaction that adds or removes faces."""
+        """A counter bumped by every transaction that adds or removes faces (not labels)."""
         ...
 
     def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -227,12 +227,8 @@ class SqliteStore:
         ).fetchone()
         boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
         chosen = faces[choose_labelled_face(boxes, width, height)]["id"]
-        changed = self._db.execute(
-            "UPDATE face SET person_id = ? WHERE id = ? AND person_id IS NOT ?",
-            (person.id, chosen, person.id),
-        ).rowcount
-        if changed:
-            self._bump_epoch()
+        # No epoch bump: the vector index holds ids and vectors, not who a face is.
+        self._db.execute("UPDATE face SET person_id = ? WHERE id = ?", (person.id, chosen))
         if len(faces) == 1:
             return None
         return self._flag(
