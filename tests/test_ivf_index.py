@@ -94,6 +94,7 @@ def test_save_load_round_trip_and_old_versions_cleaned(tmp_path: Path) -> None:
     ivf.save(path, epoch=4)
     loaded, epoch = IvfIndex.load(path)
     assert epoch == 4 and loaded.trained and len(loaded) == len(ivf)
+    assert (loaded.nprobe, loaded.train_min) == (ivf.nprobe, 500)  # settings travel along
     assert same(loaded.search(vectors[:5], 5), ivf.search(vectors[:5], 5))
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
 

@@ -28,8 +28,12 @@ from .base import IndexMismatch, Neighbours
 __all__ = ["IvfIndex"]
 
 FORMAT = "iddetective-ivf-1"
-#: Vectors the coarse quantiser is trained on (a random sample when there are more).
+#: Vectors the coarse quantiser is trained on (a random sample when there are more): at
+#: least TRAIN_SAMPLE, and TRAIN_PER_LIST per list (faiss warns below 39).
 TRAIN_SAMPLE = 100_000
+TRAIN_PER_LIST = 64
+#: Search settings saved with an index and restored by `load`.
+KNOBS = ("train_min", "nprobe", "candidates", "exact_filter_max", "range_margin", "retrain_growth")
 
 
 class IvfIndex:
@@ -122,7 +126,8 @@ class IvfIndex:
         ivf = faiss.IndexIVFScalarQuantizer(
             quantiser, self.dimension, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
         )
-        sample = np.random.default_rng(0).permutation(count)[:TRAIN_SAMPLE]
+        sample_size = max(TRAIN_SAMPLE, TRAIN_PER_LIST * nlist)
+        sample = np.random.default_rng(0).permutation(count)[:sample_size]
         ivf.train(np.ascontiguousarray(self._vectors[np.sort(sample)]))
         ivf.add_with_ids(np.ascontiguousarray(self._vectors), self._ids)
         self._ivf, self._trained_at = ivf, count
@@ -205,12 +210,21 @@ class IvfIndex:
     def _rerank(
         self, queries: np.ndarray, found: list[np.ndarray]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        ranked = []
-        for query, ids in zip(queries, found, strict=True):
-            rows = np.searchsorted(self._ids, ids)
-            exact = distances.euclidean_many(query[None, :], self._vectors[rows])[0]
-            ranked.append((ids.astype(np.int64), exact))
-        return ranked
+        """Exact distances of every query's candidates, with one gather for the batch."""
+        if not found:
+            return []
+        counts = [len(f) for f in found]
+        ids = np.concatenate(found).astype(np.int64)
+        rows = np.searchsorted(self._ids, ids)
+        owners = np.repeat(np.arange(len(queries)), counts)
+        # Gathered in ascending row order: memory-mapped pages are read front to back.
+        order = np.argsort(rows, kind="stable")
+        gathered = np.empty((len(rows), self.dimension), np.float32)
+        gathered[order] = self._vectors[rows[order]]
+        difference = gathered - queries[owners]
+        exact = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+        bounds = np.cumsum(counts)[:-1]
+        return list(zip(np.split(ids, bounds), np.split(exact, bounds), strict=True))
 
     def _check(self, vectors: np.ndarray, count: int | None) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -240,6 +254,7 @@ class IvfIndex:
             "dimension": self.dimension,
             "count": len(self),
             "trained_at": self._trained_at,
+            "knobs": {name: getattr(self, name) for name in KNOBS},
         }
         (folder / "meta.json").write_text(json.dumps(meta))
         _replace_pointer(path, folder.name)
@@ -252,7 +267,7 @@ class IvfIndex:
             meta = json.loads((folder / "meta.json").read_text())
             if meta.get("format") != FORMAT:
                 raise ValueError(f"unknown format {meta.get('format')!r}")
-            index = cls(int(meta["dimension"]))
+            index = cls(int(meta["dimension"]), **meta.get("knobs", {}))
             index._ids = np.load(folder / "ids.npy", allow_pickle=False)
             index._trained_at = int(meta.get("trained_at", 0))
             # Memory-mapped: only the rows of re-ranked candidates are ever read.
@@ -282,7 +297,10 @@ def _replace_pointer(path: Path, target: str) -> None:
 
 
 def _top(ids: np.ndarray, dist: np.ndarray, k: int) -> Neighbours:
-    order = np.argsort(dist, kind="stable")[:k]
+    if len(ids) > k:
+        keep = np.argpartition(dist, k - 1)[:k]
+        ids, dist = ids[keep], dist[keep]
+    order = np.argsort(dist, kind="stable")
     return Neighbours(ids[order], dist[order].astype(np.float32))
 
 
