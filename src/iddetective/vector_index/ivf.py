@@ -91,8 +91,9 @@ class IvfIndex:
         clash = np.intersect1d(ids, self._ids)
         if len(clash):
             raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
-        order = np.argsort(np.concatenate([self._ids, ids]), kind="stable")
-        self._ids = np.concatenate([self._ids, ids])[order]
+        merged = np.concatenate([self._ids, ids])
+        order = np.argsort(merged, kind="stable")
+        self._ids = merged[order]
         self._vectors = np.concatenate([self._vectors, vectors])[order]
         if self._should_train():
             self._train()
