@@ -88,6 +88,13 @@ def test_k_larger_than_collection_and_empty_index(index_class: type) -> None:
     assert len(empty.range_search(unit_vectors(1), 2.0)[0]) == 0
 
 
+def test_adding_nothing_changes_nothing(index_class: type) -> None:
+    index, ids, vectors = filled(index_class, count=5)
+    index.add(np.zeros(0, np.int64), np.zeros((0, DIM), np.float32))
+    assert len(index) == 5
+    assert index.search(vectors[:1], 1)[0].ids.tolist() == [ids[0]]
+
+
 def test_remove(index_class: type) -> None:
     index, ids, vectors = filled(index_class, count=20)
     assert index.remove(ids[:5]) == 5

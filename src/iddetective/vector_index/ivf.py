@@ -91,10 +91,7 @@ class IvfIndex:
         clash = np.intersect1d(ids, self._ids)
         if len(clash):
             raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
-        merged = np.concatenate([self._ids, ids])
-        order = np.argsort(merged, kind="stable")
-        self._ids = merged[order]
-        self._vectors = np.concatenate([self._vectors, vectors])[order]
+        self._ids, self._vectors = _merged(self._ids, self._vectors, ids, vectors)
         if self._should_train():
             self._train()
         elif self._ivf is not None:
@@ -283,6 +280,21 @@ class IvfIndex:
         if len(index._ids) != meta["count"] or index._vectors.shape != expected:
             raise IndexMismatch(f"the index at {path} is inconsistent")
         return index, int(meta["epoch"])
+
+
+def _merged(
+    ids: np.ndarray, vectors: np.ndarray, new_ids: np.ndarray, new_vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in ascending id order; new catalogue faces (higher ids) are only appended."""
+    if not len(new_ids):
+        return ids, vectors
+    order = np.argsort(new_ids, kind="stable")
+    new_ids, new_vectors = new_ids[order], new_vectors[order]
+    if not len(ids) or new_ids[0] > ids[-1]:
+        return np.concatenate([ids, new_ids]), np.concatenate([vectors, new_vectors])
+    merged = np.concatenate([ids, new_ids])
+    order = np.argsort(merged, kind="stable")
+    return merged[order], np.concatenate([vectors, new_vectors])[order]
 
 
 def _replace_pointer(path: Path, target: str) -> None:
