@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,10 +186,18 @@ class Catalogue:
         if saved_epoch != epoch:
             self._catch_up(index)
             index.save(path, epoch)
-            # Loaded again, full-precision vectors are memory-mapped rather than held in RAM.
-            index, _ = index_class.load(path)
+            index = self._reloaded(index_class, path, index)
         self._index, self._index_epoch = index, epoch
         return index
+
+    @staticmethod
+    def _reloaded(index_class: Any, path: Path, index: VectorIndex) -> VectorIndex:
+        """The index just saved, loaded again so its vectors are memory-mapped, not in RAM."""
+        try:
+            reloaded: VectorIndex = index_class.load(path)[0]
+        except (IndexMismatch, OSError):
+            return index  # another process replaced it meanwhile: ours is as good
+        return reloaded
 
     def _new_index(self, index_class: type) -> VectorIndex:
         index: VectorIndex = index_class(pipeline_for(self.pipeline).embedder.dimension)

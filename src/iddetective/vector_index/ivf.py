@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -298,14 +299,25 @@ def _merged(
 
 
 def _replace_pointer(path: Path, target: str) -> None:
+    """Point `path` at the directory `target`, then delete the directory it named before.
+
+    Only that directory goes (and abandoned ones over an hour old): another process may be
+    writing its own directory beside it right now.
+    """
+    try:
+        previous: str | None = path.read_text().strip()
+    except OSError:
+        previous = None
     handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(handle, "w") as out:
         out.write(target)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
+    if previous and previous != target:
+        shutil.rmtree(path.parent / previous, ignore_errors=True)
     for old in path.parent.glob(f"{path.name}.*"):
-        if old.is_dir() and old.name != target:
+        if old.is_dir() and old.name != target and time.time() - old.stat().st_mtime > 3600:
             shutil.rmtree(old, ignore_errors=True)
 
 
