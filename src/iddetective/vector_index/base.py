@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["IndexMismatch", "Neighbours", "VectorIndex"]
+__all__ = ["IndexMismatch", "Neighbours", "VectorIndex", "checked_vectors", "nearest", "within"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,30 @@ class VectorIndex(Protocol):
     def save(self, path: Path, epoch: int) -> None:
         """Write the index to `path` atomically, recording the catalogue epoch it reflects."""
         ...
+
+
+def checked_vectors(vectors: np.ndarray, dimension: int, count: int | None) -> np.ndarray:
+    """`vectors` as a contiguous float32 matrix, or IndexMismatch saying what is wrong."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors.reshape(1, -1)
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise IndexMismatch(f"expected vectors of dimension {dimension}, got shape {vectors.shape}")
+    if count is not None and len(vectors) != count:
+        raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
+    return vectors
+
+
+def nearest(ids: np.ndarray, dist: np.ndarray, k: int) -> Neighbours:
+    """The k smallest distances of one query, nearest first."""
+    if len(ids) > k:
+        keep = np.argpartition(dist, k - 1)[:k]
+        ids, dist = ids[keep], dist[keep]
+    order = np.argsort(dist, kind="stable")
+    return Neighbours(ids[order], dist[order].astype(np.float32))
+
+
+def within(ids: np.ndarray, dist: np.ndarray, radius: float) -> Neighbours:
+    """Every distance of one query up to `radius` (inclusive), nearest first."""
+    hit = dist <= radius
+    return nearest(ids[hit], dist[hit], max(1, int(hit.sum())))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours
+from .base import IndexMismatch, Neighbours, checked_vectors, nearest, within
 
 __all__ = ["ExactIndex"]
 
@@ -35,7 +35,7 @@ class ExactIndex:
     # -- contents --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = self._check_vectors(vectors, len(ids))
+        vectors = checked_vectors(vectors, self.dimension, len(ids))
         if len(np.unique(ids)) != len(ids):
             raise IndexMismatch("duplicate ids in one add() call")
         clash = np.intersect1d(ids, self._ids)
@@ -60,17 +60,17 @@ class ExactIndex:
     ) -> list[Neighbours]:
         if k < 1:
             raise IndexMismatch(f"k must be at least 1, not {k}")
-        return [_nearest(row, k) for row in self._distance_rows(queries, allowed)]
+        return [nearest(ids, dist, k) for ids, dist in self._distance_rows(queries, allowed)]
 
     def range_search(
         self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        return [_within(row, radius) for row in self._distance_rows(queries, allowed)]
+        return [within(ids, dist, radius) for ids, dist in self._distance_rows(queries, allowed)]
 
     def _distance_rows(
         self, queries: np.ndarray, allowed: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        queries = self._check_vectors(queries, None)
+        queries = checked_vectors(queries, self.dimension, None)
         ids, vectors = self._ids, self._vectors
         if allowed is not None:
             mask = np.isin(ids, np.asarray(allowed, dtype=np.int64))
@@ -84,18 +84,6 @@ class ExactIndex:
             matrix = np.concatenate(blocks, axis=1)
             rows = list(matrix)
         return [(ids, row) for row in rows]
-
-    def _check_vectors(self, vectors: np.ndarray, count: int | None) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors.reshape(1, -1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise IndexMismatch(
-                f"expected vectors of dimension {self.dimension}, got shape {vectors.shape}"
-            )
-        if count is not None and len(vectors) != count:
-            raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
-        return vectors
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: Path, epoch: int) -> None:
@@ -124,20 +112,3 @@ class ExactIndex:
         index = cls(vectors.shape[1])
         index._ids, index._vectors = ids.astype(np.int64), vectors.astype(np.float32)
         return index, epoch
-
-
-def _nearest(row: tuple[np.ndarray, np.ndarray], k: int) -> Neighbours:
-    ids, dist = row
-    if len(ids) > k:
-        part = np.argpartition(dist, k - 1)[:k]
-        ids, dist = ids[part], dist[part]
-    order = np.argsort(dist, kind="stable")
-    return Neighbours(ids[order], dist[order].astype(np.float32))
-
-
-def _within(row: tuple[np.ndarray, np.ndarray], radius: float) -> Neighbours:
-    ids, dist = row
-    hit = dist <= radius
-    ids, dist = ids[hit], dist[hit]
-    order = np.argsort(dist, kind="stable")
-    return Neighbours(ids[order], dist[order].astype(np.float32))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours
+from .base import IndexMismatch, Neighbours, checked_vectors, nearest, within
 
 __all__ = ["IvfIndex"]
 
@@ -86,7 +86,7 @@ class IvfIndex:
     # -- contents --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = self._check(vectors, len(ids))
+        vectors = checked_vectors(vectors, self.dimension, len(ids))
         if len(np.unique(ids)) != len(ids):
             raise IndexMismatch("duplicate ids in one add() call")
         clash = np.intersect1d(ids, self._ids)
@@ -137,22 +137,22 @@ class IvfIndex:
     ) -> list[Neighbours]:
         if k < 1:
             raise IndexMismatch(f"k must be at least 1, not {k}")
-        queries = self._check(queries, None)
+        queries = checked_vectors(queries, self.dimension, None)
         rows = self._allowed_rows(allowed)
         if self._exact(rows):
-            return [_top(ids, dist, k) for ids, dist in self._scan(queries, rows)]
+            return [nearest(ids, dist, k) for ids, dist in self._scan(queries, rows)]
         found = self._ivf_candidates(queries, max(k * 4, self.candidates), allowed)
-        return [_top(ids, dist, k) for ids, dist in self._rerank(queries, found)]
+        return [nearest(ids, dist, k) for ids, dist in self._rerank(queries, found)]
 
     def range_search(
         self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        queries = self._check(queries, None)
+        queries = checked_vectors(queries, self.dimension, None)
         rows = self._allowed_rows(allowed)
         if self._exact(rows):
-            return [_within(ids, dist, radius) for ids, dist in self._scan(queries, rows)]
+            return [within(ids, dist, radius) for ids, dist in self._scan(queries, rows)]
         found = self._ivf_range(queries, radius + self.range_margin, allowed)
-        return [_within(ids, dist, radius) for ids, dist in self._rerank(queries, found)]
+        return [within(ids, dist, radius) for ids, dist in self._rerank(queries, found)]
 
     def _exact(self, rows: np.ndarray | None) -> bool:
         return self._ivf is None or (rows is not None and len(rows) <= self.exact_filter_max)
@@ -224,18 +224,6 @@ class IvfIndex:
         exact = np.sqrt(np.einsum("ij,ij->i", difference, difference))
         bounds = np.cumsum(counts)[:-1]
         return list(zip(np.split(ids, bounds), np.split(exact, bounds), strict=True))
-
-    def _check(self, vectors: np.ndarray, count: int | None) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors.reshape(1, -1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise IndexMismatch(
-                f"expected vectors of dimension {self.dimension}, got shape {vectors.shape}"
-            )
-        if count is not None and len(vectors) != count:
-            raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
-        return vectors
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: Path, epoch: int) -> None:
@@ -319,18 +307,3 @@ def _replace_pointer(path: Path, target: str) -> None:
     for old in path.parent.glob(f"{path.name}.*"):
         if old.is_dir() and old.name != target and time.time() - old.stat().st_mtime > 3600:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _top(ids: np.ndarray, dist: np.ndarray, k: int) -> Neighbours:
-    if len(ids) > k:
-        keep = np.argpartition(dist, k - 1)[:k]
-        ids, dist = ids[keep], dist[keep]
-    order = np.argsort(dist, kind="stable")
-    return Neighbours(ids[order], dist[order].astype(np.float32))
-
-
-def _within(ids: np.ndarray, dist: np.ndarray, radius: float) -> Neighbours:
-    hit = dist <= radius
-    ids, dist = ids[hit], dist[hit]
-    order = np.argsort(dist, kind="stable")
-    return Neighbours(ids[order], dist[order].astype(np.float32))
