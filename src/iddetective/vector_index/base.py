@@ -15,7 +15,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["IndexMismatch", "Neighbours", "VectorIndex", "checked_vectors", "nearest", "within"]
+__all__ = [
+    "IndexMismatch",
+    "Neighbours",
+    "VectorIndex",
+    "checked_addition",
+    "checked_vectors",
+    "nearest",
+    "within",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,20 @@ def checked_vectors(vectors: np.ndarray, dimension: int, count: int | None) -> n
     if count is not None and len(vectors) != count:
         raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
     return vectors
+
+
+def checked_addition(
+    ids: np.ndarray, vectors: np.ndarray, dimension: int, held: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and vectors about to be added, or IndexMismatch: duplicates, ids in `held`, shape."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    vectors = checked_vectors(vectors, dimension, len(ids))
+    if len(np.unique(ids)) != len(ids):
+        raise IndexMismatch("duplicate ids in one add() call")
+    clash = np.intersect1d(ids, held)
+    if len(clash):
+        raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
+    return ids, vectors
 
 
 def nearest(ids: np.ndarray, dist: np.ndarray, k: int) -> Neighbours:

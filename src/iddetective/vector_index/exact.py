@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours, checked_vectors, nearest, within
+from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["ExactIndex"]
 
@@ -34,13 +34,7 @@ class ExactIndex:
 
     # -- contents --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = checked_vectors(vectors, self.dimension, len(ids))
-        if len(np.unique(ids)) != len(ids):
-            raise IndexMismatch("duplicate ids in one add() call")
-        clash = np.intersect1d(ids, self._ids)
-        if len(clash):
-            raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
+        ids, vectors = checked_addition(ids, vectors, self.dimension, self._ids)
         self._ids = np.concatenate([self._ids, ids])
         self._vectors = np.concatenate([self._vectors, vectors])
 

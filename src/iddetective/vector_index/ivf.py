@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours, checked_vectors, nearest, within
+from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["IvfIndex"]
 
@@ -85,13 +85,7 @@ class IvfIndex:
 
     # -- contents --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = checked_vectors(vectors, self.dimension, len(ids))
-        if len(np.unique(ids)) != len(ids):
-            raise IndexMismatch("duplicate ids in one add() call")
-        clash = np.intersect1d(ids, self._ids)
-        if len(clash):
-            raise IndexMismatch(f"ids already in the index: {clash[:5].tolist()}")
+        ids, vectors = checked_addition(ids, vectors, self.dimension, self._ids)
         self._ids, self._vectors = _merged(self._ids, self._vectors, ids, vectors)
         if self._should_train():
             self._train()
