@@ -14,7 +14,7 @@ Rows:
 2. face_distance-style: `np.linalg.norm(gallery - q, axis=1)` on a float64 gallery;
 3. float32 BLAS exact scan: `ExactIndex` (`distances.euclidean_many`);
 4. ours: `IvfIndex` from src, built by `add()`ing the whole gallery with ids, saved and
-   loaded back (`IvfIndex.load` memory-maps the float32 vectors), at nprobe 256/192/128.
+   loaded back (`IvfIndex.load` memory-maps the float32 vectors), at nprobe 192 (the default)/256/128.
 
 Columns: build seconds; resident bytes per face (for `IvfIndex`: anonymous RSS growth of a
 fresh process that loads the index and runs a few searches, i.e. the faiss IVF-SQ8 structure
@@ -70,7 +70,7 @@ LATENCY_QUERIES = 200
 BATCH = 256
 THROUGHPUT_QUERIES = 512
 EXACT_RECALL_QUERIES = 256
-NPROBES = (256, 192, 128)
+NPROBES = (192, 256, 128)
 PLANTED = 300
 PLANT_RADIUS = 0.2
 

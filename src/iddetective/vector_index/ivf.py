@@ -48,7 +48,7 @@ class IvfIndex:
         dimension: int,
         *,
         train_min: int = 40_000,
-        nprobe: int = 256,
+        nprobe: int = 192,
         candidates: int = 64,
         exact_filter_max: int = 50_000,
         range_margin: float = 0.02,
