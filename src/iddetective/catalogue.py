@@ -4,7 +4,9 @@ This is the library's front door; the CLI (and later the HTTP API) call one meth
 
 Data directory layout (docs/contracts.md):
     catalog.sqlite            the catalogue (plus -wal/-shm files while in use)
-    vectors/<index>-<model>.npz   the vector index, a cache rebuilt from the catalogue
+    vectors/<index>-<model>…  the vector index, a cache rebuilt from the catalogue
+    uploads/ab/<sha256>.jpg   photos uploaded through the HTTP API
+    media/                    thumbnails and face crops, a cache (media.py)
 """
 
 from __future__ import annotations
@@ -18,21 +20,38 @@ from typing import Any
 
 import numpy as np
 
-from . import distances
-from .entities import Failure, PersonSummary, PhotoRef, Review, Stats
+from . import access, distances
+from .entities import (
+    ApiKey,
+    AuditEntry,
+    Failure,
+    FileStat,
+    IndexedPhoto,
+    PersonRef,
+    PersonSummary,
+    PhotoAnalysis,
+    PhotoRef,
+    Review,
+    SaveResult,
+    Stats,
+    StoredFace,
+)
 from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .imaging import read_photo_bytes
 from .ingest import IndexReport, ProgressCallback, index_plan
 from .registry import resolve_class
 from .search import SearchResult, match_faces
-from .sources import plan_sources
+from .sources import PHOTO_SUFFIXES, plan_sources
 from .store import Store
 from .vector_index import IndexMismatch, VectorIndex
 
-__all__ = ["CATALOG_FILE", "Catalogue", "default_data_dir"]
+__all__ = ["CATALOG_FILE", "CLI_ACTOR", "Catalogue", "default_data_dir"]
 
 CATALOG_FILE = "catalog.sqlite"
+#: Who the audit log names for searches made from the command line.
+CLI_ACTOR = "cli"
+UPLOADS_DIR = "uploads"
 IndexProgress = Callable[[int, int], None]
 VECTORS_DIR = "vectors"
 
@@ -138,31 +157,67 @@ class Catalogue:
         top: int = 5,
         threshold: float | None = None,
         people: Sequence[str] | None = None,
+        actor: str = CLI_ACTOR,
     ) -> SearchResult:
         """Find every face in the photo at `path` and who each one is.
 
         `people` (ids or unambiguous names) restricts the search to those people's faces.
         """
+        data = read_photo_bytes(path)
+        analysis = pipeline_for(self.pipeline).analyse(data, path)
+        return self.search_analysis(
+            analysis,
+            sha256=hashlib.sha256(data).hexdigest(),
+            path=path,
+            top=top,
+            threshold=threshold,
+            people=people,
+            actor=actor,
+        )
+
+    def search_analysis(
+        self,
+        analysis: PhotoAnalysis,
+        *,
+        sha256: str,
+        path: str | None = None,
+        top: int = 5,
+        threshold: float | None = None,
+        people: Sequence[str] | None = None,
+        actor: str = CLI_ACTOR,
+    ) -> SearchResult:
+        """Match the faces of an analysed query photo; the search is written to the audit log."""
         if top < 1:
             raise UsageError(f"--top must be at least 1, not {top}")
         threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
         allowed = self._faces_of(people) if people is not None else None
-        data = read_photo_bytes(path)
-        analysis = pipeline_for(self.pipeline).analyse(data, path)
         faces = match_faces(
             self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
         )
-        return SearchResult(
+        result = SearchResult(
             path=path,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             width=analysis.width,
             height=analysis.height,
             model=analysis.model,
             threshold=threshold,
             faces=tuple(faces),
         )
+        self.store.record_search(actor, "photo", result.match_count, query_sha256=sha256)
+        return result
+
+    def find_people(
+        self, text: str, *, limit: int = 50, actor: str = CLI_ACTOR
+    ) -> list[PersonSummary]:
+        """People whose name contains `text`, best first; the search is audited."""
+        text = text.strip()
+        if not text:
+            raise UsageError("the text to find is empty")
+        found = self.store.find_people(text, limit)
+        self.store.record_search(actor, "text", len(found), query_text=text)
+        return found
 
     def _faces_of(self, people: Sequence[str]) -> np.ndarray:
         chosen = [self.store.resolve_person(ref).id for ref in people]
@@ -229,6 +284,70 @@ class Catalogue:
         model = pipeline_for(self.pipeline).embedder.name
         suffix = getattr(index_class, "suffix", "")
         return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}{suffix}"
+
+    # -- people and photos -----------------------------------------------------------------------
+    def person(self, ref: str) -> tuple[PersonRef, list[StoredFace]]:
+        """A person (by id or unambiguous name) and every face of theirs in the catalogue."""
+        person = self.store.resolve_person(ref)
+        return person, self.store.faces_of_person(person.id)
+
+    def face(self, face_id: int) -> StoredFace:
+        """One stored face by id."""
+        found = self.store.faces([face_id])
+        if face_id not in found:
+            raise NotFound(f"no stored face has the id {face_id}")
+        return found[face_id]
+
+    def photo(self, ref: str) -> PhotoRef:
+        """A stored photo by SHA-256 or one of its paths."""
+        return self.store.photo(ref)
+
+    def add_upload(
+        self, data: bytes, name: str, analysis: PhotoAnalysis, label: str | None = None
+    ) -> SaveResult:
+        """Keep an uploaded photo under `uploads/` and store its analysis, like `index` would.
+
+        The bytes are written (atomically, named by SHA-256) only after they were analysed,
+        so a bad upload leaves nothing behind.
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in PHOTO_SUFFIXES else ""
+        target = self.data_dir / UPLOADS_DIR / sha256[:2] / f"{sha256}{suffix}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        stat = target.stat()
+        outcome = IndexedPhoto(
+            FileStat(str(target), stat.st_size, stat.st_mtime_ns), sha256, analysis, label
+        )
+        (result,) = self.store.save([outcome])
+        self.vector_index()
+        return result
+
+    # -- API keys and audit ----------------------------------------------------------------------
+    def create_key(self, role: str, label: str = "") -> tuple[str, ApiKey]:
+        """A new API key: (the key, shown once; its stored record)."""
+        return access.new_key(self.store, role, label)
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every API key (hashes only), revoked ones included."""
+        return self.store.keys()
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key by id; it stops working at once."""
+        return self.store.revoke_key(key_id)
+
+    def authenticate(self, secret: str | None) -> ApiKey:
+        """The active key for `secret`, or `Unauthorized`."""
+        return access.authenticate(self.store, secret)
+
+    def audit(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The audit log of searches, newest first."""
+        if not 1 <= limit <= 1000:
+            raise UsageError(f"--limit must be between 1 and 1000, not {limit}")
+        return self.store.audit(limit, before)
 
     # -- reports ---------------------------------------------------------------------------------
     def people(self) -> list[PersonSummary]:

@@ -347,3 +347,95 @@ def reindex(data_dir: Path) -> None:
     with library_errors(), _opened(data_dir) as catalogue:
         faces = catalogue.reindex()
     out.print(f"the vector index holds {faces} faces")
+
+
+@main.command()
+@data_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Processes analysing uploaded photos (default: CPU cores, at most 4).",
+)
+def serve(data_dir: Path, host: str, port: int, workers: int | None) -> None:
+    """Serve the search pages and the HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from .web import ServerSettings, create_app, first_admin_key
+
+    with library_errors():
+        new_key = first_admin_key(data_dir, host)
+    settings = ServerSettings(data_dir)
+    if workers is not None:
+        settings = ServerSettings(data_dir, analysis_workers=workers)
+    if new_key:
+        out.print("Created the first admin key (shown once; keep it):")
+        out.print(f"  {new_key}")
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"Serving {data_dir} at http://{shown}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (roles: admin, search, ingest)."""
+
+
+@keys.command("create")
+@data_option
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "search", "ingest"]),
+    required=True,
+    help="What it may do.",
+)
+@click.option("--label", default="", help="A note on who or what uses the key.")
+def keys_create(data_dir: Path, role: str, label: str) -> None:
+    """Create a key and print it (this once; only its hash is kept)."""
+    with library_errors(), Catalogue(data_dir, create=True) as catalogue:
+        secret, key = catalogue.create_key(role, label)
+    err.print(f"created {role} key {key.id}; it is shown this once:")
+    click.echo(secret)
+
+
+@keys.command("list")
+@data_option
+def keys_list(data_dir: Path) -> None:
+    """List the keys (ids, roles, labels; never the keys themselves)."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.api_keys()
+    table = Table("id", "role", "label", "created", "revoked")
+    for key in found:
+        table.add_row(key.id, key.role, key.label, key.created_at, key.revoked_at or "")
+    out.print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@data_option
+def keys_revoke(key_id: str, data_dir: Path) -> None:
+    """Revoke the key KEY_ID; it stops working at once."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        key = catalogue.revoke_key(key_id)
+    out.print(f"revoked {key.role} key {key.id} at {key.revoked_at}")
+
+
+@main.command()
+@data_option
+@click.option("--limit", type=int, default=100, show_default=True, help="Entries to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def audit(data_dir: Path, limit: int, as_json: bool) -> None:
+    """Show the audit log of searches, newest first."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        entries = catalogue.audit(limit=limit)
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry.__dict__, ensure_ascii=False))
+        return
+    table = Table("when", "who", "kind", "query", "results")
+    for entry in entries:
+        query = f"photo {entry.query_sha256}" if entry.query_sha256 else repr(entry.query_text)
+        table.add_row(entry.at, entry.actor, entry.kind, query, str(entry.results))
+    out.print(table)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "ApiKey",
+    "AuditEntry",
     "Box",
     "FaceAnalysis",
     "FailedPhoto",
@@ -213,3 +215,35 @@ class SaveResult:
     faces: int = 0
     review: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: never the secret, only its SHA-256."""
+
+    id: str
+    role: str  # admin | search | ingest
+    label: str
+    created_at: str
+    revoked_at: str | None = None
+    hash: str = field(default="", repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One search as the audit log keeps it: who, when, what kind, which query, how many results.
+
+    A photo query is kept as its SHA-256 only, never the photo.
+    """
+
+    id: int
+    at: str
+    actor: str
+    kind: str  # photo | text | query
+    query_sha256: str | None
+    query_text: str | None
+    results: int

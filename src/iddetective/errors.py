@@ -6,9 +6,11 @@ __all__ = [
     "AmbiguousPerson",
     "BadImage",
     "BadManifest",
+    "Forbidden",
     "IDDetectiveError",
     "NotFound",
     "StoreError",
+    "Unauthorized",
     "UsageError",
 ]
 
@@ -59,3 +61,11 @@ class AmbiguousPerson(IDDetectiveError):
 
 class StoreError(IDDetectiveError):
     """The catalogue cannot be opened or written (newer schema, locked too long, ...)."""
+
+
+class Unauthorized(IDDetectiveError):
+    """No API key, or a key that is unknown or revoked."""
+
+
+class Forbidden(IDDetectiveError):
+    """A valid API key whose role does not allow the action."""

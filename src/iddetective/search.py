@@ -81,6 +81,11 @@ class SearchResult:
     threshold: float
     faces: tuple[FaceResult, ...]
 
+    @property
+    def match_count(self) -> int:
+        """Matches over all faces (a person or the unnamed group counts once per face)."""
+        return sum(m.verdict == "match" for face in self.faces for m in face.matches)
+
 
 def match_faces(
     store: Store,

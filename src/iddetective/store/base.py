@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..entities import (
+    ApiKey,
+    AuditEntry,
     Failure,
     Outcome,
     PersonRef,
@@ -71,6 +73,18 @@ class Store(Protocol):
         """Every person, by name."""
         ...
 
+    def find_people(self, text: str, limit: int) -> list[PersonSummary]:
+        """People whose name contains `text` (case-insensitive), an exact name first."""
+        ...
+
+    def faces_of_person(self, person_id: str) -> list[StoredFace]:
+        """Every face assigned to the person, oldest first."""
+        ...
+
+    def photo(self, ref: str) -> PhotoRef:
+        """The stored photo with this path or SHA-256; `NotFound` if there is none."""
+        ...
+
     # -- faces -------------------------------------------------------------------------------
     def faces_epoch(self) -> int:
         """A counter bumped by every transaction that adds or removes faces (not labels)."""
@@ -107,4 +121,36 @@ class Store(Protocol):
 
     def stats(self) -> Stats:
         """Catalogue size (data_bytes is filled in by the caller that knows the directory)."""
+        ...
+
+    # -- API keys and audit ------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new API key (its hash, never the secret)."""
+        ...
+
+    def keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones included, oldest first."""
+        ...
+
+    def key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, or None."""
+        ...
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key (idempotent); `NotFound` for an unknown id."""
+        ...
+
+    def record_search(
+        self,
+        actor: str,
+        kind: str,
+        results: int,
+        query_sha256: str | None = None,
+        query_text: str | None = None,
+    ) -> None:
+        """Append one search to the audit log."""
+        ...
+
+    def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
+        """Audit entries newest first, `limit` of them, with ids below `before` if given."""
         ...

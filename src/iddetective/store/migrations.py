@@ -60,4 +60,25 @@ MIGRATIONS: list[str] = [
         failed_at TEXT NOT NULL
     )
     """,
+    # 2: API keys (hashed) and the audit log of searches.
+    """
+    CREATE TABLE api_key (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'search', 'ingest')),
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        query_sha256 TEXT,
+        query_text TEXT,
+        results INTEGER NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at)
+    """,
 ]

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..entities import (
+    ApiKey,
+    AuditEntry,
     Box,
     FailedPhoto,
     Failure,
@@ -61,10 +63,22 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
             uri = f"file:{self.path}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            db = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            # Threads may share the connection (the web app serialises its calls with a lock).
+            db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys = ON")
         if not self.readonly:
@@ -344,6 +358,26 @@ class SqliteStore:
         ).fetchall()
         return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def find_people(self, text: str, limit: int) -> list[PersonSummary]:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._db.execute(
+            "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
+            "LEFT JOIN face f ON f.person_id = p.id WHERE p.name LIKE ? ESCAPE '\\' "
+            "GROUP BY p.id ORDER BY lower(p.name) <> lower(?), p.name, p.id LIMIT ?",
+            (pattern, text, limit),
+        ).fetchall()
+        return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def faces_of_person(self, person_id: str) -> list[StoredFace]:
+        ids = [
+            r[0] for r in self._db.execute("SELECT id FROM face WHERE person_id = ?", (person_id,))
+        ]
+        faces = self.faces(ids)
+        return [faces[i] for i in sorted(faces)]
+
+    def photo(self, ref: str) -> PhotoRef:
+        return self._photo_by_ref(ref)
+
     # -- faces ---------------------------------------------------------------------------------
     def faces_epoch(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'faces_epoch'").fetchone()
@@ -441,6 +475,61 @@ class SqliteStore:
             to_review=one("SELECT count(*) FROM photo WHERE review IS NOT NULL").fetchone()[0],
             data_bytes=0,
         )
+
+    # -- API keys and audit --------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO api_key (id, hash, role, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key.id, key.hash, key.role, key.label, key.created_at),
+            )
+
+    def keys(self) -> list[ApiKey]:
+        rows = self._db.execute("SELECT * FROM api_key ORDER BY created_at, id").fetchall()
+        return [_api_key(r) for r in rows]
+
+    def key(self, key_id: str) -> ApiKey | None:
+        row = self._db.execute("SELECT * FROM api_key WHERE id = ?", (key_id,)).fetchone()
+        return _api_key(row) if row else None
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with self._write() as db:
+            db.execute(
+                "UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (_now(), key_id),
+            )
+        key = self.key(key_id)
+        if key is None:
+            raise NotFound(f"no API key has the id {key_id!r}")
+        return key
+
+    def record_search(
+        self,
+        actor: str,
+        kind: str,
+        results: int,
+        query_sha256: str | None = None,
+        query_text: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_now(), actor, kind, query_sha256, query_text, results),
+            )
+
+    def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**62, limit),
+        ).fetchall()
+        return [AuditEntry(**dict(r)) for r in rows]
+
+
+def _api_key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        row["id"], row["role"], row["label"], row["created_at"], row["revoked_at"], row["hash"]
+    )
 
 
 def _id_vectors(rows: Sequence[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,81 @@
+"""Thumbnails of stored photos and crops of stored faces, made once and cached as JPEG files.
+
+They are re-encoded from decoded pixels, so no EXIF (GPS, camera, owner) ever leaves the
+server. The cache lives under `<data>/media/`: a thumbnail is named by the photo's SHA-256 and
+size, a crop by the face id (face ids are never reused), so a cached file never goes stale.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from .entities import Box, PhotoRef
+from .errors import BadImage, NotFound
+from .imaging import decode_image, read_photo_bytes
+
+__all__ = ["CROP_SIDE", "MEDIA_DIR", "THUMB_SIDES", "face_crop", "thumbnail"]
+
+MEDIA_DIR = "media"
+#: Thumbnail sizes (longest side in pixels) the API serves.
+THUMB_SIDES = (256, 1024)
+CROP_SIDE = 160
+#: Margin around the face box in a crop, as a share of the box size.
+_CROP_MARGIN = 0.25
+
+
+def thumbnail(data_dir: Path, photo: PhotoRef, side: int) -> Path:
+    """A JPEG of the photo at most `side` pixels on its longest side (upright, no EXIF)."""
+    if side not in THUMB_SIDES:
+        raise NotFound(f"no thumbnail size {side}: sizes are {', '.join(map(str, THUMB_SIDES))}")
+    target = data_dir / MEDIA_DIR / "thumb" / photo.sha256[:2] / f"{photo.sha256}-{side}.jpg"
+    if not target.exists():
+        image = decode_image(_photo_bytes(photo), photo.paths[0], side)
+        _write_jpeg(Image.fromarray(image.pixels), target)
+    return target
+
+
+def face_crop(data_dir: Path, face_id: int, photo: PhotoRef, box: Box) -> Path:
+    """A square JPEG around one stored face, `CROP_SIDE` pixels wide (no EXIF)."""
+    target = data_dir / MEDIA_DIR / "face" / f"{face_id % 1000:03d}" / f"{face_id}.jpg"
+    if not target.exists():
+        # Decode only as large as the crop needs: a face in a 100-megapixel photo is small work.
+        needed = 2 * CROP_SIDE / max(box.width, box.height, 1)
+        longest = max(photo.width, photo.height)
+        image = decode_image(_photo_bytes(photo), photo.paths[0], round(longest * min(1, needed)))
+        pixels = Image.fromarray(image.pixels)
+        crop = pixels.crop(_square_around(box.scaled(1 / image.scale), pixels.size))
+        _write_jpeg(crop.resize((CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS), target)
+    return target
+
+
+def _photo_bytes(photo: PhotoRef) -> bytes:
+    """The bytes of the first of the photo's files that can still be read."""
+    reasons = []
+    for path in photo.paths:
+        try:
+            return read_photo_bytes(path)
+        except BadImage as error:
+            reasons.append(error.reason)
+    detail = "; ".join(reasons) or "no file is recorded for it"
+    raise NotFound(f"the files of photo {photo.sha256} cannot be read: {detail}")
+
+
+def _square_around(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    side = round(max(box.width, box.height) * (1 + 2 * _CROP_MARGIN))
+    centre_x, centre_y = box.centre
+    left = max(0, min(size[0] - side, round(centre_x - side / 2)))
+    top = max(0, min(size[1] - side, round(centre_y - side / 2)))
+    return left, top, min(size[0], left + side), min(size[1], top + side)
+
+
+def _write_jpeg(image: Image.Image, target: Path) -> None:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=85, optimize=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    partial.write_bytes(buffer.getvalue())
+    os.replace(partial, target)

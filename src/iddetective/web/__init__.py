@@ -1,0 +1,5 @@
+"""The HTTP API and web pages (FastAPI): `create_app(ServerSettings(data_dir))`."""
+
+from .app import ServerSettings, create_app, first_admin_key
+
+__all__ = ["ServerSettings", "create_app", "first_admin_key"]

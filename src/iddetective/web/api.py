@@ -1,0 +1,251 @@
+"""The JSON API under /api: one small function per endpoint, each one catalogue call.
+
+Every endpoint names the action it needs (access.ACTIONS); the catalogue is shared by the
+server's threads and used under one lock, held only for the catalogue call itself (photo
+analysis, the slow part, runs before, in the analysis pool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import media
+from ..errors import UsageError
+from ..search import to_json
+from . import models
+from .auth import Caller, requires
+from .errors import ERROR_RESPONSES, UploadTooLarge
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+Searcher = Annotated[Caller, Depends(requires("search"))]
+Ingester = Annotated[Caller, Depends(requires("ingest"))]
+Admin = Annotated[Caller, Depends(requires("admin"))]
+StatsReader = Annotated[Caller, Depends(requires("read_stats"))]
+
+#: Thumbnails and crops are named by content, so browsers may keep them (privately) a day.
+MEDIA_CACHE = "private, max-age=86400, immutable"
+
+
+@router.post("/search", response_model=models.SearchResponse, response_model_by_alias=True)
+async def search_photo(
+    request: Request,
+    caller: Searcher,
+    photo: Annotated[UploadFile, File(description="The query photo (JPEG, PNG, WebP, HEIC…).")],
+    top: Annotated[int, Query(ge=1, le=50)] = 5,
+    threshold: Annotated[float | None, Query(gt=0, le=2)] = None,
+    person: Annotated[list[str] | None, Query(description="Search only these people.")] = None,
+) -> dict[str, Any]:
+    """Find every face of an uploaded photo and who each one is (audited)."""
+    state = request.app.state
+    data = await _read_upload(request, photo)
+    analysis = await state.analysis.analyse(data, _upload_name(photo))
+
+    def match() -> Any:
+        with state.lock:
+            return state.catalogue.search_analysis(
+                analysis,
+                sha256=hashlib.sha256(data).hexdigest(),
+                path=None,
+                top=top,
+                threshold=threshold,
+                people=person,
+                actor=caller.actor,
+            )
+
+    result = await run_in_threadpool(match)
+    state.metrics.searches.labels(kind="photo").inc()
+    return to_json(result)
+
+
+@router.get("/people", response_model=models.PeoplePage)
+def list_people(
+    request: Request,
+    caller: Searcher,
+    q: Annotated[str | None, Query(max_length=200, description="Text in the name.")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """People whose name contains `q` (a text search, audited), or everyone, by name."""
+    state = request.app.state
+    with state.lock:
+        if q is not None and q.strip():
+            found = state.catalogue.find_people(q, limit=offset + limit, actor=caller.actor)
+            state.metrics.searches.labels(kind="text").inc()
+            total = None
+        else:
+            found = state.catalogue.people()
+            total = len(found)
+    page = found[offset : offset + limit]
+    return {"items": [asdict(p) for p in page], "offset": offset, "limit": limit, "total": total}
+
+
+@router.get("/people/{person_id}", response_model=models.PersonDetail)
+def person_detail(
+    request: Request,
+    caller: Searcher,
+    person_id: str,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """A person and their faces (with the photos they are in), a page at a time."""
+    with request.app.state.lock:
+        person, faces = request.app.state.catalogue.person(person_id)
+    return {
+        "id": person.id,
+        "name": person.name,
+        "photos": len({face.photo.id for face in faces}),
+        "faces": {
+            "items": [
+                {
+                    "face_id": face.id,
+                    "sha256": face.photo.sha256,
+                    "box": face.box.as_dict(),
+                    "photo_width": face.photo.width,
+                    "photo_height": face.photo.height,
+                }
+                for face in faces[offset : offset + limit]
+            ],
+            "offset": offset,
+            "limit": limit,
+            "total": len(faces),
+        },
+    }
+
+
+@router.get(
+    "/photos/{sha256}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG without EXIF."}},
+)
+def photo_thumbnail(
+    request: Request,
+    caller: Searcher,
+    sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$", description="The photo's SHA-256.")],
+    size: Annotated[int, Query(description="Longest side: 256 or 1024.")] = 256,
+) -> FileResponse:
+    """A stored photo, shrunk, upright, with no metadata."""
+    state = request.app.state
+    with state.lock:
+        photo = state.catalogue.photo(sha256)
+    path = media.thumbnail(state.catalogue.data_dir, photo, size)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
+
+
+@router.get(
+    "/faces/{face_id}/crop",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG without EXIF."}},
+)
+def face_crop(request: Request, caller: Searcher, face_id: int) -> FileResponse:
+    """A square crop around one stored face."""
+    state = request.app.state
+    with state.lock:
+        face = state.catalogue.face(face_id)
+    path = media.face_crop(state.catalogue.data_dir, face.id, face.photo, face.box)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
+
+
+@router.post("/photos", response_model=models.UploadResult, status_code=201)
+async def upload_photo(
+    request: Request,
+    caller: Ingester,
+    photo: Annotated[UploadFile, File(description="A photo to add to the catalogue.")],
+    person: Annotated[
+        str | None, Form(max_length=200, description="Who is in it (the largest face).")
+    ] = None,
+) -> dict[str, Any]:
+    """Index an uploaded photo with the same pipeline and checks as `iddetective index`."""
+    state = request.app.state
+    data = await _read_upload(request, photo)
+    name = _upload_name(photo)
+    analysis = await state.analysis.analyse(data, name)
+
+    def store() -> Any:
+        with state.lock:
+            return state.catalogue.add_upload(data, name, analysis, person or None)
+
+    result = await run_in_threadpool(store)
+    state.metrics.indexed.inc()
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "status": result.status,
+        "faces": result.faces,
+        "review": result.review,
+    }
+
+
+@router.get("/stats", response_model=models.StatsModel)
+def stats(request: Request, caller: StatsReader) -> dict[str, Any]:
+    """Catalogue size: photos, faces, people, failures, bytes on disk."""
+    with request.app.state.lock:
+        return asdict(request.app.state.catalogue.stats())
+
+
+@router.get("/keys", response_model=list[models.KeyModel])
+def list_keys(request: Request, caller: Admin) -> list[dict[str, Any]]:
+    """Every API key (never the keys themselves), revoked ones included."""
+    with request.app.state.lock:
+        return [_key_json(key) for key in request.app.state.catalogue.api_keys()]
+
+
+@router.post("/keys", response_model=models.CreatedKey, status_code=201)
+def create_key(request: Request, caller: Admin, new: models.NewKey) -> dict[str, Any]:
+    """Create a key with a role; the answer holds the key itself, shown this once."""
+    with request.app.state.lock:
+        secret, key = request.app.state.catalogue.create_key(new.role, new.label)
+    return {**_key_json(key), "key": secret}
+
+
+@router.delete("/keys/{key_id}", response_model=models.KeyModel)
+def revoke_key(request: Request, caller: Admin, key_id: str) -> dict[str, Any]:
+    """Revoke a key; requests with it fail from now on."""
+    with request.app.state.lock:
+        return _key_json(request.app.state.catalogue.revoke_key(key_id))
+
+
+@router.get("/audit", response_model=models.AuditPage)
+def audit(
+    request: Request,
+    caller: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """The audit log of searches, newest first, a page at a time."""
+    with request.app.state.lock:
+        entries = request.app.state.catalogue.audit(limit=limit, before=before)
+    next_before = entries[-1].id if len(entries) == limit else None
+    return {"items": [asdict(e) for e in entries], "next_before": next_before}
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "role": key.role,
+        "label": key.label,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+async def _read_upload(request: Request, upload: UploadFile) -> bytes:
+    """The uploaded bytes, refusing empty files and files over the server's limit."""
+    limit = request.app.state.settings.max_upload_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLarge(f"{_upload_name(upload)}: larger than the {limit:,}-byte upload limit")
+    if not data:
+        raise UsageError(f"{_upload_name(upload)}: the uploaded file is empty")
+    return data
+
+
+def _upload_name(upload: UploadFile) -> str:
+    return (upload.filename or "upload")[:200]

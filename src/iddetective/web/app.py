@@ -1,0 +1,141 @@
+"""The web app: `create_app(settings)` builds the JSON API and the pages over one data directory.
+
+The app opens the catalogue and the photo analysis pool when it starts and closes them when
+it stops (FastAPI lifespan), so building an app costs nothing until it serves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..catalogue import Catalogue
+from ..errors import UsageError
+from ..faces import PipelineSettings
+from . import api, models, pages
+from .analysis import AnalysisPool
+from .auth import Caller, Sessions, requires
+from .errors import ERROR_RESPONSES, install_error_handlers
+from .metrics import Metrics
+
+__all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server runs. Defaults suit one machine serving a team."""
+
+    data_dir: Path
+    #: Processes analysing query and uploaded photos; 0 analyses in the request thread.
+    analysis_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    #: Photos that may wait for an analysis slot before the server answers 503.
+    analysis_queue: int = 8
+    max_upload_bytes: int = 20 * 1024 * 1024
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    #: Mark the session cookie Secure (set when serving behind HTTPS).
+    secure_cookies: bool = False
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The FastAPI app serving the catalogue in `settings.data_dir`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.catalogue = Catalogue(settings.data_dir, create=True, pipeline=settings.pipeline)
+        app.state.analysis = AnalysisPool(
+            settings.pipeline, settings.analysis_workers, settings.analysis_queue
+        )
+        try:
+            with app.state.lock:
+                app.state.catalogue.vector_index()  # build or catch up before the first search
+            yield
+        finally:
+            app.state.analysis.close()
+            app.state.catalogue.close()
+
+    app = FastAPI(
+        title="ID-Detective",
+        version=_version(),
+        description="Find people by photo in a catalogue you are entitled to process.",
+        lifespan=lifespan,
+        responses={k: v for k, v in ERROR_RESPONSES.items() if k in (401, 403, 422, 503)},
+    )
+    app.state.settings = settings
+    app.state.lock = threading.RLock()
+    app.state.sessions = Sessions()
+    app.state.metrics = Metrics(lambda: _stats(app))
+    app.state.metrics.install(app)
+    install_error_handlers(app)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", response_model=models.Health, tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the server answers (no key needed)."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
+    )
+    def metrics(
+        request: Request, caller: Annotated[Caller, Depends(requires("admin"))]
+    ) -> Response:
+        """Prometheus metrics (admin key)."""
+        return Response(app.state.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from elsewhere
+
+
+def first_admin_key(data_dir: Path, host: str) -> str | None:
+    """Get a data directory ready to serve on `host`; the admin key it created, if any.
+
+    With no active key, serving on this machine only creates an admin key (shown once, so a
+    newcomer can log in); serving on any other address is refused, since nobody could log in
+    and the first visitor must not be the one to set up access.
+    """
+    with Catalogue(data_dir, create=True) as catalogue:
+        if any(key.active for key in catalogue.api_keys()):
+            return None
+        if not is_loopback(host):
+            raise UsageError(
+                f"refusing to serve on {host} with no API key: anyone who can reach it could "
+                f"use it. Create one first: iddetective keys create --role admin --data {data_dir}"
+            )
+        secret, _ = catalogue.create_key("admin", "created by the first serve")
+        return secret
+
+
+def _stats(app: FastAPI) -> object:
+    with app.state.lock:
+        return app.state.catalogue.stats()
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("iddetective")

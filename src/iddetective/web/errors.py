@@ -1,0 +1,122 @@
+"""Errors as HTTP answers: a specific status and `{"error": {"code", "message"}}`, never a trace.
+
+The library's typed errors carry the message; this module only picks the status. Anything
+unexpected is logged with its traceback on the server and answered with a plain 500 body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from ..errors import (
+    AmbiguousPerson,
+    BadImage,
+    Forbidden,
+    IDDetectiveError,
+    NotFound,
+    StoreError,
+    Unauthorized,
+    UsageError,
+)
+from .analysis import Busy
+from .models import ErrorBody
+
+__all__ = ["ERROR_RESPONSES", "UploadTooLarge", "error_response", "install_error_handlers"]
+
+log = logging.getLogger("iddetective.web")
+
+
+class UploadTooLarge(UsageError):
+    """An upload over the server's size limit (HTTP 413)."""
+
+
+#: (status, code) per error class, most specific first.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (AmbiguousPerson, 409, "ambiguous_person"),
+    (UploadTooLarge, 413, "too_large"),
+    (BadImage, 422, "bad_image"),
+    (Busy, 503, "busy"),
+    (StoreError, 503, "store_unavailable"),
+    (UsageError, 400, "bad_request"),
+    (IDDetectiveError, 422, "unprocessable"),
+]
+
+_DESCRIPTIONS = {
+    400: "Bad request: a parameter is wrong (the message says which and why).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key's role may not do this (or a cookie session sent no CSRF token).",
+    404: "No such person, photo, face or page.",
+    409: "A name matches several people; use a person id.",
+    413: "The upload is larger than the server's limit.",
+    422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter).",
+    503: "Busy or the catalogue is unavailable: retry after the Retry-After seconds.",
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _DESCRIPTIONS.items()
+}
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    """The JSON error answer."""
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error as JSON with a specific status."""
+    app.add_exception_handler(IDDetectiveError, _library_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _library_error(request: Request, error: Exception) -> Response:
+    status, code = next((s, c) for kind, s, c in _STATUS if isinstance(error, kind))
+    if _wants_page(request):
+        from .pages import render_error
+
+        return render_error(request, str(error), status)
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, Busy):
+        headers["Retry-After"] = str(error.retry_after)
+    return error_response(status, code, str(error), **headers)
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser asking for a page (not the API) gets an HTML error page."""
+    path = request.url.path
+    api = path.startswith("/api/") or path in ("/metrics", "/healthz")
+    return not api and "text/html" in request.headers.get("accept", "")
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()))
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    headers = dict(error.headers or {})
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, code, str(error.detail), **headers)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error; the server log has the details")

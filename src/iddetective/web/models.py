@@ -1,0 +1,215 @@
+"""The JSON bodies of the HTTP API, as pydantic models (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AuditPage",
+    "BoxModel",
+    "CreatedKey",
+    "ErrorBody",
+    "FacePage",
+    "Health",
+    "KeyModel",
+    "NewKey",
+    "PeoplePage",
+    "PersonDetail",
+    "SearchResponse",
+    "StatsModel",
+    "UploadResult",
+]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(description="Stable machine-readable kind: not_found, bad_image, ...")
+    message: str = Field(description="What went wrong, where and why, for a person to read.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a code and a message."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    """The server answers."""
+
+    status: Literal["ok"]
+
+
+class BoxModel(BaseModel):
+    """A face rectangle in pixels of the upright photo (right and bottom exclusive)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+class PersonModel(BaseModel):
+    """A person: stable opaque id and display name."""
+
+    id: str
+    name: str
+
+
+class HitModel(BaseModel):
+    """A stored face supporting a match, and its photo."""
+
+    sha256: str
+    paths: list[str]
+    face_id: int
+    box: BoxModel
+    distance: float
+
+
+class MatchModel(BaseModel):
+    """A candidate person for a query face (or the group of unnamed faces)."""
+
+    person: PersonModel | None = Field(description="None: faces nobody has named yet.")
+    distance: float
+    verdict: Literal["match", "no_match"]
+    photos: list[HitModel]
+
+
+class FaceModel(BaseModel):
+    """A face of the query photo and its candidates, best first."""
+
+    box: BoxModel
+    score: float
+    verdict: Literal["match", "no_match"]
+    matches: list[MatchModel]
+
+
+class QueryModel(BaseModel):
+    """The query photo (its path is null for uploads)."""
+
+    path: str | None
+    sha256: str
+    width: int
+    height: int
+
+
+class SearchResponse(BaseModel):
+    """The `iddetective/search/v1` document (docs/contracts.md)."""
+
+    schema_: Literal["iddetective/search/v1"] = Field(alias="schema")
+    query: QueryModel
+    model: str
+    threshold: float
+    faces: list[FaceModel]
+
+
+class PersonSummaryModel(BaseModel):
+    """A person with face and photo counts."""
+
+    id: str
+    name: str
+    faces: int
+    photos: int
+
+
+class PeoplePage(BaseModel):
+    """A page of people."""
+
+    items: list[PersonSummaryModel]
+    offset: int
+    limit: int
+    total: int | None = Field(description="All people listed; None for a text search.")
+
+
+class FaceRefModel(BaseModel):
+    """A stored face: its id, photo and box."""
+
+    face_id: int
+    sha256: str
+    box: BoxModel
+    photo_width: int
+    photo_height: int
+
+
+class FacePage(BaseModel):
+    """A page of a person's faces."""
+
+    items: list[FaceRefModel]
+    offset: int
+    limit: int
+    total: int
+
+
+class PersonDetail(BaseModel):
+    """A person and their faces."""
+
+    id: str
+    name: str
+    photos: int
+    faces: FacePage
+
+
+class UploadResult(BaseModel):
+    """What storing an uploaded photo did."""
+
+    sha256: str
+    status: Literal["indexed", "no_face", "duplicate", "unchanged"]
+    faces: int
+    review: str | None
+
+
+class StatsModel(BaseModel):
+    """Catalogue size."""
+
+    photos: int
+    photos_without_face: int
+    faces: int
+    unknown_faces: int
+    people: int
+    failed: int
+    to_review: int
+    data_bytes: int
+
+
+class NewKey(BaseModel):
+    """The key to create."""
+
+    role: Literal["admin", "search", "ingest"]
+    label: str = Field(default="", max_length=200)
+
+
+class KeyModel(BaseModel):
+    """An API key as listed (never the key itself)."""
+
+    id: str
+    role: str
+    label: str
+    created_at: str
+    revoked_at: str | None
+
+
+class CreatedKey(KeyModel):
+    """A key just created, with the key itself."""
+
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+class AuditModel(BaseModel):
+    """One audited search."""
+
+    id: int
+    at: str
+    actor: str
+    kind: str
+    query_sha256: str | None
+    query_text: str | None
+    results: int
+
+
+class AuditPage(BaseModel):
+    """A page of the audit log, newest first."""
+
+    items: list[AuditModel]
+    next_before: int | None = Field(description="Pass as `before` for the next, older page.")

@@ -1,0 +1,143 @@
+"""The web pages: server-rendered HTML with a little JavaScript, no CDN.
+
+Pages log in with an API key once (a session cookie, see auth.py); the search page's script
+calls the JSON API with that cookie and the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .. import access
+from ..errors import Forbidden, Unauthorized
+from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> Response:
+    """The login form: paste an API key."""
+    return _render(request, "login.html", None, next=_local(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
+) -> Response:
+    """Check the key and open a session."""
+    state = request.app.state
+    try:
+        with state.lock:
+            api_key = access.authenticate(state.catalogue.store, key.strip())
+    except Unauthorized as error:
+        return _render(request, "login.html", None, 401, next=_local(next), error=str(error))
+    token, _ = state.sessions.open(api_key)
+    response = RedirectResponse(_local(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=state.settings.secure_cookies,
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    """End the session."""
+    request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def search_page(request: Request) -> Response:
+    """Search by photo: pick or drop a photo, see its faces, click one for its matches."""
+    return _page(request, "search", "search.html")
+
+
+@router.get("/people", response_class=HTMLResponse)
+def people_page(request: Request, q: Annotated[str, Query(max_length=200)] = "") -> Response:
+    """Find people by text in their names."""
+    caller = _page_caller(request, "search")
+    if isinstance(caller, Response):
+        return caller
+    state = request.app.state
+    with state.lock:
+        found = state.catalogue.find_people(q, actor=caller.actor) if q.strip() else None
+    if found is not None:
+        state.metrics.searches.labels(kind="text").inc()
+    return _render(request, "people.html", caller, q=q, found=found)
+
+
+@router.get("/people/{person_id}", response_class=HTMLResponse)
+def person_page(request: Request, person_id: str) -> Response:
+    """One person: name and every face of theirs, with the photos."""
+    caller = _page_caller(request, "search")
+    if isinstance(caller, Response):
+        return caller
+    with request.app.state.lock:
+        person, faces = request.app.state.catalogue.person(person_id)
+    return _render(request, "person.html", caller, person=person, faces=faces)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request) -> Response:
+    """API keys and the audit log."""
+    caller = _page_caller(request, "admin")
+    if isinstance(caller, Response):
+        return caller
+    with request.app.state.lock:
+        keys = request.app.state.catalogue.api_keys()
+        entries = request.app.state.catalogue.audit(limit=200)
+    return _render(request, "admin.html", caller, keys=keys, entries=entries)
+
+
+def _page(request: Request, action: str, template: str) -> Response:
+    caller = _page_caller(request, action)
+    if isinstance(caller, Response):
+        return caller
+    return _render(request, template, caller)
+
+
+def _page_caller(request: Request, action: str) -> Caller | Response:
+    """The logged-in caller, or the answer to give instead (to the login page, or 403)."""
+    try:
+        caller = caller_of(request)
+        access.check_allowed(caller.key, action)
+    except Unauthorized:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    except Forbidden as error:
+        return _render(request, "error.html", None, 403, message=str(error))
+    return caller
+
+
+def _render(
+    request: Request, template: str, caller: Caller | None, status: int = 200, **context: Any
+) -> Response:
+    return templates.TemplateResponse(
+        request, template, {"caller": caller, **context}, status_code=status
+    )
+
+
+def _local(target: str) -> str:
+    """`target` if it is a path on this site, else "/": never redirect elsewhere after login."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def render_error(request: Request, message: str, status: int) -> Response:
+    """An error page for a page request (the API answers JSON instead)."""
+    return _render(request, "error.html", None, status, message=message)
