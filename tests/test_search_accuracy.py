@@ -20,21 +20,9 @@ from iddetective.labelling import choose_labelled_face
 from iddetective.schemas import search_schema
 from iddetective.search import SearchResult, to_json
 
-from conftest import Labelled, read_labels, require_set
+from conftest import Labelled, read_labels, require_set, split_enrol_probe
 
 Build = Callable[[str, list[Labelled], list[str]], Path]
-
-
-def split_enrol_probe(
-    rows: list[Labelled], probes_per_person: int = 99
-) -> tuple[list[Labelled], list[Labelled]]:
-    """First photo of each person enrolled, up to `probes_per_person` of the others as probes."""
-    by_person: dict[str, list[Labelled]] = defaultdict(list)
-    for row in rows:
-        by_person[row.person].append(row)
-    enrol = [photos[0] for photos in by_person.values()]
-    probes = [p for photos in by_person.values() for p in photos[1 : 1 + probes_per_person]]
-    return enrol, probes
 
 
 def labelled_face_result(result: SearchResult) -> tuple[str | None, bool]:
