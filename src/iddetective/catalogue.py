@@ -38,11 +38,11 @@ from .entities import (
 )
 from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
-from .imaging import read_photo_bytes
+from .imaging import photo_suffix, read_photo_bytes
 from .ingest import IndexReport, ProgressCallback, index_plan
 from .registry import resolve_class
 from .search import SearchResult, match_faces
-from .sources import PHOTO_SUFFIXES, plan_sources
+from .sources import plan_sources
 from .store import Store
 from .vector_index import IndexMismatch, VectorIndex
 
@@ -311,7 +311,7 @@ class Catalogue:
         so a bad upload leaves nothing behind.
         """
         sha256 = hashlib.sha256(data).hexdigest()
-        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in PHOTO_SUFFIXES else ""
+        suffix = photo_suffix(data, name)
         target = self.data_dir / UPLOADS_DIR / sha256[:2] / f"{sha256}{suffix}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

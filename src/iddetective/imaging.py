@@ -83,6 +83,19 @@ def decode_image(
     return DecodedImage(np.ascontiguousarray(np.asarray(rgb)), upright_width, upright_height)
 
 
+def photo_suffix(data: bytes, name: str) -> str:
+    """The file suffix for the image format the bytes hold (".jpg", ".png" ...), sniffed.
+
+    The name is only used in the error message: a PNG called `photo.jpg` is a PNG.
+    """
+    _register_heif()
+    image_format = _open(data, name, MAX_PIXELS).format or ""
+    return _SUFFIXES.get(image_format, f".{image_format.lower()}" if image_format else "")
+
+
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "HEIF": ".heic", "TIFF": ".tif"}
+
+
 def _register_heif() -> None:
     global _heif_registered
     if not _heif_registered:
