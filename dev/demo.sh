@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up, index a folder of photos into ./iddetective-data, then show how to search it.
+# Set up, index a folder of photos into ./iddetective-data, then serve the search page.
 #   dev/demo.sh [PHOTO_FOLDER] [more iddetective index options...]
+#   PORT=8080 dev/demo.sh ...     (default port 8000; the server listens on 127.0.0.1 only)
 # Without a folder it indexes the example photos of the shared face sets, named by their
 # labels.csv (the two group photos stay unlabelled: search them to see who is in them).
 set -euo pipefail
@@ -22,8 +23,9 @@ status=0
 .venv/bin/iddetective stats --data "$data"
 cat <<TEXT
 
-Search it with any photo:
+Also from the command line:
     .venv/bin/iddetective search PHOTO.jpg --data $data
-    .venv/bin/iddetective search PHOTO.jpg --data $data --json
     .venv/bin/iddetective people --data $data
+
 TEXT
+exec .venv/bin/iddetective serve --data "$data" --port "${PORT:-8000}"

@@ -373,8 +373,12 @@ def serve(data_dir: Path, host: str, port: int, workers: int | None) -> None:
     if new_key:
         out.print("Created the first admin key (shown once; keep it):")
         out.print(f"  {new_key}")
+    else:
+        out.print(
+            f"Log in with an API key (iddetective keys create --role search --data {data_dir})."
+        )
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"Serving {data_dir} at http://{shown}:{port}/ (Ctrl-C stops)")
+    out.print(f"Serving {data_dir}: open http://{shown}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
