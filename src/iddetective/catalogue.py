@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from . import access, distances
+from . import access, distances, media
 from .entities import (
     ApiKey,
     AuditEntry,
+    Erasure,
     Failure,
     FileStat,
     IndexedPhoto,
@@ -290,6 +291,23 @@ class Catalogue:
         """A person (by id or unambiguous name) and every face of theirs in the catalogue."""
         person = self.store.resolve_person(ref)
         return person, self.store.faces_of_person(person.id)
+
+    def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:
+        """Erase a person everywhere: catalogue rows, faces and embeddings, vector index entries,
+        cached crops and thumbnails, uploaded photos in which they were the only face; then
+        compact the catalogue file so the bytes are gone. Other people's faces stay.
+        """
+        person = self.store.resolve_person(ref)
+        erasure = self.store.erase_person(person.id, actor)
+        self.vector_index()  # caught up: their entries leave the index files
+        media.forget(self.data_dir, erasure.faces, erasure.photos)
+        uploads = (self.data_dir / UPLOADS_DIR).resolve()
+        for photo in erasure.photos:
+            for path in photo.paths:
+                if Path(path).resolve().is_relative_to(uploads):
+                    Path(path).unlink(missing_ok=True)
+        self.store.compact()
+        return erasure
 
     def face(self, face_id: int) -> StoredFace:
         """One stored face by id."""

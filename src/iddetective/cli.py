@@ -341,6 +341,27 @@ def review(data_dir: Path) -> None:
 
 
 @main.command()
+@click.argument("person")
+@data_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(person: str, data_dir: Path, yes: bool) -> None:
+    """Erase PERSON (id or unambiguous name) everywhere: faces, embeddings, index, crops."""
+    with library_errors(), _opened(data_dir) as catalogue:
+        found, faces = catalogue.person(person)
+        if not yes:
+            click.confirm(
+                f"Erase {found.name} ({found.id}) and their {len(faces)} faces for good?",
+                abort=True,
+                err=True,
+            )
+        erasure = catalogue.erase_person(found.id)
+    out.print(
+        f"erased {len(erasure.faces)} faces and {len(erasure.photos)} photos left with no face; "
+        f"the audit log names this erasure {erasure.token}"
+    )
+
+
+@main.command()
 @data_option
 def reindex(data_dir: Path) -> None:
     """Rebuild the vector index from the catalogue (it is otherwise kept up to date)."""

@@ -10,6 +10,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Box",
+    "Erasure",
     "FaceAnalysis",
     "FailedPhoto",
     "Failure",
@@ -247,3 +248,12 @@ class AuditEntry:
     query_sha256: str | None
     query_text: str | None
     results: int
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing a person removed. `token` names the erasure in the audit log."""
+
+    token: str
+    faces: tuple[int, ...]
+    photos: tuple[PhotoRef, ...]  # photos removed because the person was their only face

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -17,7 +18,7 @@ from .entities import Box, PhotoRef
 from .errors import BadImage, NotFound
 from .imaging import decode_image, read_photo_bytes
 
-__all__ = ["CROP_SIDE", "MEDIA_DIR", "THUMB_SIDES", "face_crop", "thumbnail"]
+__all__ = ["CROP_SIDE", "MEDIA_DIR", "THUMB_SIDES", "face_crop", "forget", "thumbnail"]
 
 MEDIA_DIR = "media"
 #: Thumbnail sizes (longest side in pixels) the API serves.
@@ -31,7 +32,7 @@ def thumbnail(data_dir: Path, photo: PhotoRef, side: int) -> Path:
     """A JPEG of the photo at most `side` pixels on its longest side (upright, no EXIF)."""
     if side not in THUMB_SIDES:
         raise NotFound(f"no thumbnail size {side}: sizes are {', '.join(map(str, THUMB_SIDES))}")
-    target = data_dir / MEDIA_DIR / "thumb" / photo.sha256[:2] / f"{photo.sha256}-{side}.jpg"
+    target = _thumb_path(data_dir, photo.sha256, side)
     if not target.exists():
         image = decode_image(_photo_bytes(photo), photo.paths[0], side)
         _write_jpeg(Image.fromarray(image.pixels), target)
@@ -40,7 +41,7 @@ def thumbnail(data_dir: Path, photo: PhotoRef, side: int) -> Path:
 
 def face_crop(data_dir: Path, face_id: int, photo: PhotoRef, box: Box) -> Path:
     """A square JPEG around one stored face, `CROP_SIDE` pixels wide (no EXIF)."""
-    target = data_dir / MEDIA_DIR / "face" / f"{face_id % 1000:03d}" / f"{face_id}.jpg"
+    target = _crop_path(data_dir, face_id)
     if not target.exists():
         # Decode only as large as the crop needs: a face in a 100-megapixel photo is small work.
         needed = 2 * CROP_SIDE / max(box.width, box.height, 1)
@@ -50,6 +51,28 @@ def face_crop(data_dir: Path, face_id: int, photo: PhotoRef, box: Box) -> Path:
         crop = pixels.crop(_square_around(box.scaled(1 / image.scale), pixels.size))
         _write_jpeg(crop.resize((CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS), target)
     return target
+
+
+def forget(data_dir: Path, face_ids: Iterable[int], photos: Iterable[PhotoRef]) -> int:
+    """Delete the cached crops of these faces and thumbnails of these photos; returns files."""
+    targets = [_crop_path(data_dir, face_id) for face_id in face_ids]
+    targets += [_thumb_path(data_dir, p.sha256, side) for p in photos for side in THUMB_SIDES]
+    removed = 0
+    for target in targets:
+        try:
+            target.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _thumb_path(data_dir: Path, sha256: str, side: int) -> Path:
+    return data_dir / MEDIA_DIR / "thumb" / sha256[:2] / f"{sha256}-{side}.jpg"
+
+
+def _crop_path(data_dir: Path, face_id: int) -> Path:
+    return data_dir / MEDIA_DIR / "face" / f"{face_id % 1000:03d}" / f"{face_id}.jpg"
 
 
 def _photo_bytes(photo: PhotoRef) -> bytes:

@@ -13,6 +13,7 @@ import numpy as np
 from ..entities import (
     ApiKey,
     AuditEntry,
+    Erasure,
     Failure,
     Outcome,
     PersonRef,
@@ -59,6 +60,17 @@ class Store(Protocol):
 
     def remove_photo(self, ref: str) -> PhotoRef:
         """Remove one photo (by path or SHA-256) with its faces; returns what was removed."""
+        ...
+
+    def erase_person(self, person_id: str, actor: str) -> Erasure:
+        """Remove the person, their faces, and photos left with no face, in one transaction.
+
+        The audit log gets one `erase` entry naming an opaque token, never the person.
+        """
+        ...
+
+    def compact(self) -> None:
+        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
         ...
 
     # -- people ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..entities import (
     ApiKey,
     AuditEntry,
     Box,
+    Erasure,
     FailedPhoto,
     Failure,
     FileStat,
@@ -85,6 +86,9 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode = WAL")
             # WAL + NORMAL: a killed process never loses a committed transaction.
             db.execute("PRAGMA synchronous = NORMAL")
+            # Deleted rows are overwritten with zeros (an erased person must be gone from
+            # the file); some SQLite builds default to off.
+            db.execute("PRAGMA secure_delete = ON")
         return db
 
     def _migrate(self) -> None:
@@ -310,6 +314,53 @@ class SqliteStore:
             self._db.execute("DELETE FROM photo WHERE id = ?", (photo.id,))
             self._bump_epoch()
         return photo
+
+    def erase_person(self, person_id: str, actor: str) -> Erasure:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM person WHERE id = ?", (person_id,)).fetchone() is None:
+                raise NotFound(f"no person has the id {person_id!r}")
+            faces = [
+                r[0] for r in db.execute("SELECT id FROM face WHERE person_id = ?", (person_id,))
+            ]
+            touched = [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT photo_id FROM face WHERE person_id = ?", (person_id,)
+                )
+            ]
+            db.execute("DELETE FROM face WHERE person_id = ?", (person_id,))
+            db.execute("DELETE FROM person WHERE id = ?", (person_id,))
+            emptied = self._photos(
+                r[0]
+                for chunk in _chunks(touched, 900)
+                for r in db.execute(
+                    f"SELECT id FROM photo WHERE id IN ({','.join('?' * len(chunk))}) "
+                    "AND NOT EXISTS (SELECT 1 FROM face WHERE face.photo_id = photo.id)",
+                    chunk,
+                )
+            )
+            for chunk in _chunks(touched, 900):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"UPDATE photo SET face_count = (SELECT count(*) FROM face "
+                    f"WHERE face.photo_id = photo.id) WHERE id IN ({marks})",
+                    chunk,
+                )
+            db.executemany("DELETE FROM photo WHERE id = ?", [(i,) for i in emptied])
+            self._bump_epoch()
+            token = "erasure_" + secrets.token_hex(8)
+            db.execute(
+                "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
+                "VALUES (?, ?, 'erase', NULL, ?, ?)",
+                (_now(), actor, token, len(faces)),
+            )
+        return Erasure(token, tuple(sorted(faces)), tuple(emptied.values()))
+
+    def compact(self) -> None:
+        # Deleted rows linger in free pages and the WAL until both are rewritten.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _photo_by_ref(self, ref: str) -> PhotoRef:
         row = self._db.execute(

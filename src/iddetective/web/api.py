@@ -121,6 +121,14 @@ def person_detail(
     }
 
 
+@router.delete("/people/{person_id}", response_model=models.ErasureResult)
+def erase_person(request: Request, caller: Admin, person_id: str) -> dict[str, Any]:
+    """Erase a person everywhere (rows, faces, index entries, crops); audited by token."""
+    with request.app.state.lock:
+        erasure = request.app.state.catalogue.erase_person(person_id, actor=caller.actor)
+    return {"token": erasure.token, "faces": len(erasure.faces), "photos": len(erasure.photos)}
+
+
 @router.get(
     "/photos/{sha256}/thumbnail",
     response_class=FileResponse,

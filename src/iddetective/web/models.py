@@ -10,6 +10,7 @@ __all__ = [
     "AuditPage",
     "BoxModel",
     "CreatedKey",
+    "ErasureResult",
     "ErrorBody",
     "FacePage",
     "Health",
@@ -213,3 +214,11 @@ class AuditPage(BaseModel):
 
     items: list[AuditModel]
     next_before: int | None = Field(description="Pass as `before` for the next, older page.")
+
+
+class ErasureResult(BaseModel):
+    """What erasing a person removed; `token` names the erasure in the audit log."""
+
+    token: str
+    faces: int
+    photos: int
