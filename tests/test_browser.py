@@ -1,0 +1,199 @@
+"""End to end in a real browser: log in, search by photo, click a face, read who it is.
+
+Starts `iddetective serve` in a subprocess on a copy of the shared web catalogue and drives
+Debian's Chromium (/usr/bin/chromium, which dev/setup.sh installs) with Playwright; it never
+downloads a browser. Without Chromium the test skips, except under CI, where it fails.
+Console errors and uncaught page errors fail the test: they are bugs in the pages' scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import ConsoleMessage, Error, Page, expect, sync_playwright
+
+from conftest import WebCatalogue, copy_data
+
+CHROMIUM = Path("/usr/bin/chromium")
+STARTUP_SECONDS = 60.0
+#: The first search starts the analysis worker process, which loads dlib's models.
+SEARCH_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> Path:
+    """Debian's Chromium; fails under CI when it is absent, else skips with the reason.
+
+    Session-scoped and autouse so that it is checked before the shared catalogue is built.
+    """
+    if not os.access(CHROMIUM, os.X_OK):
+        reason = f"{CHROMIUM} is missing: run dev/setup.sh, or apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthy(url: str) -> bool:
+    """Whether the server at `url` answers /healthz."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server as a service manager would (SIGTERM); kill it if it hangs."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_server(data: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`iddetective serve` on `data` at a free port, once it answers /healthz: (process, URL)."""
+    for _attempt in range(3):  # another process may take the free port before the server does
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "iddetective", "serve", "--data", str(data)]
+        command += ["--port", str(port), "--workers", "1"]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            if healthy(url):
+                return process, url
+            time.sleep(0.1)
+        stop(process)
+        output = log_path.read_text(errors="replace")
+        if "address already in use" not in output.lower():
+            break
+    pytest.fail(f"iddetective serve did not answer /healthz (exit {process.returncode}):\n{output}")
+
+
+@pytest.fixture
+def server(web_catalogue: WebCatalogue, tmp_path: Path) -> Iterator[str]:
+    """The base URL of `iddetective serve` on a private copy of the web catalogue."""
+    data = copy_data(web_catalogue.data_dir, tmp_path / "data")
+    process, url = start_server(data, tmp_path / "server.log")
+    try:
+        yield url
+    finally:
+        stop(process)
+
+
+@dataclass
+class Tab:
+    """A browser tab, and the console errors and uncaught page errors it has shown."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+
+    def note(self, problem: str) -> None:
+        print(problem)  # shown with a failure that it caused, such as a timeout
+        self.problems.append(problem)
+
+
+@pytest.fixture
+def tab(chromium: Path, server: str) -> Iterator[Tab]:
+    """A Chromium tab on the server, recording console errors and page errors."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
+            tab = Tab(context.new_page())
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    tab.note(f"console error: {message.text} ({message.location['url']})")
+
+            def on_page_error(error: Error) -> None:
+                tab.note(f"page error: {error.stack or error.message}")
+
+            tab.page.on("console", on_console)
+            tab.page.on("pageerror", on_page_error)
+            yield tab
+            context.close()
+        finally:
+            browser.close()
+
+
+def log_in(page: Page, key: str) -> None:
+    """Open the search page, get sent to the login form, log in with `key`."""
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    page.fill("#key", key)
+    page.click("form.login button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("h1")).to_have_text("Search by photo")
+
+
+def search_photo(page: Page, photo: str, faces: int) -> None:
+    """Choose `photo` in the search form; wait until it shows with its `faces` face boxes."""
+    with page.expect_response(
+        lambda response: response.url.endswith("/api/search"), timeout=SEARCH_TIMEOUT_MS
+    ) as answer:
+        page.set_input_files("#photo", photo)
+    assert answer.value.status == 200, answer.value.text()
+    plural = "" if faces == 1 else "s"
+    expect(page.locator("#status")).to_contain_text(f"{faces} face{plural} found")
+    expect(page.locator("#stage .face")).to_have_count(faces)
+    page.wait_for_function("() => document.getElementById('query').naturalWidth > 0")
+
+
+def test_search_by_photo_in_the_browser(
+    tab: Tab, web_catalogue: WebCatalogue, tmp_path: Path
+) -> None:
+    """A photo of an enrolled person finds them; a stranger's photo says "No match"."""
+    page = tab.page
+    probe = next(p for p in web_catalogue.probes if p.person == "obama")  # obama2.jpg: one face
+    stranger = web_catalogue.strangers[0]
+    log_in(page, web_catalogue.keys["search"])
+
+    search_photo(page, probe.path, faces=1)
+    box = page.locator("#stage .face")
+    expect(box).to_have_class(re.compile(r"\bmatch\b"))
+    box.click()
+    expect(box).to_have_class(re.compile(r"\bselected\b"))
+    matches = page.locator("#matches")
+    expect(matches).to_be_visible()
+    best = matches.locator("ol.matches > li").first
+    expect(best.locator(".name")).to_have_text(probe.person)
+    expect(best.locator(".verdict")).to_have_text("match")
+    expect(matches.locator(".nomatch")).to_have_count(0)
+    screenshot = tmp_path / "search.png"
+    page.screenshot(path=screenshot, full_page=True)
+    assert screenshot.stat().st_size > 0
+
+    search_photo(page, stranger.path, faces=1)
+    expect(page.locator("#status")).to_contain_text("0 matched")
+    box = page.locator("#stage .face")
+    expect(box).to_have_class(re.compile(r"\bno_match\b"))
+    box.click()
+    expect(matches).to_be_visible()
+    expect(matches.locator(".nomatch")).to_contain_text("No match")
+    expect(matches.locator(".verdict.match")).to_have_count(0)
+
+    assert not tab.problems, "\n".join(tab.problems)
