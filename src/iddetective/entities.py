@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "Account",
     "ApiKey",
     "AuditEntry",
     "Box",
@@ -15,9 +16,12 @@ __all__ = [
     "FailedPhoto",
     "Failure",
     "FileStat",
+    "FoundPerson",
     "IndexedPhoto",
     "KnownPhoto",
     "Outcome",
+    "PersonProfile",
+    "PersonRecord",
     "PersonRef",
     "PersonSummary",
     "PhotoAnalysis",
@@ -257,3 +261,50 @@ class Erasure:
     token: str
     faces: tuple[int, ...]
     photos: tuple[PhotoRef, ...]  # photos removed because the person was their only face
+
+
+@dataclass(frozen=True)
+class Account:
+    """A linked account: platform (free text: instagram, telegram, email, ...), handle, url."""
+
+    platform: str
+    handle: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """A person as an import file describes them; `external_id` makes re-imports idempotent."""
+
+    external_id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    accounts: tuple[Account, ...] = ()
+    lists: tuple[str, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class PersonProfile:
+    """Everything the catalogue knows of a person besides their faces."""
+
+    person: PersonRef
+    external_id: str | None
+    aliases: tuple[str, ...]
+    accounts: tuple[Account, ...]
+    lists: tuple[str, ...]
+    relations: tuple[tuple[str, PersonRef], ...]  # (kind, the other person)
+    notes: str
+
+
+@dataclass(frozen=True)
+class FoundPerson:
+    """A person found by text, with the field and value that matched.
+
+    `rank`: 0 the whole value, 1 its start, 2 the start of a word in it, 3 anywhere inside.
+    """
+
+    person: PersonRef
+    field: str  # name | alias | handle
+    value: str
+    rank: int

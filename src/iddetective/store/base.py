@@ -15,7 +15,10 @@ from ..entities import (
     AuditEntry,
     Erasure,
     Failure,
+    FoundPerson,
     Outcome,
+    PersonProfile,
+    PersonRecord,
     PersonRef,
     PersonSummary,
     PhotoRef,
@@ -95,6 +98,34 @@ class Store(Protocol):
 
     def photo(self, ref: str) -> PhotoRef:
         """The stored photo with this path or SHA-256; `NotFound` if there is none."""
+        ...
+
+    # -- the people catalogue ----------------------------------------------------------------
+    def upsert_person(self, record: PersonRecord) -> tuple[PersonRef, bool]:
+        """Create or update the person with `record.external_id`: (person, created).
+
+        Name and notes are replaced; aliases, accounts and lists are added, never removed.
+        An account that belongs to someone else is a `UsageError`; nothing is written then.
+        """
+        ...
+
+    def add_relation(self, person_id: str, other_id: str, kind: str) -> bool:
+        """Relate two people (relations read both ways); False if they already were."""
+        ...
+
+    def person_by_external_id(self, external_id: str) -> PersonRef | None:
+        """The person imported with this external id, if any."""
+        ...
+
+    def profile(self, person_id: str) -> PersonProfile:
+        """Aliases, accounts, lists and relations of a person."""
+        ...
+
+    def find(self, text: str, limit: int) -> list[FoundPerson]:
+        """People whose name, alias or handle contains `text` (folded: case, accents, script).
+
+        Best first: the whole value, then its start, a word's start, anywhere inside.
+        """
         ...
 
     # -- faces -------------------------------------------------------------------------------

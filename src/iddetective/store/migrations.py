@@ -81,4 +81,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit (at)
     """,
+    # 3: the people catalogue: external ids, aliases, accounts, lists, relations, and the
+    # folded text of names, aliases and handles for substring search (textfold.py).
+    """
+    ALTER TABLE person ADD COLUMN external_id TEXT;
+    ALTER TABLE person ADD COLUMN notes TEXT NOT NULL DEFAULT '';
+    CREATE UNIQUE INDEX person_external ON person (external_id) WHERE external_id IS NOT NULL;
+    CREATE TABLE alias (
+        person_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (person_id, name)
+    );
+    CREATE TABLE account (
+        id INTEGER PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        platform TEXT NOT NULL,
+        handle TEXT NOT NULL,
+        url TEXT,
+        UNIQUE (platform, handle)
+    );
+    CREATE INDEX account_person ON account (person_id);
+    CREATE TABLE list (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE list_member (
+        list_id TEXT NOT NULL REFERENCES list (id) ON DELETE CASCADE,
+        person_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        PRIMARY KEY (list_id, person_id)
+    );
+    CREATE INDEX list_member_person ON list_member (person_id);
+    CREATE TABLE relation (
+        person_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        other_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (person_id, other_id, kind),
+        CHECK (person_id <> other_id)
+    );
+    CREATE INDEX relation_other ON relation (other_id, kind);
+    CREATE VIRTUAL TABLE person_text USING fts5(
+        text, person_id UNINDEXED, field UNINDEXED, value UNINDEXED, tokenize = 'trigram'
+    );
+    INSERT INTO meta (key, value) VALUES ('person_text_stale', '1')
+    """,
 ]

@@ -41,13 +41,14 @@ from ..entities import (
 from ..errors import AmbiguousPerson, NotFound, StoreError
 from ..labelling import choose_labelled_face
 from .migrations import MIGRATIONS
+from .sqlite_people import SqlitePeople
 
 __all__ = ["SqliteStore"]
 
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore:
+class SqliteStore(SqlitePeople):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
@@ -100,6 +101,10 @@ class SqliteStore:
                 for statement in _statements(script):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
+            stale = self._db.execute("SELECT 1 FROM meta WHERE key = 'person_text_stale'")
+            if stale.fetchone():
+                self._rebuild_person_text()
+                self._db.execute("DELETE FROM meta WHERE key = 'person_text_stale'")
 
     def _check_version(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -268,6 +273,7 @@ class SqliteStore:
                 "INSERT INTO person (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
                 (person_id, label, now, now),
             )
+            self._write_person_text(person_id)
             return PersonRef(person_id, label)
 
     def _bump_epoch(self) -> None:
@@ -329,6 +335,7 @@ class SqliteStore:
                 )
             ]
             db.execute("DELETE FROM face WHERE person_id = ?", (person_id,))
+            db.execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
             db.execute("DELETE FROM person WHERE id = ?", (person_id,))
             emptied = self._photos(
                 r[0]
@@ -357,7 +364,9 @@ class SqliteStore:
         return Erasure(token, tuple(sorted(faces)), tuple(emptied.values()))
 
     def compact(self) -> None:
-        # Deleted rows linger in free pages and the WAL until both are rewritten.
+        # Deleted rows linger in free pages and the WAL until both are rewritten, and the
+        # text index keeps deleted trigrams in old segments until they are merged.
+        self._db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

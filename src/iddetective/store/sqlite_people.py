@@ -1,0 +1,236 @@
+"""The people catalogue of the SQLite store: people, aliases, accounts, lists, relations, and
+substring search over names, aliases and handles.
+
+Search runs on an FTS5 table with the trigram tokenizer (`person_text`), which finds any
+substring of three characters or more through its index instead of scanning. It holds the
+folded forms of every name, alias and handle (textfold.py: case, accents, ё/е, Latin
+transliteration) and is rewritten for a person whenever one of those changes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+
+from ..entities import Account, FoundPerson, PersonProfile, PersonRecord, PersonRef
+from ..errors import NotFound, UsageError
+from ..textfold import search_forms
+
+__all__ = ["SqlitePeople"]
+
+#: Shorter fragments have no trigram: they are looked for by a scan (still correct, slower).
+_TRIGRAM = 3
+
+
+class SqlitePeople:
+    """People-catalogue methods of `SqliteStore` (a mixin: it uses the store's connection)."""
+
+    _db: sqlite3.Connection
+    _write: Callable[[], AbstractContextManager[sqlite3.Connection]]
+
+    # -- writing ---------------------------------------------------------------------------
+    def upsert_person(self, record: PersonRecord) -> tuple[PersonRef, bool]:
+        """Create or update the person with `record.external_id`; (person, created).
+
+        Name and notes are replaced; aliases, accounts and lists are added (never removed),
+        so importing the same file twice changes nothing. An account owned by another person
+        is a `UsageError` naming the owner, and nothing of the record is written.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id FROM person WHERE external_id = ?", (record.external_id,)
+            ).fetchone()
+            created = row is None
+            person_id = row[0] if row else "p_" + secrets.token_hex(8)
+            self._check_accounts(person_id, record.accounts)
+            now = _now()
+            if created:
+                db.execute(
+                    "INSERT INTO person (id, name, external_id, notes, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (person_id, record.name, record.external_id, record.notes, now, now),
+                )
+            else:
+                db.execute(
+                    "UPDATE person SET name = ?, notes = ?, updated_at = ? WHERE id = ? "
+                    "AND (name <> ? OR notes <> ?)",
+                    (record.name, record.notes, now, person_id, record.name, record.notes),
+                )
+            self._add_details(person_id, record)
+            self._write_person_text(person_id)
+        return PersonRef(person_id, record.name), created
+
+    def _check_accounts(self, person_id: str, accounts: tuple[Account, ...]) -> None:
+        for account in accounts:
+            owner = self._db.execute(
+                "SELECT p.id, p.name FROM account a JOIN person p ON p.id = a.person_id "
+                "WHERE a.platform = ? AND a.handle = ?",
+                (account.platform, account.handle),
+            ).fetchone()
+            if owner and owner[0] != person_id:
+                raise UsageError(
+                    f"the {account.platform} account {account.handle!r} already belongs to "
+                    f"{owner[1]} ({owner[0]})"
+                )
+
+    def _add_details(self, person_id: str, record: PersonRecord) -> None:
+        db = self._db
+        db.executemany(
+            "INSERT OR IGNORE INTO alias (person_id, name) VALUES (?, ?)",
+            [(person_id, alias) for alias in record.aliases],
+        )
+        db.executemany(
+            "INSERT INTO account (person_id, platform, handle, url) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, handle) DO UPDATE SET url = coalesce(excluded.url, url)",
+            [(person_id, a.platform, a.handle, a.url) for a in record.accounts],
+        )
+        for name in record.lists:
+            db.execute(
+                "INSERT OR IGNORE INTO list (id, name, created_at) VALUES (?, ?, ?)",
+                ("l_" + secrets.token_hex(8), name, _now()),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO list_member (list_id, person_id) "
+                "SELECT id, ? FROM list WHERE name = ?",
+                (person_id, name),
+            )
+
+    def add_relation(self, person_id: str, other_id: str, kind: str) -> bool:
+        """Relate two people (`friend`, `colleague` ...); False if they already were."""
+        if person_id == other_id:
+            raise UsageError(f"a person cannot be related to themselves ({person_id})")
+        with self._write() as db:
+            exists = db.execute(
+                "SELECT 1 FROM relation WHERE kind = ? AND ((person_id = ? AND other_id = ?) "
+                "OR (person_id = ? AND other_id = ?))",
+                (kind, person_id, other_id, other_id, person_id),
+            ).fetchone()
+            if exists:
+                return False
+            db.execute(
+                "INSERT INTO relation (person_id, other_id, kind) VALUES (?, ?, ?)",
+                (person_id, other_id, kind),
+            )
+        return True
+
+    def person_by_external_id(self, external_id: str) -> PersonRef | None:
+        """The person imported with this external id, if any."""
+        row = self._db.execute(
+            "SELECT id, name FROM person WHERE external_id = ?", (external_id,)
+        ).fetchone()
+        return PersonRef(row[0], row[1]) if row else None
+
+    def _write_person_text(self, person_id: str) -> None:
+        db = self._db
+        db.execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
+        values = [
+            ("name", r[0]) for r in db.execute("SELECT name FROM person WHERE id = ?", (person_id,))
+        ]
+        values += [
+            ("alias", r[0])
+            for r in db.execute("SELECT name FROM alias WHERE person_id = ?", (person_id,))
+        ]
+        values += [
+            ("handle", r[0])
+            for r in db.execute("SELECT handle FROM account WHERE person_id = ?", (person_id,))
+        ]
+        db.executemany(
+            "INSERT INTO person_text (text, person_id, field, value) VALUES (?, ?, ?, ?)",
+            [
+                (form, person_id, field, value)
+                for field, value in values
+                for form in dict.fromkeys(search_forms(value))
+            ],
+        )
+
+    def _rebuild_person_text(self) -> None:
+        """Fill `person_text` for every person (after the migration that created it)."""
+        self._db.execute("DELETE FROM person_text")
+        for (person_id,) in self._db.execute("SELECT id FROM person").fetchall():
+            self._write_person_text(person_id)
+
+    # -- reading ---------------------------------------------------------------------------
+    def profile(self, person_id: str) -> PersonProfile:
+        """Aliases, accounts, lists and relations of a person."""
+        db = self._db
+        row = db.execute(
+            "SELECT id, name, external_id, notes FROM person WHERE id = ?", (person_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no person has the id {person_id!r}")
+        aliases = [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM alias WHERE person_id = ? ORDER BY name", (person_id,)
+            )
+        ]
+        accounts = [
+            Account(r[0], r[1], r[2])
+            for r in db.execute(
+                "SELECT platform, handle, url FROM account WHERE person_id = ? "
+                "ORDER BY platform, handle",
+                (person_id,),
+            )
+        ]
+        lists = [
+            r[0]
+            for r in db.execute(
+                "SELECT l.name FROM list l JOIN list_member m ON m.list_id = l.id "
+                "WHERE m.person_id = ? ORDER BY l.name",
+                (person_id,),
+            )
+        ]
+        relations = [
+            (r[0], PersonRef(r[1], r[2]))
+            for r in db.execute(
+                "SELECT r.kind, p.id, p.name FROM relation r JOIN person p ON p.id = "
+                "CASE WHEN r.person_id = ?1 THEN r.other_id ELSE r.person_id END "
+                "WHERE r.person_id = ?1 OR r.other_id = ?1 ORDER BY r.kind, p.name",
+                (person_id,),
+            )
+        ]
+        return PersonProfile(
+            PersonRef(row[0], row[1]),
+            row[2],
+            tuple(aliases),
+            tuple(accounts),
+            tuple(lists),
+            tuple(relations),
+            row[3],
+        )
+
+    def find(self, text: str, limit: int) -> list[FoundPerson]:
+        """People whose name, alias or handle contains `text` (folded), best first."""
+        best: dict[str, FoundPerson] = {}
+        for found in self._ranked_matches(search_forms(text), limit * 4):
+            kept = best.get(found.person.id)
+            if kept is None or found.rank < kept.rank:
+                best[found.person.id] = found
+        ranked = sorted(
+            best.values(), key=lambda f: (f.rank, f.person.name.casefold(), f.person.id)
+        )
+        return ranked[:limit]
+
+    def _ranked_matches(self, forms: list[str], limit: int) -> Iterator[FoundPerson]:
+        for form in forms:
+            if len(form) >= _TRIGRAM:
+                where, argument = "person_text MATCH ?2", '"' + form.replace('"', '""') + '"'
+            else:
+                where, argument = "instr(person_text.text, ?2) > 0", form
+            rows = self._db.execute(
+                "SELECT person_text.person_id, p.name, field, value, "
+                "CASE WHEN text = ?1 THEN 0 WHEN substr(text, 1, length(?1)) = ?1 THEN 1 "
+                "WHEN instr(' ' || text, ' ' || ?1) > 0 THEN 2 ELSE 3 END AS rank "
+                "FROM person_text JOIN person p ON p.id = person_text.person_id "
+                f"WHERE {where} ORDER BY rank, length(text) LIMIT ?3",
+                (form, argument, limit),
+            ).fetchall()
+            for row in rows:
+                yield FoundPerson(PersonRef(row[0], row[1]), row[2], row[3], row[4])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
