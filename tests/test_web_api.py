@@ -74,7 +74,9 @@ def call(client: TestClient, endpoint: str, key: str | None, web: WebCatalogue) 
         "POST /api/search": lambda: client.post(
             "/api/search", headers=headers, files=photo_file(probe)
         ),
-        "GET /api/people": lambda: client.get("/api/people?q=o", headers=headers),
+        "GET /api/people": lambda: client.get("/api/people", headers=headers),
+        "GET /api/find": lambda: client.get("/api/find?q=o", headers=headers),
+        "POST /api/query": lambda: client.post("/api/query", headers=headers, data={"q": "has:face"}),
         "GET /api/people/{id}": lambda: client.get(f"/api/people/{person}", headers=headers),
         "GET thumbnail": lambda: client.get(f"/api/photos/{sha}/thumbnail", headers=headers),
         "GET crop": lambda: client.get(f"/api/faces/{face}/crop", headers=headers),
@@ -103,6 +105,8 @@ def _new_key_id(client: TestClient, admin: str) -> str:
 ENDPOINTS = {
     "POST /api/search": "search",
     "GET /api/people": "search",
+    "GET /api/find": "search",
+    "POST /api/query": "search",
     "GET /api/people/{id}": "search",
     "GET thumbnail": "search",
     "GET crop": "search",
@@ -261,8 +265,10 @@ def test_stranger_gets_no_match(site: tuple[TestClient, WebCatalogue]) -> None:
 def test_text_search_is_audited_and_paginated(site: tuple[TestClient, WebCatalogue]) -> None:
     client, web = site
     key = bearer(web.keys["search"])
-    found = client.get("/api/people?q=BID", headers=key).json()
-    assert [p["name"] for p in found["items"]] == ["biden"] and found["total"] is None
+    found = client.get("/api/find?q=BID", headers=key).json()
+    assert [(f["person"]["name"], f["field"], f["rank"]) for f in found["items"]] == [
+        ("biden", "name", 1)
+    ]
     entries = client.get("/api/audit?limit=3", headers=bearer(web.keys["admin"])).json()["items"]
     assert any(
         e["kind"] == "text" and e["query_text"] == "BID" and e["results"] == 1 for e in entries
@@ -276,7 +282,7 @@ def test_text_search_is_audited_and_paginated(site: tuple[TestClient, WebCatalog
 def test_audit_pages_go_back_in_time(site: tuple[TestClient, WebCatalogue]) -> None:
     client, web = site
     for text in ("ob", "ki", "ro"):
-        client.get(f"/api/people?q={text}", headers=bearer(web.keys["search"]))
+        client.get(f"/api/find?q={text}", headers=bearer(web.keys["search"]))
     admin = bearer(web.keys["admin"])
     first = client.get("/api/audit?limit=2", headers=admin).json()
     second = client.get(f"/api/audit?limit=2&before={first['next_before']}", headers=admin).json()
@@ -435,8 +441,8 @@ def test_thumbnails_and_crops_carry_no_exif_and_are_cached(
             data={"person": "Tagged"},
         )
         person, face, sha = next(
-            (p["id"], *_first_face(client, search, p["id"]))
-            for p in client.get("/api/people?q=Tagged", headers=search).json()["items"]
+            (f["person"]["id"], *_first_face(client, search, f["person"]["id"]))
+            for f in client.get("/api/find?q=Tagged", headers=search).json()["items"]
         )
         for size in (256, 1024):
             thumb = client.get(f"/api/photos/{sha}/thumbnail?size={size}", headers=search)
@@ -471,10 +477,10 @@ def test_metrics_count_requests_searches_and_the_catalogue(
     site: tuple[TestClient, WebCatalogue],
 ) -> None:
     client, web = site
-    client.get("/api/people?q=ob", headers=bearer(web.keys["search"]))
+    client.get("/api/find?q=ob", headers=bearer(web.keys["search"]))
     text = client.get("/metrics", headers=bearer(web.keys["admin"])).text
     assert 'iddetective_searches_total{kind="text"}' in text
-    assert 'route="/api/people",status="200"' in text
+    assert 'route="/api/find",status="200"' in text
     assert "iddetective_http_request_seconds_bucket" in text
     faces = next(
         line for line in text.splitlines() if line.startswith("iddetective_catalogue_faces ")
@@ -518,7 +524,7 @@ def test_keys_and_audit_commands(tmp_path: Path) -> None:
     bad_role = runner.invoke(main, ["keys", "create", "--role", "root", "--data", data])
     assert bad_role.exit_code == 2
     with Catalogue(data) as catalogue:
-        catalogue.find_people("ann")
+        catalogue.find("ann")
     audit = runner.invoke(main, ["audit", "--json", "--data", data])
     entry = json.loads(audit.output.splitlines()[0])
     assert entry["kind"] == "text" and entry["actor"] == "cli" and entry["query_text"] == "ann"

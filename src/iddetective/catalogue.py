@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from .entities import (
     Erasure,
     Failure,
     FileStat,
+    FoundPerson,
     IndexedPhoto,
+    PersonProfile,
     PersonRef,
     PersonSummary,
     PhotoAnalysis,
@@ -41,13 +44,14 @@ from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .imaging import photo_suffix, read_photo_bytes
 from .ingest import IndexReport, ProgressCallback, index_plan
+from .query import Query, parse_query
 from .registry import resolve_class
 from .search import SearchResult, match_faces
 from .sources import plan_sources
 from .store import Store
 from .vector_index import IndexMismatch, VectorIndex
 
-__all__ = ["CATALOG_FILE", "CLI_ACTOR", "Catalogue", "default_data_dir"]
+__all__ = ["CATALOG_FILE", "CLI_ACTOR", "Catalogue", "QueryAnswer", "default_data_dir"]
 
 CATALOG_FILE = "catalog.sqlite"
 #: Who the audit log names for searches made from the command line.
@@ -55,6 +59,15 @@ CLI_ACTOR = "cli"
 UPLOADS_DIR = "uploads"
 IndexProgress = Callable[[int, int], None]
 VECTORS_DIR = "vectors"
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """What a query found: the people its filter selects, and the face search if it had one."""
+
+    query: Query
+    people: list[PersonRef]
+    search: SearchResult | None
 
 
 def default_data_dir() -> Path:
@@ -188,16 +201,29 @@ class Catalogue:
         actor: str = CLI_ACTOR,
     ) -> SearchResult:
         """Match the faces of an analysed query photo; the search is written to the audit log."""
+        allowed = self._faces_of(people) if people is not None else None
+        result = self._match(analysis, sha256, path, top, threshold, allowed)
+        self.store.record_search(actor, "photo", result.match_count, query_sha256=sha256)
+        return result
+
+    def _match(
+        self,
+        analysis: PhotoAnalysis,
+        sha256: str,
+        path: str | None,
+        top: int,
+        threshold: float | None,
+        allowed: np.ndarray | None,
+    ) -> SearchResult:
         if top < 1:
             raise UsageError(f"--top must be at least 1, not {top}")
         threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
-        allowed = self._faces_of(people) if people is not None else None
         faces = match_faces(
             self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
         )
-        result = SearchResult(
+        return SearchResult(
             path=path,
             sha256=sha256,
             width=analysis.width,
@@ -206,19 +232,49 @@ class Catalogue:
             threshold=threshold,
             faces=tuple(faces),
         )
-        self.store.record_search(actor, "photo", result.match_count, query_sha256=sha256)
-        return result
 
-    def find_people(
-        self, text: str, *, limit: int = 50, actor: str = CLI_ACTOR
-    ) -> list[PersonSummary]:
-        """People whose name contains `text`, best first; the search is audited."""
+    def find(self, text: str, *, limit: int = 50, actor: str = CLI_ACTOR) -> list[FoundPerson]:
+        """People whose name, alias or handle contains `text`, best first (audited)."""
         text = text.strip()
         if not text:
             raise UsageError("the text to find is empty")
-        found = self.store.find_people(text, limit)
+        if not 1 <= limit <= 1000:
+            raise UsageError(f"--limit must be between 1 and 1000, not {limit}")
+        found = self.store.find(text, limit)
         self.store.record_search(actor, "text", len(found), query_text=text)
         return found
+
+    def query(
+        self,
+        text: str,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        photo: tuple[PhotoAnalysis, str] | None = None,
+        actor: str = CLI_ACTOR,
+    ) -> QueryAnswer:
+        """Run a query (docs/query.md): the people it selects and, with `face:`, a search by
+        that photo restricted to their faces. The search is audited.
+
+        `photo` is the analysed face photo and its SHA-256 when the caller has it (an HTTP
+        upload); otherwise `face:PATH` names a file, read here.
+        """
+        parsed = parse_query(text)
+        people = self.store.people_matching(parsed)
+        if parsed.face is None:
+            self.store.record_search(actor, "query", len(people), query_text=text)
+            return QueryAnswer(parsed, people, None)
+        if photo is None:
+            data = read_photo_bytes(parsed.face.value)
+            analysis = pipeline_for(self.pipeline).analyse(data, parsed.face.value)
+            photo = (analysis, hashlib.sha256(data).hexdigest())
+        allowed = self.store.face_ids_of_people([p.id for p in people])
+        path = parsed.face.value
+        result = self._match(photo[0], photo[1], path, top, threshold, allowed)
+        self.store.record_search(
+            actor, "query", result.match_count, query_sha256=photo[1], query_text=text
+        )
+        return QueryAnswer(parsed, people, result)
 
     def _faces_of(self, people: Sequence[str]) -> np.ndarray:
         chosen = [self.store.resolve_person(ref).id for ref in people]
@@ -308,6 +364,10 @@ class Catalogue:
                     Path(path).unlink(missing_ok=True)
         self.store.compact()
         return erasure
+
+    def profile(self, ref: str) -> PersonProfile:
+        """Aliases, accounts, lists and relations of a person (by id or unambiguous name)."""
+        return self.store.profile(self.store.resolve_person(ref).id)
 
     def face(self, face_id: int) -> StoredFace:
         """One stored face by id."""

@@ -31,7 +31,7 @@ from rich.text import Text
 
 from . import distances
 from .catalogue import Catalogue, default_data_dir
-from .entities import SaveResult
+from .entities import FoundPerson, SaveResult
 from .errors import IDDetectiveError
 from .faces import PipelineSettings
 from .ingest import IndexReport
@@ -287,6 +287,60 @@ def people(data_dir: Path, as_json: bool) -> None:
     for person in found:
         table.add_row(person.id, person.name, str(person.faces), str(person.photos))
     out.print(table)
+
+
+@main.command()
+@click.argument("text")
+@data_option
+@click.option("--limit", type=int, default=20, show_default=True, help="People to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def find(text: str, data_dir: Path, limit: int, as_json: bool) -> None:
+    """Find people whose name, alias or handle contains TEXT (any case, accents or script)."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.find(text, limit=limit)
+    if as_json:
+        for hit in found:
+            click.echo(json.dumps(_found_json(hit), ensure_ascii=False))
+        return
+    table = Table("id", "name", "matched", "in")
+    for hit in found:
+        table.add_row(hit.person.id, hit.person.name, hit.value, hit.field)
+    out.print(table if found else f"nobody's name, alias or handle contains {text!r}")
+
+
+def _found_json(hit: FoundPerson) -> dict[str, Any]:
+    person = {"id": hit.person.id, "name": hit.person.name}
+    return {"person": person, "field": hit.field, "value": hit.value, "rank": hit.rank}
+
+
+@main.command()
+@click.argument("text")
+@data_option
+@click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=distances.DEFAULT_THRESHOLD,
+    show_default=True,
+    help="Largest distance that counts as a match (with face:).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def query(text: str, data_dir: Path, top: int, threshold: float, as_json: bool) -> None:
+    """Run a query (docs/query.md): list the people it selects, or with face:PHOTO, search
+    that photo among their faces."""
+    with library_errors(), _opened(data_dir) as catalogue:
+        answer = catalogue.query(text, top=top, threshold=threshold)
+    if as_json:
+        people = [{"id": p.id, "name": p.name} for p in answer.people]
+        search_json = to_json(answer.search) if answer.search else None
+        click.echo(json.dumps({"people": people, "search": search_json}, ensure_ascii=False))
+    elif answer.search is not None:
+        out.print(f"searched among the faces of {len(answer.people)} people")
+        _print_search(answer.search)
+    else:
+        for person in answer.people:
+            out.print(f"{person.id}  {person.name}")
+        out.print(f"{len(answer.people)} people")
 
 
 @main.command()

@@ -28,6 +28,7 @@ from ..entities import (
     StoredFace,
     StoredFile,
 )
+from ..query import Query
 
 __all__ = ["Store"]
 
@@ -88,10 +89,6 @@ class Store(Protocol):
         """Every person, by name."""
         ...
 
-    def find_people(self, text: str, limit: int) -> list[PersonSummary]:
-        """People whose name contains `text` (case-insensitive), an exact name first."""
-        ...
-
     def faces_of_person(self, person_id: str) -> list[StoredFace]:
         """Every face assigned to the person, oldest first."""
         ...
@@ -119,6 +116,13 @@ class Store(Protocol):
 
     def profile(self, person_id: str) -> PersonProfile:
         """Aliases, accounts, lists and relations of a person."""
+        ...
+
+    def people_matching(self, query: Query) -> list[PersonRef]:
+        """The people a parsed query's filter selects (everyone if it has none), by name.
+
+        Unknown lists or people named in it raise `QueryError` pointing at them.
+        """
         ...
 
     def find(self, text: str, limit: int) -> list[FoundPerson]:

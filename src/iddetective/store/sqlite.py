@@ -418,16 +418,6 @@ class SqliteStore(SqlitePeople):
         ).fetchall()
         return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def find_people(self, text: str, limit: int) -> list[PersonSummary]:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._db.execute(
-            "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
-            "LEFT JOIN face f ON f.person_id = p.id WHERE p.name LIKE ? ESCAPE '\\' "
-            "GROUP BY p.id ORDER BY lower(p.name) <> lower(?), p.name, p.id LIMIT ?",
-            (pattern, text, limit),
-        ).fetchall()
-        return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
-
     def faces_of_person(self, person_id: str) -> list[StoredFace]:
         ids = [
             r[0] for r in self._db.execute("SELECT id FROM face WHERE person_id = ?", (person_id,))

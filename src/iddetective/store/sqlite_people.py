@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 
 from ..entities import Account, FoundPerson, PersonProfile, PersonRecord, PersonRef
 from ..errors import NotFound, UsageError
+from ..query import Query
 from ..textfold import search_forms
+from .sqlite_query import people_matching
 
 __all__ = ["SqlitePeople"]
 
@@ -213,6 +215,10 @@ class SqlitePeople:
             best.values(), key=lambda f: (f.rank, f.person.name.casefold(), f.person.id)
         )
         return ranked[:limit]
+
+    def people_matching(self, query: Query) -> list[PersonRef]:
+        """The people a parsed query's filter selects, by name (query.py, docs/query.md)."""
+        return people_matching(self._db, query, self.find)
 
     def _ranked_matches(self, forms: list[str], limit: int) -> Iterator[FoundPerson]:
         for form in forms:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import media
 from ..errors import UsageError
+from ..query import parse_query
 from ..search import to_json
 from . import models
 from .auth import Caller, requires
@@ -30,6 +31,11 @@ Searcher = Annotated[Caller, Depends(requires("search"))]
 Ingester = Annotated[Caller, Depends(requires("ingest"))]
 Admin = Annotated[Caller, Depends(requires("admin"))]
 StatsReader = Annotated[Caller, Depends(requires("read_stats"))]
+
+#: SQLite's integers are signed 64-bit: a larger id names nothing (and SQLite would refuse it).
+MAX_ID = 2**63 - 1
+#: Far past any catalogue, and small enough that offset + limit stays a SQLite integer.
+MAX_OFFSET = 1_000_000_000
 
 #: Thumbnails and crops are named by content, so browsers may keep them (privately) a day.
 MEDIA_CACHE = "private, max-age=86400, immutable"
@@ -70,22 +76,74 @@ async def search_photo(
 def list_people(
     request: Request,
     caller: Searcher,
-    q: Annotated[str | None, Query(max_length=200, description="Text in the name.")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """People whose name contains `q` (a text search, audited), or everyone, by name."""
+    """Everyone in the catalogue, by name, a page at a time."""
+    with request.app.state.lock:
+        everyone = request.app.state.catalogue.people()
+    page = everyone[offset : offset + limit]
+    return {
+        "items": [asdict(p) for p in page],
+        "offset": offset,
+        "limit": limit,
+        "total": len(everyone),
+    }
+
+
+@router.get("/find", response_model=models.FoundPage)
+def find_people(
+    request: Request,
+    caller: Searcher,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="Text to find.")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """People whose name, alias or handle contains `q` in any case, accent or script
+    (`petr` finds «Пётр»), best first, with the field that matched. Audited."""
     state = request.app.state
     with state.lock:
-        if q is not None and q.strip():
-            found = state.catalogue.find_people(q, limit=offset + limit, actor=caller.actor)
-            state.metrics.searches.labels(kind="text").inc()
-            total = None
-        else:
-            found = state.catalogue.people()
-            total = len(found)
-    page = found[offset : offset + limit]
-    return {"items": [asdict(p) for p in page], "offset": offset, "limit": limit, "total": total}
+        found = state.catalogue.find(q, limit=limit, actor=caller.actor)
+    state.metrics.searches.labels(kind="text").inc()
+    return {"items": [_found_json(f) for f in found]}
+
+
+@router.post("/query", response_model=models.QueryResponse)
+async def run_query(
+    request: Request,
+    caller: Searcher,
+    q: Annotated[str, Form(min_length=1, max_length=2000, description="docs/query.md")],
+    photo: Annotated[
+        UploadFile | None, File(description="The photo a face: term searches by.")
+    ] = None,
+    top: Annotated[int, Query(ge=1, le=50)] = 5,
+    threshold: Annotated[float | None, Query(gt=0, le=2)] = None,
+) -> dict[str, Any]:
+    """Run a query: the people it selects, and with `face:` a search by the uploaded photo
+    among their faces. Errors point at the line and column of the problem. Audited."""
+    state = request.app.state
+    parsed = parse_query(q)
+    if parsed.face is not None and photo is None:
+        raise UsageError("face: over HTTP searches by the uploaded photo: send it as `photo`")
+    if parsed.face is None and photo is not None:
+        raise UsageError("a photo was sent, but the query has no face: term to use it")
+    analysed = None
+    if photo is not None:
+        data = await _read_upload(request, photo)
+        analysis = await state.analysis.analyse(data, _upload_name(photo))
+        analysed = (analysis, hashlib.sha256(data).hexdigest())
+
+    def run() -> Any:
+        with state.lock:
+            return state.catalogue.query(
+                q, top=top, threshold=threshold, photo=analysed, actor=caller.actor
+            )
+
+    answer = await run_in_threadpool(run)
+    state.metrics.searches.labels(kind="query").inc()
+    search = to_json(answer.search) if answer.search else None
+    if search is not None:
+        search["query"]["path"] = None  # the uploaded photo has no path on this server
+    return {"people": [{"id": p.id, "name": p.name} for p in answer.people], "search": search}
 
 
 @router.get("/people/{person_id}", response_model=models.PersonDetail)
@@ -93,15 +151,24 @@ def person_detail(
     request: Request,
     caller: Searcher,
     person_id: str,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """A person and their faces (with the photos they are in), a page at a time."""
     with request.app.state.lock:
         person, faces = request.app.state.catalogue.person(person_id)
+        profile = request.app.state.catalogue.profile(person.id)
     return {
         "id": person.id,
         "name": person.name,
+        "external_id": profile.external_id,
+        "aliases": list(profile.aliases),
+        "accounts": [asdict(a) for a in profile.accounts],
+        "lists": list(profile.lists),
+        "relations": [
+            {"kind": kind, "person": {"id": other.id, "name": other.name}}
+            for kind, other in profile.relations
+        ],
         "photos": len({face.photo.id for face in faces}),
         "faces": {
             "items": [
@@ -153,7 +220,9 @@ def photo_thumbnail(
     response_class=FileResponse,
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG without EXIF."}},
 )
-def face_crop(request: Request, caller: Searcher, face_id: int) -> FileResponse:
+def face_crop(
+    request: Request, caller: Searcher, face_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> FileResponse:
     """A square crop around one stored face."""
     state = request.app.state
     with state.lock:
@@ -225,13 +294,22 @@ def audit(
     request: Request,
     caller: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
     """The audit log of searches, newest first, a page at a time."""
     with request.app.state.lock:
         entries = request.app.state.catalogue.audit(limit=limit, before=before)
     next_before = entries[-1].id if len(entries) == limit else None
     return {"items": [asdict(e) for e in entries], "next_before": next_before}
+
+
+def _found_json(found: Any) -> dict[str, Any]:
+    return {
+        "person": {"id": found.person.id, "name": found.person.name},
+        "field": found.field,
+        "value": found.value,
+        "rank": found.rank,
+    }
 
 
 def _key_json(key: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..errors import (
     Unauthorized,
     UsageError,
 )
+from ..query import QueryError
 from .analysis import Busy
 from .models import ErrorBody
 
@@ -46,6 +47,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (BadImage, 422, "bad_image"),
     (Busy, 503, "busy"),
     (StoreError, 503, "store_unavailable"),
+    (QueryError, 400, "query_error"),
     (UsageError, 400, "bad_request"),
     (IDDetectiveError, 422, "unprocessable"),
 ]
@@ -66,10 +68,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
-    """The JSON error answer."""
-    body = {"error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    line: int | None = None,
+    column: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error answer (`line` and `column` locate a query error)."""
+    detail: dict[str, object] = {"code": code, "message": message}
+    if line is not None:
+        detail.update(line=line, column=column)
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -91,7 +103,9 @@ async def _library_error(request: Request, error: Exception) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, Busy):
         headers["Retry-After"] = str(error.retry_after)
-    return error_response(status, code, str(error), **headers)
+    if isinstance(error, QueryError):
+        return error_response(status, code, str(error), line=error.line, column=error.column)
+    return error_response(status, code, str(error), headers=headers)
 
 
 def _wants_page(request: Request) -> bool:
@@ -114,7 +128,7 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     headers = dict(error.headers or {})
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return error_response(error.status_code, code, str(error.detail), **headers)
+    return error_response(error.status_code, code, str(error.detail), headers=headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

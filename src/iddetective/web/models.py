@@ -13,11 +13,13 @@ __all__ = [
     "ErasureResult",
     "ErrorBody",
     "FacePage",
+    "FoundPage",
     "Health",
     "KeyModel",
     "NewKey",
     "PeoplePage",
     "PersonDetail",
+    "QueryResponse",
     "SearchResponse",
     "StatsModel",
     "UploadResult",
@@ -29,6 +31,8 @@ class ErrorDetail(BaseModel):
 
     code: str = Field(description="Stable machine-readable kind: not_found, bad_image, ...")
     message: str = Field(description="What went wrong, where and why, for a person to read.")
+    line: int | None = Field(default=None, description="query_error: where in the query.")
+    column: int | None = Field(default=None, description="query_error: where in the query.")
 
 
 class ErrorBody(BaseModel):
@@ -121,7 +125,7 @@ class PeoplePage(BaseModel):
     items: list[PersonSummaryModel]
     offset: int
     limit: int
-    total: int | None = Field(description="All people listed; None for a text search.")
+    total: int
 
 
 class FaceRefModel(BaseModel):
@@ -143,11 +147,31 @@ class FacePage(BaseModel):
     total: int
 
 
+class AccountModel(BaseModel):
+    """A linked account."""
+
+    platform: str
+    handle: str
+    url: str | None
+
+
+class RelationModel(BaseModel):
+    """A relation to another person (read both ways)."""
+
+    kind: str
+    person: PersonModel
+
+
 class PersonDetail(BaseModel):
-    """A person and their faces."""
+    """A person, what the catalogue knows of them, and their faces."""
 
     id: str
     name: str
+    external_id: str | None
+    aliases: list[str]
+    accounts: list[AccountModel]
+    lists: list[str]
+    relations: list[RelationModel]
     photos: int
     faces: FacePage
 
@@ -222,3 +246,28 @@ class ErasureResult(BaseModel):
     token: str
     faces: int
     photos: int
+
+
+class FoundModel(BaseModel):
+    """A person found by text, with the field and value that matched.
+
+    rank: 0 the whole value, 1 its start, 2 a word's start, 3 inside.
+    """
+
+    person: PersonModel
+    field: Literal["name", "alias", "handle"]
+    value: str
+    rank: int
+
+
+class FoundPage(BaseModel):
+    """People found by text, best first."""
+
+    items: list[FoundModel]
+
+
+class QueryResponse(BaseModel):
+    """The people a query selects, and the face search when it has a face: term."""
+
+    people: list[PersonModel]
+    search: SearchResponse | None

@@ -77,7 +77,7 @@ def people_page(request: Request, q: Annotated[str, Query(max_length=200)] = "")
         return caller
     state = request.app.state
     with state.lock:
-        found = state.catalogue.find_people(q, actor=caller.actor) if q.strip() else None
+        found = state.catalogue.find(q, actor=caller.actor) if q.strip() else None
     if found is not None:
         state.metrics.searches.labels(kind="text").inc()
     return _render(request, "people.html", caller, q=q, found=found)
@@ -91,7 +91,8 @@ def person_page(request: Request, person_id: str) -> Response:
         return caller
     with request.app.state.lock:
         person, faces = request.app.state.catalogue.person(person_id)
-    return _render(request, "person.html", caller, person=person, faces=faces)
+        profile = request.app.state.catalogue.profile(person.id)
+    return _render(request, "person.html", caller, person=person, faces=faces, profile=profile)
 
 
 @router.get("/admin", response_class=HTMLResponse)
