@@ -102,7 +102,10 @@ def test_ambiguous_and_unknown_person_are_errors(
 ) -> None:
     data = copy_data(indexed, tmp_path / "data")
     with sqlite3.connect(data / CATALOG_FILE) as db:
-        db.execute("INSERT INTO person VALUES ('p_other_biden', 'Biden', '', '')")
+        db.execute(
+            "INSERT INTO person (id, name, created_at, updated_at) "
+            "VALUES ('p_other_biden', 'Biden', '', '')"
+        )
     photo = str(fr_set / "images/obama/obama2.jpg")
     code, _, err = run("search", photo, "--data", str(data), "--person", "biden")
     assert code == 1 and "matches 2 people" in err and "p_other_biden" in err

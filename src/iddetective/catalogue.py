@@ -6,6 +6,7 @@ Data directory layout (docs/contracts.md):
     catalog.sqlite            the catalogue (plus -wal/-shm files while in use)
     vectors/<index>-<model>…  the vector index, a cache rebuilt from the catalogue
     uploads/ab/<sha256>.jpg   photos uploaded through the HTTP API
+    fetched/ab/<sha256>.jpg   photos downloaded from the URLs of an import file
     media/                    thumbnails and face crops, a cache (media.py)
 """
 
@@ -42,12 +43,14 @@ from .entities import (
 )
 from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
+from .fetch import Fetcher, FetchSettings
 from .imaging import photo_suffix, read_photo_bytes
+from .importing import ImportReport, apply_rows, fetch_photos, read_import
 from .ingest import IndexReport, ProgressCallback, index_plan
 from .query import Query, parse_query
 from .registry import resolve_class
 from .search import SearchResult, match_faces
-from .sources import plan_sources
+from .sources import Plan, plan_sources
 from .store import Store
 from .vector_index import IndexMismatch, VectorIndex
 
@@ -57,6 +60,7 @@ CATALOG_FILE = "catalog.sqlite"
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
 UPLOADS_DIR = "uploads"
+FETCHED_DIR = "fetched"
 IndexProgress = Callable[[int, int], None]
 VECTORS_DIR = "vectors"
 
@@ -136,9 +140,18 @@ class Catalogue:
         With `workers` > 1 photos are analysed in a pool of spawned processes, so a script
         calling this must guard its entry point with `if __name__ == "__main__":`.
         """
+        plan = plan_sources(paths, people, people_from_folders)
+        report = self._index_plan(plan, workers, retry_failed, progress)
+        if prune and not report.interrupted:
+            report.pruned = self.store.forget_missing_files(plan.roots)
+            self.vector_index()
+        return report
+
+    def _index_plan(
+        self, plan: Plan, workers: int, retry_failed: bool, progress: ProgressCallback | None
+    ) -> IndexReport:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
-        plan = plan_sources(paths, people, people_from_folders)
         opener = functools.partial(_open_sqlite, self.data_dir / CATALOG_FILE, readonly=True)
         report = index_plan(
             self.store,
@@ -149,9 +162,30 @@ class Catalogue:
             retry_failed=retry_failed,
             progress=progress,
         )
-        if prune and not report.interrupted:
-            report.pruned = self.store.forget_missing_files(plan.roots)
         self.vector_index()
+        return report
+
+    def import_file(
+        self,
+        path: str,
+        *,
+        workers: int = 1,
+        fetch: FetchSettings | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ImportReport:
+        """Import people, accounts, lists, relations and photos from a JSONL or CSV file
+        (docs/import.md). Idempotent by the rows' ids; every bad row is reported by line.
+
+        Photo URLs are downloaded with `fetch`'s limits and address checks into `fetched/`.
+        """
+        rows, problems = read_import(path)
+        report = ImportReport(problems=problems)
+        photos = apply_rows(self.store, rows, report)
+        fetcher = Fetcher(fetch or FetchSettings())
+        jobs = fetch_photos(photos, fetcher, self.data_dir / FETCHED_DIR, report)
+        report.problems.sort(key=lambda problem: problem.line)
+        if jobs:
+            report.photos = self._index_plan(Plan(jobs=jobs), workers, False, progress)
         return report
 
     def remove_photo(self, ref: str) -> PhotoRef:
@@ -350,18 +384,19 @@ class Catalogue:
 
     def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:
         """Erase a person everywhere: catalogue rows, faces and embeddings, vector index entries,
-        cached crops and thumbnails, uploaded photos in which they were the only face; then
+        cached crops and thumbnails, uploaded or downloaded photos in which they were the only
+        face; then
         compact the catalogue file so the bytes are gone. Other people's faces stay.
         """
         person = self.store.resolve_person(ref)
         erasure = self.store.erase_person(person.id, actor)
         self.vector_index()  # caught up: their entries leave the index files
         media.forget(self.data_dir, erasure.faces, erasure.photos)
-        uploads = (self.data_dir / UPLOADS_DIR).resolve()
+        ours = [(self.data_dir / folder).resolve() for folder in (UPLOADS_DIR, FETCHED_DIR)]
         for photo in erasure.photos:
-            for path in photo.paths:
-                if Path(path).resolve().is_relative_to(uploads):
-                    Path(path).unlink(missing_ok=True)
+            for path in map(Path, photo.paths):
+                if any(path.resolve().is_relative_to(folder) for folder in ours):
+                    path.unlink(missing_ok=True)
         self.store.compact()
         return erasure
 

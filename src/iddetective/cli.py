@@ -34,6 +34,7 @@ from .catalogue import Catalogue, default_data_dir
 from .entities import FoundPerson, SaveResult
 from .errors import IDDetectiveError
 from .faces import PipelineSettings
+from .fetch import FetchSettings
 from .ingest import IndexReport
 from .search import SearchResult, to_json
 
@@ -133,6 +134,46 @@ def index(
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if report.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(path_type=str, dir_okay=False))
+@data_option
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Processes analysing photos."
+)
+@click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Let photo URLs reach this private address range (yours); repeatable.",
+)
+def import_(file: str, data_dir: Path, workers: int, allow_networks: tuple[str, ...]) -> None:
+    """Import people, accounts, lists, relations and photos from FILE (JSONL or CSV)."""
+    with (
+        library_errors(),
+        _opened(data_dir, create=True) as catalogue,
+        _progress_bar("indexing", "photos") as update,
+    ):
+        report = catalogue.import_file(
+            file,
+            workers=workers,
+            fetch=FetchSettings(allow=allow_networks),
+            progress=_report_failures(update),
+        )
+    out.print(
+        f"people: {report.created} new, {report.updated} already known; "
+        f"{report.relations} new relations; {len(report.problems)} rows with problems"
+    )
+    for problem in report.problems:
+        out.print(f"  {file}:{problem.line}: {problem.reason}")
+    if report.photos is not None:
+        _print_report(report.photos, data_dir)
+    if report.photos is not None and report.photos.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if report.problems or (report.photos is not None and report.photos.failed):
         sys.exit(EXIT_PARTIAL)
 
 
