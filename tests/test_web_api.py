@@ -76,7 +76,9 @@ def call(client: TestClient, endpoint: str, key: str | None, web: WebCatalogue) 
         ),
         "GET /api/people": lambda: client.get("/api/people", headers=headers),
         "GET /api/find": lambda: client.get("/api/find?q=o", headers=headers),
-        "POST /api/query": lambda: client.post("/api/query", headers=headers, data={"q": "has:face"}),
+        "POST /api/query": lambda: client.post(
+            "/api/query", headers=headers, data={"q": "has:face"}
+        ),
         "GET /api/people/{id}": lambda: client.get(f"/api/people/{person}", headers=headers),
         "GET thumbnail": lambda: client.get(f"/api/photos/{sha}/thumbnail", headers=headers),
         "GET crop": lambda: client.get(f"/api/faces/{face}/crop", headers=headers),
@@ -137,7 +139,8 @@ def test_every_endpoint_allows_exactly_its_roles(
 
 @pytest.mark.parametrize("role", [*ROLES, None])
 @pytest.mark.parametrize(
-    ("page", "action"), [("/", "search"), ("/people", "search"), ("/admin", "admin")]
+    ("page", "action"),
+    [("/", "search"), ("/people", "search"), ("/query", "search"), ("/admin", "admin")],
 )
 def test_pages_allow_exactly_their_roles(
     site: tuple[TestClient, WebCatalogue], page: str, action: str, role: str | None
@@ -528,3 +531,47 @@ def test_keys_and_audit_commands(tmp_path: Path) -> None:
     audit = runner.invoke(main, ["audit", "--json", "--data", data])
     entry = json.loads(audit.output.splitlines()[0])
     assert entry["kind"] == "text" and entry["actor"] == "cli" and entry["query_text"] == "ann"
+
+
+# -- the query language over HTTP ---------------------------------------------------------
+
+
+def test_query_selects_people_and_errors_carry_their_position(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    key = bearer(web.keys["search"])
+    answer = client.post("/api/query", headers=key, data={"q": "has:face NOT biden"})
+    names = {p["name"] for p in answer.json()["people"]}
+    assert answer.status_code == 200 and answer.json()["search"] is None
+    assert names == {r.person for r in web.enrolled} - {"biden"}
+    wrong = client.post("/api/query", headers=key, data={"q": "has:face OR (obama"})
+    error = wrong.json()["error"]
+    assert wrong.status_code == 400 and error["code"] == "query_error"
+    assert (error["line"], error["column"]) == (1, 19) and "expected ')'" in error["message"]
+    entries = client.get("/api/audit?limit=3", headers=bearer(web.keys["admin"])).json()["items"]
+    assert any(e["kind"] == "query" and e["query_text"] == "has:face NOT biden" for e in entries)
+
+
+def test_query_with_a_face_searches_the_uploaded_photo_among_the_selected_people(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    key = bearer(web.keys["search"])
+    probe = next(p for p in web.probes if p.person == "biden")
+    among_all = client.post(
+        "/api/query", headers=key, data={"q": "face:mine.jpg"}, files=photo_file(probe.path)
+    ).json()
+    assert among_all["search"]["faces"][0]["matches"][0]["person"]["name"] == "biden"
+    assert among_all["search"]["query"]["path"] is None
+    without = client.post(
+        "/api/query", headers=key, data={"q": "NOT biden face:x"}, files=photo_file(probe.path)
+    ).json()
+    named = {m["person"]["name"] for m in without["search"]["faces"][0]["matches"]}
+    assert "biden" not in named and without["search"]["faces"][0]["verdict"] == "no_match"
+    no_photo = client.post("/api/query", headers=key, data={"q": "face:x.jpg"})
+    assert no_photo.status_code == 400 and "uploaded photo" in no_photo.json()["error"]["message"]
+    stray = client.post(
+        "/api/query", headers=key, data={"q": "biden"}, files=photo_file(probe.path)
+    )
+    assert stray.status_code == 400 and "no face: term" in stray.json()["error"]["message"]

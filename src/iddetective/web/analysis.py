@@ -12,12 +12,13 @@ import asyncio
 import multiprocessing
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from ..entities import PhotoAnalysis
+from ..entities import Box, PhotoAnalysis
 from ..errors import IDDetectiveError
 from ..faces import PipelineSettings, pipeline_for
 
@@ -49,6 +50,8 @@ class AnalysisPool:
         self._executor: ProcessPoolExecutor | None = None
         if workers > 0:
             self._executor = self._new_executor()
+            # Ready means warm: the first query photos must not wait for processes and models.
+            wait([self._executor.submit(_ready) for _ in range(workers)], timeout=120)
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -103,7 +106,22 @@ class AnalysisPool:
 def _worker_init(settings: PipelineSettings) -> None:
     # Ctrl-C reaches the whole process group: the server alone decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pipeline_for(settings)
+    _warm_up(settings)
+
+
+def _warm_up(settings: PipelineSettings) -> None:
+    """Load the models now (they load on first use), so no query photo waits for them."""
+    pipeline = pipeline_for(settings)
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    try:
+        pipeline.detector.detect(grey, 0)
+        pipeline.embedder.embed(grey, [Box(16, 16, 48, 48)], 0)
+    except Exception:  # best effort: a real photo reports whatever is wrong
+        pass
+
+
+def _ready() -> None:
+    """Nothing: one per worker, submitted together, makes every worker start (and warm up)."""
 
 
 def _analyse(settings: PipelineSettings, data: bytes, name: str) -> PhotoAnalysis:

@@ -83,6 +83,12 @@ def people_page(request: Request, q: Annotated[str, Query(max_length=200)] = "")
     return _render(request, "people.html", caller, q=q, found=found)
 
 
+@router.get("/query", response_class=HTMLResponse)
+def query_page(request: Request) -> Response:
+    """The query language (docs/query.md), with errors pointed at in place."""
+    return _page(request, "search", "query.html")
+
+
 @router.get("/people/{person_id}", response_class=HTMLResponse)
 def person_page(request: Request, person_id: str) -> Response:
     """One person: name and every face of theirs, with the photos."""
