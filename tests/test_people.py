@@ -161,3 +161,22 @@ def test_an_older_catalogue_gets_its_search_text_on_migration(tmp_path: Path) ->
     db.close()
     migrated = SqliteStore(path)
     assert names(migrated.find("petr", 5)) == ["Пётр"]
+
+
+def test_many_matches_still_give_the_best_first(store: SqliteStore) -> None:
+    # Each rank tier stops early (rows come shortest first): the answer must not change.
+    for number in range(120):
+        add(store, f"in{number}", f"Zoe Joanna{number:03d}")  # inside: rank 3
+    for number in range(3):
+        add(store, f"start{number}", f"Annabel {number}")  # start: rank 1
+    add(store, "word", "Mary Annette")  # word start: rank 2
+    found = store.find("ann", 6)
+    assert [f.rank for f in found] == [1, 1, 1, 2, 3, 3]
+    assert [f.person.name for f in found[:4]] == [
+        "Annabel 0",
+        "Annabel 1",
+        "Annabel 2",
+        "Mary Annette",
+    ]
+    everyone = store.find("ann", 500)
+    assert len(everyone) == 124 and [f.rank for f in everyone].count(3) == 120

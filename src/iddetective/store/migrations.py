@@ -82,7 +82,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_at ON audit (at)
     """,
     # 3: the people catalogue: external ids, aliases, accounts, lists, relations, and the
-    # folded text of names, aliases and handles for substring search (textfold.py).
+    # folded text of names, aliases and handles for substring search (textfold.py), whose
+    # rowids order it by length (store/sqlite_people.py) and are listed per person.
     """
     ALTER TABLE person ADD COLUMN external_id TEXT;
     ALTER TABLE person ADD COLUMN notes TEXT NOT NULL DEFAULT '';
@@ -123,6 +124,12 @@ MIGRATIONS: list[str] = [
     CREATE VIRTUAL TABLE person_text USING fts5(
         text, person_id UNINDEXED, field UNINDEXED, value UNINDEXED, tokenize = 'trigram'
     );
+    CREATE TABLE person_text_row (
+        text_rowid INTEGER PRIMARY KEY,
+        person_id TEXT NOT NULL
+    );
+    CREATE INDEX person_text_row_person ON person_text_row (person_id);
+    INSERT INTO meta (key, value) VALUES ('person_text_seq', '0');
     INSERT INTO meta (key, value) VALUES ('person_text_stale', '1')
     """,
 ]

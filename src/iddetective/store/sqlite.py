@@ -335,7 +335,7 @@ class SqliteStore(SqlitePeople):
                 )
             ]
             db.execute("DELETE FROM face WHERE person_id = ?", (person_id,))
-            db.execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
+            self._delete_person_text(person_id)
             db.execute("DELETE FROM person WHERE id = ?", (person_id,))
             emptied = self._photos(
                 r[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
@@ -127,7 +127,7 @@ class SqlitePeople:
 
     def _write_person_text(self, person_id: str) -> None:
         db = self._db
-        db.execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
+        self._delete_person_text(person_id)
         values = [
             ("name", r[0]) for r in db.execute("SELECT name FROM person WHERE id = ?", (person_id,))
         ]
@@ -139,18 +139,48 @@ class SqlitePeople:
             ("handle", r[0])
             for r in db.execute("SELECT handle FROM account WHERE person_id = ?", (person_id,))
         ]
+        rows = [
+            (form, field, value)
+            for field, value in values
+            for form in dict.fromkeys(search_forms(value))
+        ]
+        seq = int(
+            db.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'person_text_seq' RETURNING value",
+                (len(rows),),
+            ).fetchone()[0]
+        )
+        # The rowid puts the text's length first, so FTS5 hands matches over shortest first
+        # and a search can stop after the first `limit` of each rank (see `find`).
+        rowids = [(len(form) << _SEQ_BITS) | (seq - i) for i, (form, _, _) in enumerate(rows)]
         db.executemany(
-            "INSERT INTO person_text (text, person_id, field, value) VALUES (?, ?, ?, ?)",
+            "INSERT INTO person_text (rowid, text, person_id, field, value) VALUES (?, ?, ?, ?, ?)",
             [
-                (form, person_id, field, value)
-                for field, value in values
-                for form in dict.fromkeys(search_forms(value))
+                (rowid, form, person_id, field, value)
+                for rowid, (form, field, value) in zip(rowids, rows, strict=True)
             ],
         )
+        db.executemany(
+            "INSERT INTO person_text_row (text_rowid, person_id) VALUES (?, ?)",
+            [(rowid, person_id) for rowid in rowids],
+        )
+
+    def _delete_person_text(self, person_id: str) -> None:
+        """Remove a person's rows from the text index (found through `person_text_row`:
+        FTS5 cannot look rows up by an unindexed column without reading them all)."""
+        rowids = [
+            (r[0],)
+            for r in self._db.execute(
+                "SELECT text_rowid FROM person_text_row WHERE person_id = ?", (person_id,)
+            )
+        ]
+        self._db.executemany("DELETE FROM person_text WHERE rowid = ?", rowids)
+        self._db.execute("DELETE FROM person_text_row WHERE person_id = ?", (person_id,))
 
     def _rebuild_person_text(self) -> None:
         """Fill `person_text` for every person (after the migration that created it)."""
         self._db.execute("DELETE FROM person_text")
+        self._db.execute("DELETE FROM person_text_row")
         for (person_id,) in self._db.execute("SELECT id FROM person").fetchall():
             self._write_person_text(person_id)
 
@@ -206,11 +236,17 @@ class SqlitePeople:
 
     def find(self, text: str, limit: int) -> list[FoundPerson]:
         """People whose name, alias or handle contains `text` (folded), best first."""
+        rows: list[tuple[str, str, str, int]] = []
+        for form in search_forms(text):
+            rows += self._matches(form, limit * 4)
+        names = self._names({row[0] for row in rows})
         best: dict[str, FoundPerson] = {}
-        for found in self._ranked_matches(search_forms(text), limit * 4):
-            kept = best.get(found.person.id)
-            if kept is None or found.rank < kept.rank:
-                best[found.person.id] = found
+        for person_id, field, value, rank in rows:
+            kept = best.get(person_id)
+            if kept is None or rank < kept.rank:
+                best[person_id] = FoundPerson(
+                    PersonRef(person_id, names[person_id]), field, value, rank
+                )
         ranked = sorted(
             best.values(), key=lambda f: (f.rank, f.person.name.casefold(), f.person.id)
         )
@@ -220,22 +256,67 @@ class SqlitePeople:
         """The people a parsed query's filter selects, by name (query.py, docs/query.md)."""
         return people_matching(self._db, query, self.find)
 
-    def _ranked_matches(self, forms: list[str], limit: int) -> Iterator[FoundPerson]:
-        for form in forms:
-            if len(form) >= _TRIGRAM:
-                where, argument = "person_text MATCH ?2", '"' + form.replace('"', '""') + '"'
-            else:
-                where, argument = "instr(person_text.text, ?2) > 0", form
-            rows = self._db.execute(
-                "SELECT person_text.person_id, p.name, field, value, "
-                "CASE WHEN text = ?1 THEN 0 WHEN substr(text, 1, length(?1)) = ?1 THEN 1 "
-                "WHEN instr(' ' || text, ' ' || ?1) > 0 THEN 2 ELSE 3 END AS rank "
-                "FROM person_text JOIN person p ON p.id = person_text.person_id "
-                f"WHERE {where} ORDER BY rank, length(text) LIMIT ?3",
-                (form, argument, limit),
+    def _matches(self, form: str, want: int) -> list[tuple[str, str, str, int]]:
+        """Up to `want` rows containing `form`, best rank first, shortest first within a rank.
+
+        One FTS5 query per rank tier (the value's start, a later word's start, anywhere):
+        rows come in rowid order, which is length order, so each query stops after `want`
+        rows instead of reading, ranking and sorting every match (a 3-letter fragment can
+        match 100k rows of a million people).
+        """
+        if len(form) < _TRIGRAM:
+            return self._scan_matches(form, want)
+        found: list[tuple[str, str, str, int]] = []
+        for match, condition in _TIERS:
+            if len(found) >= want:
+                break
+            found += self._db.execute(
+                f"SELECT person_id, field, value, {_RANK} FROM person_text "
+                f"WHERE person_text MATCH ?2 AND {condition} ORDER BY rowid LIMIT ?3",
+                (form, match(form), want - len(found)),
             ).fetchall()
-            for row in rows:
-                yield FoundPerson(PersonRef(row[0], row[1]), row[2], row[3], row[4])
+        return found
+
+    def _scan_matches(self, form: str, want: int) -> list[tuple[str, str, str, int]]:
+        """Fragments under three characters have no trigram: a scan (correct, slower)."""
+        rows = self._db.execute(
+            f"SELECT person_id, field, value, {_RANK} AS rank FROM person_text "
+            "WHERE instr(text, ?1) > 0 ORDER BY rank, rowid LIMIT ?2",
+            (form, want),
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def _names(self, person_ids: set[str]) -> dict[str, str]:
+        names: dict[str, str] = {}
+        ordered = sorted(person_ids)
+        for start in range(0, len(ordered), 900):
+            chunk = ordered[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            names.update(
+                self._db.execute(
+                    f"SELECT id, name FROM person WHERE id IN ({marks})", chunk
+                ).fetchall()
+            )
+        return names
+
+
+def _phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+#: The rank of a row for the form ?1: 0 the whole text, 1 its start, 2 a word's start, 3 inside.
+_RANK = (
+    "CASE WHEN text = ?1 THEN 0 WHEN substr(text, 1, length(?1)) = ?1 THEN 1 "
+    "WHEN instr(' ' || text, ' ' || ?1) > 0 THEN 2 ELSE 3 END"
+)
+#: (FTS5 query for the form, SQL keeping only that tier's rows), best tier first.
+_TIERS: tuple[tuple[Callable[[str], str], str], ...] = (
+    (lambda form: "^" + _phrase(form), "1"),
+    (lambda form: _phrase(" " + form), "substr(text, 1, length(?1)) <> ?1"),
+    (_phrase, f"{_RANK} = 3"),
+)
+#: person_text rowids are (length << _SEQ_BITS) | sequence number.
+_SEQ_BITS = 40
 
 
 def _now() -> str:
