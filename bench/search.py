@@ -14,7 +14,8 @@ Rows:
 2. face_distance-style: `np.linalg.norm(gallery - q, axis=1)` on a float64 gallery;
 3. float32 BLAS exact scan: `ExactIndex` (`distances.euclidean_many`);
 4. ours: `IvfIndex` from src, built by `add()`ing the whole gallery with ids, saved and
-   loaded back (`IvfIndex.load` memory-maps the float32 vectors), at nprobe 192 (the default)/256/128.
+   loaded back (`IvfIndex.load` memory-maps the float32 vectors), at nprobe 192 (the
+   default), 256 and 128.
 
 Columns: build seconds; resident bytes per face (for `IvfIndex`: anonymous RSS growth of a
 fresh process that loads the index and runs a few searches, i.e. the faiss IVF-SQ8 structure

@@ -125,10 +125,10 @@ MIGRATIONS: list[str] = [
         text, person_id UNINDEXED, field UNINDEXED, value UNINDEXED, tokenize = 'trigram'
     );
     CREATE TABLE person_text_row (
-        text_rowid INTEGER PRIMARY KEY,
-        person_id TEXT NOT NULL
-    );
-    CREATE INDEX person_text_row_person ON person_text_row (person_id);
+        person_id TEXT NOT NULL,
+        text_rowid INTEGER NOT NULL,
+        PRIMARY KEY (person_id, text_rowid)
+    ) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('person_text_seq', '0');
     INSERT INTO meta (key, value) VALUES ('person_text_stale', '1')
     """,

@@ -151,14 +151,17 @@ class SqlitePeople:
             ).fetchone()[0]
         )
         # The rowid puts the text's length first, so FTS5 hands matches over shortest first
-        # and a search can stop after the first `limit` of each rank (see `find`).
-        rowids = [(len(form) << _SEQ_BITS) | (seq - i) for i, (form, _, _) in enumerate(rows)]
+        # and a search can stop after the first `limit` of each rank (see `find`). Rows go
+        # in rising rowid order: FTS5 flushes its pending data at every step down.
+        first = seq - len(rows) + 1
+        numbered = sorted(
+            ((len(form) << _SEQ_BITS) | (first + i), form, field, value)
+            for i, (form, field, value) in enumerate(rows)
+        )
+        rowids = [row[0] for row in numbered]
         db.executemany(
             "INSERT INTO person_text (rowid, text, person_id, field, value) VALUES (?, ?, ?, ?, ?)",
-            [
-                (rowid, form, person_id, field, value)
-                for rowid, (form, field, value) in zip(rowids, rows, strict=True)
-            ],
+            [(rowid, form, person_id, field, value) for rowid, form, field, value in numbered],
         )
         db.executemany(
             "INSERT INTO person_text_row (text_rowid, person_id) VALUES (?, ?)",
