@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iddetective.entities import Account, PersonRecord, PersonRef
-from iddetective.query import And, Expr, Not, Or, QueryError, Term, parse_query
+from iddetective.query import (
+    MAX_DEPTH,
+    MAX_TERMS,
+    And,
+    Expr,
+    Not,
+    Or,
+    QueryError,
+    Term,
+    parse_query,
+)
 from iddetective.store.sqlite import SqliteStore
 from iddetective.textfold import search_forms
 
@@ -299,3 +310,36 @@ def test_query_errors_through_the_catalogue(tmp_path: Path) -> None:
     store.upsert_person(PersonRecord("2", "Ann Lee"))
     with pytest.raises(QueryError, match="names 2 people"):
         store.people_matching(parse_query('friends-of:"ann lee"'))
+
+
+@pytest.mark.parametrize(
+    "nest",
+    [
+        lambda n: "NOT " * n + "a",
+        lambda n: "(a OR " * n + "b" + ")" * n,
+        lambda n: "(NOT (a OR " * (n // 2) + "b" + "))" * (n // 2),
+        lambda n: "(a AND (b OR " * (n // 2) + "c" + "))" * (n // 2),
+    ],
+)
+def test_the_deepest_allowed_queries_run_and_deeper_ones_are_refused(
+    catalogue: tuple[SqliteStore, list[PersonRef]], nest: Callable[[int], str]
+) -> None:
+    store, _ = catalogue
+    store.people_matching(parse_query(nest(MAX_DEPTH)))
+    with pytest.raises(QueryError, match="too big"):
+        parse_query(nest(MAX_DEPTH + 2))
+
+
+def test_too_many_terms_or_too_deep_for_the_parser_are_query_errors() -> None:
+    with pytest.raises(QueryError, match=f"more than {MAX_TERMS}"):
+        parse_query("a " * (MAX_TERMS + 1))
+    with pytest.raises(QueryError, match="too big"):
+        parse_query("NOT " * 2000 + "a")
+
+
+def test_a_value_folding_to_short_and_long_forms_runs(
+    catalogue: tuple[SqliteStore, list[PersonRef]],
+) -> None:
+    store, _ = catalogue
+    assert search_forms("xÆ") == ["xæ", "xae"]  # one form under three characters, one not
+    assert store.people_matching(parse_query("xÆ OR name:xÆ")) == []

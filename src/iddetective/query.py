@@ -30,6 +30,8 @@ from .errors import UsageError
 
 __all__ = [
     "FIELDS",
+    "MAX_DEPTH",
+    "MAX_TERMS",
     "And",
     "Expr",
     "Not",
@@ -75,6 +77,10 @@ FIELDS = {
     "face": "search by this photo (once, at the top level, joined by AND)",
 }
 _HAS = ("face",)
+#: Limits that keep a query plannable: terms in all, and levels of NOT, AND and OR (SQLite's
+#: parser refuses SQL nested much deeper: 30 levels of OR fail there).
+MAX_TERMS = 200
+MAX_DEPTH = 20
 
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
@@ -156,18 +162,41 @@ def parse_query(text: str) -> Query:
     """Parse and check `text`; raises `QueryError` pointing at the first problem."""
     try:
         tree = _PARSER.parse(text)
+        expr = _ToExpr(text).transform(tree)
     except UnexpectedInput as error:
         raise _syntax_error(text, error) from None
-    try:
-        expr = _ToExpr(text).transform(tree)
     except VisitError as error:
         if isinstance(error.orig_exc, QueryError):
             raise error.orig_exc from None
         raise
+    except RecursionError:
+        raise _too_big(text, f"it nests deeper than {MAX_DEPTH} levels") from None
     if expr is None:
         raise QueryError(text, 1, 1, "the query is empty: give at least one term")
     assert not isinstance(expr, Token), "the grammar wraps every value in a term"
+    _check_size(text, expr)
     return _split_face(text, expr)
+
+
+def _check_size(text: str, expr: Expr) -> None:
+    """Refuse queries too big to plan (SQLite's expression depth is limited too)."""
+    terms, depth = _size(expr)
+    if terms > MAX_TERMS:
+        raise _too_big(text, f"it has {terms} terms, more than {MAX_TERMS}")
+    if depth > MAX_DEPTH:
+        raise _too_big(text, f"it nests {depth} levels deep, more than {MAX_DEPTH}")
+
+
+def _size(expr: Expr) -> tuple[int, int]:
+    if isinstance(expr, Term):
+        return 1, 0
+    parts = [expr.part] if isinstance(expr, Not) else list(expr.parts)
+    sizes = [_size(part) for part in parts]
+    return sum(s[0] for s in sizes), 1 + max(s[1] for s in sizes)
+
+
+def _too_big(text: str, why: str) -> QueryError:
+    return QueryError(text, 1, 1, f"the query is too big: {why}; split it or use a list")
 
 
 class _ToExpr(Transformer[Token, Expr | Token | None]):

@@ -77,21 +77,20 @@ def _term(
 
 
 def _text(term: Term, params: list[object]) -> str:
+    """One subquery per folded form: SQLite allows MATCH only alone, not inside an OR."""
     fields = _TEXT_FIELDS[term.field]
+    marks = ",".join("?" * len(fields))
     tests = []
     for form in search_forms(term.value):
         if len(form) >= 3:
-            tests.append("person_text MATCH ?")
-            params.append('"' + form.replace('"', '""') + '"')
+            test, argument = "person_text MATCH ?", '"' + form.replace('"', '""') + '"'
         else:
-            tests.append("instr(text, ?) > 0")
-            params.append(form)
-    params.extend(fields)
-    marks = ",".join("?" * len(fields))
-    return (
-        f"p.id IN (SELECT person_id FROM person_text WHERE ({' OR '.join(tests)}) "
-        f"AND field IN ({marks}))"
-    )
+            test, argument = "instr(text, ?) > 0", form
+        tests.append(
+            f"p.id IN (SELECT person_id FROM person_text WHERE {test} AND field IN ({marks}))"
+        )
+        params.extend([argument, *fields])
+    return "(" + " OR ".join(tests) + ")"
 
 
 def _list_id(db: sqlite3.Connection, query: Query, term: Term) -> str:
