@@ -60,6 +60,8 @@ from iddetective.catalogue import Catalogue
 from iddetective.faces import PipelineSettings, pipeline_for
 from iddetective.sources import PHOTO_SUFFIXES
 
+from machine import machine_busy_seconds, wait_for_quiet
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SETS = "lfw_dev:300,deepface,face_recognition"
 SEED = 20240611
@@ -107,16 +109,6 @@ class CpuSample:
         return cls(time.perf_counter(), machine_busy_seconds(), own)
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes have spent busy since boot (0 where /proc/stat is missing)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def measured(method: str, photos: int, run: Callable[[], tuple[float | None, int]]) -> Timing:
     """Run `run` (returning its own timed seconds, or None to use the wall time, and faces)."""
     before = CpuSample.now()
@@ -126,18 +118,6 @@ def measured(method: str, photos: int, run: Callable[[], tuple[float | None, int
     other = max(0.0, after.machine_busy - before.machine_busy - own)
     wall = after.wall - before.wall
     return Timing(method, photos, wall if seconds is None else seconds, faces, own, other)
-
-
-def wait_for_quiet(max_wait: float, busy_limit: float = 0.15) -> None:
-    """Wait (up to `max_wait` s) until other processes use less than `busy_limit` of a core."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        start = machine_busy_seconds()
-        time.sleep(1.0)
-        busy = machine_busy_seconds() - start
-        if busy < busy_limit or time.monotonic() >= deadline:
-            break
-        print(f"waiting: other processes keep {busy:.1f} cores busy", file=sys.stderr)
 
 
 # -- the photo list ------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ from pathlib import Path
 
 import httpx
 
+from machine import machine_busy_seconds, wait_for_quiet
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache" / "serve_load"
 SEED = 20240611
@@ -222,7 +224,7 @@ class Usage:
             proc_stat(pid)[0],
             sum(proc_stat(child)[0] for child in children),
             own.ru_utime + own.ru_stime,
-            machine_busy(),
+            machine_busy_seconds(),
             sum(proc_stat(p)[1] for p in [pid, *children]),
         )
 
@@ -246,28 +248,6 @@ def proc_stat(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def machine_busy() -> float:
-    """CPU seconds all processes have spent busy since boot (/proc/stat; 0 where missing)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_quiet(max_wait: float, busy_limit: float = 0.2) -> None:
-    """Wait (up to `max_wait` s) until other processes use less than `busy_limit` of a core."""
-    deadline = time.monotonic() + max_wait
-    while time.monotonic() < deadline:
-        start = machine_busy()
-        time.sleep(1.0)
-        busy = machine_busy() - start
-        if busy < busy_limit:
-            return
-        print(f"waiting: other processes keep {busy:.1f} cores busy", file=sys.stderr)
 
 
 # -- what the clients send -------------------------------------------------------------------
