@@ -83,7 +83,7 @@ def test_erase_command_asks_first_and_keeps_other_people(
     assert "obama" in people_before
     erased = runner.invoke(main, ["erase", "obama", "--yes", "--data", str(data)])
     assert erased.exit_code == 0, erased.output
-    assert "erasure_" in erased.output
+    assert "names this erasure erase_" in erased.output
     with Catalogue(data) as catalogue:
         assert {p.name for p in catalogue.people()} == people_before - {"obama"}
     missing = runner.invoke(main, ["erase", "obama", "--yes", "--data", str(data)])

@@ -16,13 +16,13 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import access, distances, media
+from . import access, distances, privacy
 from .entities import (
     ApiKey,
     AuditEntry,
@@ -31,6 +31,7 @@ from .entities import (
     FileStat,
     FoundPerson,
     IndexedPhoto,
+    OptOut,
     PersonProfile,
     PersonRef,
     PersonSummary,
@@ -257,6 +258,9 @@ class Catalogue:
         faces = match_faces(
             self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
         )
+        blocked = privacy.blocked_faces(self, analysis)
+        # An opted-out face matches nobody, and nothing says why.
+        faces = [replace(f, matches=()) if b else f for f, b in zip(faces, blocked, strict=True)]
         return SearchResult(
             path=path,
             sha256=sha256,
@@ -382,23 +386,30 @@ class Catalogue:
         person = self.store.resolve_person(ref)
         return person, self.store.faces_of_person(person.id)
 
+    # -- privacy (privacy.py, docs/privacy.md) ------------------------------------------------
     def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:
         """Erase a person everywhere: catalogue rows, faces and embeddings, vector index entries,
-        cached crops and thumbnails, uploaded or downloaded photos in which they were the only
-        face; then
-        compact the catalogue file so the bytes are gone. Other people's faces stay.
+        cached crops and thumbnails, our copies of photos in which they were the only face;
+        then compact the catalogue file so the bytes are gone. Other people's faces stay.
         """
-        person = self.store.resolve_person(ref)
-        erasure = self.store.erase_person(person.id, actor)
-        self.vector_index()  # caught up: their entries leave the index files
-        media.forget(self.data_dir, erasure.faces, erasure.photos)
-        ours = [(self.data_dir / folder).resolve() for folder in (UPLOADS_DIR, FETCHED_DIR)]
-        for photo in erasure.photos:
-            for path in map(Path, photo.paths):
-                if any(path.resolve().is_relative_to(folder) for folder in ours):
-                    path.unlink(missing_ok=True)
-        self.store.compact()
-        return erasure
+        return privacy.erase_person(self, ref, actor)
+
+    def add_optout(self, photo: str, *, actor: str = CLI_ACTOR) -> privacy.OptOutResult:
+        """Opt out the one face in `photo`: no search will match it or anyone within the
+        opt-out threshold of it, ingestion drops such faces, and stored ones are erased now."""
+        return privacy.add_optout(self, photo, actor)
+
+    def optouts(self) -> list[OptOut]:
+        """The opt-outs (tokens and times; never the faces)."""
+        return self.store.optouts()
+
+    def remove_optout(self, token: str, *, actor: str = CLI_ACTOR) -> OptOut:
+        """Withdraw an opt-out; faces erased when it was added stay erased."""
+        return self.store.remove_optout(token, actor)
+
+    def maintenance(self, *, audit_days: int = 365) -> privacy.MaintenanceReport:
+        """Retention: purge old audit entries and orphaned cache files, then compact."""
+        return privacy.run_maintenance(self, audit_days)
 
     def profile(self, ref: str) -> PersonProfile:
         """Aliases, accounts, lists and relations of a person (by id or unambiguous name)."""

@@ -456,6 +456,66 @@ def erase(person: str, data_dir: Path, yes: bool) -> None:
     )
 
 
+@main.group()
+def optout() -> None:
+    """The opt-out registry: faces that must never match (docs/privacy.md)."""
+
+
+@optout.command("add")
+@click.argument("photo", type=click.Path(path_type=str, readable=False))
+@data_option
+def optout_add(photo: str, data_dir: Path) -> None:
+    """Opt out the one face in PHOTO: erase matching faces now, block them from now on."""
+    with library_errors(), _opened(data_dir, create=True) as catalogue:
+        result = catalogue.add_optout(photo)
+    out.print(
+        f"opted out as {result.optout.token}; erased {len(result.erased.faces)} matching faces "
+        f"and {len(result.erased.photos)} photos left with no face"
+    )
+
+
+@optout.command("list")
+@data_option
+def optout_list(data_dir: Path) -> None:
+    """List opt-outs by token and date (the faces are never shown)."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        found = catalogue.optouts()
+    for item in found:
+        out.print(f"{item.token}  {item.created_at}")
+    if not found:
+        out.print("no opt-outs")
+
+
+@optout.command("remove")
+@click.argument("token")
+@data_option
+def optout_remove(token: str, data_dir: Path) -> None:
+    """Withdraw the opt-out TOKEN (faces erased when it was added stay erased)."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        removed = catalogue.remove_optout(token)
+    out.print(f"withdrew opt-out {removed.token}")
+
+
+@main.command()
+@data_option
+@click.option(
+    "--audit-days",
+    type=int,
+    default=365,
+    show_default=True,
+    help="Keep audit entries this many days.",
+)
+def maintenance(data_dir: Path, audit_days: int) -> None:
+    """Retention: purge old audit entries and orphaned cache files; compact the catalogue."""
+    with library_errors(), Catalogue(data_dir) as catalogue:
+        report = catalogue.maintenance(audit_days=audit_days)
+    out.print(
+        f"purged {report.audit_entries} audit entries older than {audit_days} days, "
+        f"{report.media_files} cached thumbnails and crops of removed photos and faces, "
+        f"{report.partial_files} partly written files; catalogue compacted"
+    )
+
+
 @main.command()
 @data_option
 def reindex(data_dir: Path) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "OPTOUT_THRESHOLD",
     "RAW_NORM",
     "euclidean_many",
     "is_match",
@@ -31,6 +32,12 @@ __all__ = [
 #: 92.5 % of genuine pairs accepted). Derived by `bench/threshold.py`. The folklore raw 0.6
 #: (ours: ~0.42) lets 1 in ~150 impostor comparisons match on the same data.
 DEFAULT_THRESHOLD = 0.383
+
+#: An opted-out face blocks every face at most this far from it (docs/privacy.md). Looser than
+#: the match threshold on purpose: on `lfw_dev` 98.6 % of genuine pairs fall within it (FMR
+#: 1e-2), so other photos of the person are blocked too, at the cost of blocking about 1 in 100
+#: unrelated faces per opted-out person (raw scale ~0.61, the folklore 0.6).
+OPTOUT_THRESHOLD = 0.430
 
 #: Mean norm of raw dlib ResNet embeddings on `lfw_dev` (for converting quoted raw distances).
 RAW_NORM = 1.424

@@ -19,6 +19,7 @@ __all__ = [
     "FoundPerson",
     "IndexedPhoto",
     "KnownPhoto",
+    "OptOut",
     "Outcome",
     "PersonProfile",
     "PersonRecord",
@@ -308,3 +309,11 @@ class FoundPerson:
     field: str  # name | alias | handle
     value: str
     rank: int
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """An opt-out as it may be shown: its token and when it was made (never the face)."""
+
+    token: str
+    created_at: str

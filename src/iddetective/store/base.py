@@ -16,11 +16,13 @@ from ..entities import (
     Erasure,
     Failure,
     FoundPerson,
+    OptOut,
     Outcome,
     PersonProfile,
     PersonRecord,
     PersonRef,
     PersonSummary,
+    PhotoAnalysis,
     PhotoRef,
     Review,
     SaveResult,
@@ -73,8 +75,37 @@ class Store(Protocol):
         """
         ...
 
+    def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
+        """Remove these faces, and photos left with no face; audited as `kind` by token."""
+        ...
+
     def compact(self) -> None:
         """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
+        ...
+
+    # -- the opt-out registry ----------------------------------------------------------------
+    def add_optout(self, model: str, embedding: np.ndarray, actor: str) -> OptOut:
+        """Keep a face's embedding in the blocklist (audited by the returned token)."""
+        ...
+
+    def optouts(self) -> list[OptOut]:
+        """The opt-outs: tokens and times only, never the embeddings."""
+        ...
+
+    def remove_optout(self, token: str, actor: str) -> OptOut:
+        """Withdraw an opt-out; `NotFound` for an unknown token."""
+        ...
+
+    def optout_embeddings(self, model: str) -> np.ndarray:
+        """The blocked embeddings of `model`, for matching only."""
+        ...
+
+    def without_opted_out(self, analysis: PhotoAnalysis) -> PhotoAnalysis:
+        """The analysis minus faces within the opt-out threshold of a blocked face."""
+        ...
+
+    def purge_audit(self, older_than_days: int) -> int:
+        """Delete audit entries older than this many days; returns how many."""
         ...
 
     # -- people ------------------------------------------------------------------------------

@@ -132,4 +132,21 @@ MIGRATIONS: list[str] = [
     INSERT INTO meta (key, value) VALUES ('person_text_seq', '0');
     INSERT INTO meta (key, value) VALUES ('person_text_stale', '1')
     """,
+    # 4: the opt-out registry (embeddings kept apart, never shown) and provenance: where
+    # each photo and person came from, who added them, on what basis.
+    """
+    CREATE TABLE optout (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token TEXT NOT NULL UNIQUE,
+        model TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    ALTER TABLE photo ADD COLUMN source TEXT;
+    ALTER TABLE photo ADD COLUMN added_by TEXT;
+    ALTER TABLE photo ADD COLUMN basis TEXT;
+    ALTER TABLE person ADD COLUMN source TEXT;
+    ALTER TABLE person ADD COLUMN added_by TEXT;
+    ALTER TABLE person ADD COLUMN basis TEXT
+    """,
 ]

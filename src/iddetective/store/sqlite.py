@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from ..entities import (
     ApiKey,
     AuditEntry,
     Box,
-    Erasure,
     FailedPhoto,
     Failure,
     FileStat,
@@ -42,13 +42,14 @@ from ..errors import AmbiguousPerson, NotFound, StoreError
 from ..labelling import choose_labelled_face
 from .migrations import MIGRATIONS
 from .sqlite_people import SqlitePeople
+from .sqlite_privacy import SqlitePrivacy
 
 __all__ = ["SqliteStore"]
 
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople):
+class SqliteStore(SqlitePeople, SqlitePrivacy):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
@@ -172,9 +173,19 @@ class SqliteStore(SqlitePeople):
             )
             return SaveResult(path, "failed", reason=outcome.reason)
         self._db.execute("DELETE FROM failure WHERE path = ?", (path,))
+        withheld = False
+        if isinstance(outcome, IndexedPhoto):
+            kept = self.without_opted_out(outcome.analysis)
+            withheld = len(kept.faces) < len(outcome.analysis.faces)
+            outcome = replace(outcome, analysis=kept)
         photo_id, created = self._photo_id(outcome)
         moved = self._record_file(outcome.file, photo_id)
-        review = self._apply_label(photo_id, outcome.label) if outcome.label else None
+        review = None
+        if outcome.label and withheld:
+            # The labelled face may be the one withheld: never give its name to a bystander.
+            review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
+        elif outcome.label:
+            review = self._apply_label(photo_id, outcome.label)
         if not created:
             return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
         faces = self._db.execute(
@@ -320,56 +331,6 @@ class SqliteStore(SqlitePeople):
             self._db.execute("DELETE FROM photo WHERE id = ?", (photo.id,))
             self._bump_epoch()
         return photo
-
-    def erase_person(self, person_id: str, actor: str) -> Erasure:
-        with self._write() as db:
-            if db.execute("SELECT 1 FROM person WHERE id = ?", (person_id,)).fetchone() is None:
-                raise NotFound(f"no person has the id {person_id!r}")
-            faces = [
-                r[0] for r in db.execute("SELECT id FROM face WHERE person_id = ?", (person_id,))
-            ]
-            touched = [
-                r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT photo_id FROM face WHERE person_id = ?", (person_id,)
-                )
-            ]
-            db.execute("DELETE FROM face WHERE person_id = ?", (person_id,))
-            self._delete_person_text(person_id)
-            db.execute("DELETE FROM person WHERE id = ?", (person_id,))
-            emptied = self._photos(
-                r[0]
-                for chunk in _chunks(touched, 900)
-                for r in db.execute(
-                    f"SELECT id FROM photo WHERE id IN ({','.join('?' * len(chunk))}) "
-                    "AND NOT EXISTS (SELECT 1 FROM face WHERE face.photo_id = photo.id)",
-                    chunk,
-                )
-            )
-            for chunk in _chunks(touched, 900):
-                marks = ",".join("?" * len(chunk))
-                db.execute(
-                    f"UPDATE photo SET face_count = (SELECT count(*) FROM face "
-                    f"WHERE face.photo_id = photo.id) WHERE id IN ({marks})",
-                    chunk,
-                )
-            db.executemany("DELETE FROM photo WHERE id = ?", [(i,) for i in emptied])
-            self._bump_epoch()
-            token = "erasure_" + secrets.token_hex(8)
-            db.execute(
-                "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
-                "VALUES (?, ?, 'erase', NULL, ?, ?)",
-                (_now(), actor, token, len(faces)),
-            )
-        return Erasure(token, tuple(sorted(faces)), tuple(emptied.values()))
-
-    def compact(self) -> None:
-        # Deleted rows linger in free pages and the WAL until both are rewritten, and the
-        # text index keeps deleted trigrams in old segments until they are merged.
-        self._db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("VACUUM")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _photo_by_ref(self, ref: str) -> PhotoRef:
         row = self._db.execute(

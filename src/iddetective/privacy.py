@@ -1,0 +1,144 @@
+"""Privacy operations over a data directory: erase a person, opt a face out, keep retention.
+
+Each one changes the catalogue through the store (one transaction, audited by an opaque
+token), then removes what lies beside it: vector index entries (the index is caught up),
+cached crops and thumbnails, and our own copies of photos (uploads/, fetched/); then it
+compacts the catalogue file so deleted bytes are gone. docs/privacy.md is the user's view.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import distances, media
+from .entities import Erasure, OptOut, PhotoAnalysis
+from .errors import UsageError
+from .faces import pipeline_for
+from .imaging import read_photo_bytes
+
+if TYPE_CHECKING:
+    from .catalogue import Catalogue
+
+__all__ = [
+    "MaintenanceReport",
+    "OptOutResult",
+    "add_optout",
+    "blocked_faces",
+    "erase_person",
+    "run_maintenance",
+]
+
+#: Our own copies of photos (the operator's files elsewhere are never deleted).
+OWN_PHOTO_DIRS = ("uploads", "fetched")
+#: Partly written files older than this are left over from a killed process.
+_STALE_PART_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class OptOutResult:
+    """An opt-out just added, and the faces already in the catalogue it erased."""
+
+    optout: OptOut
+    erased: Erasure
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What `run_maintenance` removed."""
+
+    audit_entries: int
+    media_files: int
+    partial_files: int
+
+
+def erase_person(catalogue: Catalogue, ref: str, actor: str) -> Erasure:
+    """Erase a person (id or unambiguous name) everywhere; other people's faces stay."""
+    person = catalogue.store.resolve_person(ref)
+    erasure = catalogue.store.erase_person(person.id, actor)
+    _clean_up(catalogue, erasure)
+    return erasure
+
+
+def add_optout(catalogue: Catalogue, photo: str, actor: str) -> OptOutResult:
+    """Opt out the one face in `photo`: blocklist it, erase the faces already stored within
+    the opt-out threshold of it; from now on searches and ingestion skip such faces."""
+    data = read_photo_bytes(photo)
+    analysis = pipeline_for(catalogue.pipeline).analyse(data, photo)
+    if len(analysis.faces) != 1:
+        found = "no face" if not analysis.faces else f"{len(analysis.faces)} faces"
+        raise UsageError(f"{photo}: an opt-out photo must show exactly one face; it shows {found}")
+    embedding = analysis.faces[0].embedding
+    optout = catalogue.store.add_optout(analysis.model, embedding, actor)
+    within = catalogue.vector_index().range_search(embedding[None, :], distances.OPTOUT_THRESHOLD)[
+        0
+    ]
+    erased = catalogue.store.erase_faces(within.ids.tolist(), actor, "optout_erase")
+    _clean_up(catalogue, erased)
+    return OptOutResult(optout, erased)
+
+
+def blocked_faces(catalogue: Catalogue, analysis: PhotoAnalysis) -> list[bool]:
+    """For each face of a query photo: is it within the opt-out threshold of a blocked face?"""
+    blocked = catalogue.store.optout_embeddings(analysis.model)
+    if not len(blocked) or not analysis.faces:
+        return [False] * len(analysis.faces)
+    vectors = np.stack([face.embedding for face in analysis.faces])
+    nearest = distances.euclidean_many(vectors, blocked).min(axis=1)
+    return [bool(d <= distances.OPTOUT_THRESHOLD) for d in nearest]
+
+
+def run_maintenance(catalogue: Catalogue, audit_days: int) -> MaintenanceReport:
+    """Purge audit entries older than `audit_days`, cached media of faces and photos that are
+    gone, and partly written files left by killed processes; then compact the catalogue."""
+    if audit_days < 1:
+        raise UsageError(f"--audit-days must be at least 1, not {audit_days}")
+    purged = catalogue.store.purge_audit(audit_days)
+    media_files = _orphan_media(catalogue)
+    partial = _stale_partial_files(catalogue.data_dir)
+    catalogue.store.compact()
+    return MaintenanceReport(purged, media_files, partial)
+
+
+def _clean_up(catalogue: Catalogue, erasure: Erasure) -> None:
+    catalogue.vector_index()  # caught up: the erased faces leave the index files
+    media.forget(catalogue.data_dir, erasure.faces, erasure.photos)
+    ours = [(catalogue.data_dir / folder).resolve() for folder in OWN_PHOTO_DIRS]
+    for photo in erasure.photos:
+        for path in map(Path, photo.paths):
+            if any(path.resolve().is_relative_to(folder) for folder in ours):
+                path.unlink(missing_ok=True)
+    catalogue.store.compact()
+
+
+def _orphan_media(catalogue: Catalogue) -> int:
+    """Delete cached crops of faces and thumbnails of photos no longer in the catalogue."""
+    root = catalogue.data_dir / media.MEDIA_DIR
+    model = pipeline_for(catalogue.pipeline).embedder.name
+    faces = {int(i) for i in catalogue.store.face_ids(model)}
+    removed = 0
+    for crop in root.glob("face/*/*.jpg"):
+        if crop.stem.isdigit() and int(crop.stem) not in faces:
+            crop.unlink(missing_ok=True)
+            removed += 1
+    for thumb in root.glob("thumb/*/*.jpg"):
+        sha256 = thumb.stem.split("-")[0]
+        if not catalogue.store.has_photo(sha256):
+            thumb.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _stale_partial_files(data_dir: Path) -> int:
+    cutoff = time.time() - _STALE_PART_SECONDS
+    removed = 0
+    for partial in data_dir.rglob(".*.part"):
+        if partial.stat().st_mtime < cutoff:
+            os.unlink(partial)
+            removed += 1
+    return removed
