@@ -37,6 +37,7 @@ from .entities import (
     PersonSummary,
     PhotoAnalysis,
     PhotoRef,
+    Provenance,
     Review,
     SaveResult,
     Stats,
@@ -134,14 +135,21 @@ class Catalogue:
         workers: int = 1,
         prune: bool = False,
         retry_failed: bool = False,
+        basis: str = "",
+        actor: str = CLI_ACTOR,
         progress: ProgressCallback | None = None,
     ) -> IndexReport:
         """Index photos from files and folders (recursively), labelled by manifest or folders.
+
+        `basis` records on what basis the photos are processed (e.g. "staff directory"),
+        with `actor`, as their provenance.
 
         With `workers` > 1 photos are analysed in a pool of spawned processes, so a script
         calling this must guard its entry point with `if __name__ == "__main__":`.
         """
         plan = plan_sources(paths, people, people_from_folders)
+        origin = Provenance(added_by=actor, basis=basis)
+        plan.jobs = [replace(job, provenance=job.provenance or origin) for job in plan.jobs]
         report = self._index_plan(plan, workers, retry_failed, progress)
         if prune and not report.interrupted:
             report.pruned = self.store.forget_missing_files(plan.roots)
@@ -172,6 +180,8 @@ class Catalogue:
         *,
         workers: int = 1,
         fetch: FetchSettings | None = None,
+        basis: str = "",
+        actor: str = CLI_ACTOR,
         progress: ProgressCallback | None = None,
     ) -> ImportReport:
         """Import people, accounts, lists, relations and photos from a JSONL or CSV file
@@ -179,7 +189,7 @@ class Catalogue:
 
         Photo URLs are downloaded with `fetch`'s limits and address checks into `fetched/`.
         """
-        rows, problems = read_import(path)
+        rows, problems = read_import(path, Provenance(added_by=actor, basis=basis))
         report = ImportReport(problems=problems)
         photos = apply_rows(self.store, rows, report)
         fetcher = Fetcher(fetch or FetchSettings())
@@ -415,6 +425,10 @@ class Catalogue:
         """Aliases, accounts, lists and relations of a person (by id or unambiguous name)."""
         return self.store.profile(self.store.resolve_person(ref).id)
 
+    def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
+        """Where each photo came from, who added it, on what basis."""
+        return self.store.photo_provenance(photo_ids)
+
     def face(self, face_id: int) -> StoredFace:
         """One stored face by id."""
         found = self.store.faces([face_id])
@@ -427,7 +441,14 @@ class Catalogue:
         return self.store.photo(ref)
 
     def add_upload(
-        self, data: bytes, name: str, analysis: PhotoAnalysis, label: str | None = None
+        self,
+        data: bytes,
+        name: str,
+        analysis: PhotoAnalysis,
+        label: str | None = None,
+        *,
+        actor: str = CLI_ACTOR,
+        basis: str = "",
     ) -> SaveResult:
         """Keep an uploaded photo under `uploads/` and store its analysis, like `index` would.
 
@@ -443,8 +464,9 @@ class Catalogue:
             partial.write_bytes(data)
             os.replace(partial, target)
         stat = target.stat()
+        origin = Provenance(f"upload of {name}", actor, basis)
         outcome = IndexedPhoto(
-            FileStat(str(target), stat.st_size, stat.st_mtime_ns), sha256, analysis, label
+            FileStat(str(target), stat.st_size, stat.st_mtime_ns), sha256, analysis, label, origin
         )
         (result,) = self.store.save([outcome])
         self.vector_index()

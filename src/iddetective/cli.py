@@ -99,6 +99,11 @@ def main() -> None:
 @click.option("--prune", is_flag=True, help="Forget photos under PATHS whose files are gone.")
 @click.option("--retry-failed", is_flag=True, help="Try unchanged files that failed before again.")
 @click.option(
+    "--basis",
+    default="",
+    help='On what basis they are processed, kept as provenance ("consent form").',
+)
+@click.option(
     "--upsample",
     type=click.IntRange(0, 3),
     default=PipelineSettings.upsample,
@@ -113,6 +118,7 @@ def index(
     workers: int,
     prune: bool,
     retry_failed: bool,
+    basis: str,
     upsample: int,
 ) -> None:
     """Index photos from PATHS (files and folders, recursively) into the catalogue."""
@@ -128,6 +134,7 @@ def index(
                 workers=workers,
                 prune=prune,
                 retry_failed=retry_failed,
+                basis=basis,
                 progress=_report_failures(update),
             )
         _print_report(report, data_dir)
@@ -150,7 +157,12 @@ def index(
     metavar="CIDR",
     help="Let photo URLs reach this private address range (yours); repeatable.",
 )
-def import_(file: str, data_dir: Path, workers: int, allow_networks: tuple[str, ...]) -> None:
+@click.option(
+    "--basis", default="", help="On what basis the people are processed (a row's basis wins)."
+)
+def import_(
+    file: str, data_dir: Path, workers: int, allow_networks: tuple[str, ...], basis: str
+) -> None:
     """Import people, accounts, lists, relations and photos from FILE (JSONL or CSV)."""
     with (
         library_errors(),
@@ -161,6 +173,7 @@ def import_(file: str, data_dir: Path, workers: int, allow_networks: tuple[str, 
             file,
             workers=workers,
             fetch=FetchSettings(allow=allow_networks),
+            basis=basis,
             progress=_report_failures(update),
         )
     out.print(

@@ -27,6 +27,7 @@ __all__ = [
     "PersonSummary",
     "PhotoAnalysis",
     "PhotoRef",
+    "Provenance",
     "Review",
     "SaveResult",
     "Stats",
@@ -183,6 +184,18 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a photo or person came from, who added it, and on what basis (docs/privacy.md).
+
+    `source` is empty for a photo indexed from a path: its paths are recorded already.
+    """
+
+    source: str = ""
+    added_by: str = ""
+    basis: str = ""
+
+
+@dataclass(frozen=True)
 class IndexedPhoto:
     """A photo whose bytes were read and analysed (possibly finding no face)."""
 
@@ -190,6 +203,7 @@ class IndexedPhoto:
     sha256: str
     analysis: PhotoAnalysis
     label: str | None = None
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +297,7 @@ class PersonRecord:
     accounts: tuple[Account, ...] = ()
     lists: tuple[str, ...] = ()
     notes: str = ""
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +311,7 @@ class PersonProfile:
     lists: tuple[str, ...]
     relations: tuple[tuple[str, PersonRef], ...]  # (kind, the other person)
     notes: str
+    provenance: Provenance
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .entities import Account, PersonRecord
+from .entities import Account, PersonRecord, Provenance
 from .errors import BadManifest, UsageError
 from .fetch import Fetcher, FetchError
 from .imaging import photo_suffix
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The fields a row may have. `id` and `name` are required.
-FIELDS = ("id", "name", "aliases", "accounts", "lists", "relations", "photos", "notes")
+FIELDS = ("id", "name", "aliases", "accounts", "lists", "relations", "photos", "notes", "basis")
 _MAX_TEXT = 1000
 
 
@@ -59,6 +59,7 @@ class RowPhoto:
     line: int
     person_id: str
     photo: str  # an absolute path or an http(s) URL
+    origin: Provenance
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def apply_rows(store: Store, rows: list[ImportRow], report: ImportReport) -> lis
         if row.line in written:
             _relate(store, row, written[row.line], report)
     return [
-        RowPhoto(row.line, written[row.line], photo)
+        RowPhoto(row.line, written[row.line], photo, row.record.provenance or Provenance())
         for row in rows
         if row.line in written
         for photo in row.photos
@@ -116,14 +117,15 @@ def fetch_photos(
 ) -> list[PhotoJob]:
     """Index jobs for the photos: paths as they are; URLs downloaded (fetch.py's limits and
     address checks) into `target`, named by content. A failed download is a row problem."""
-    jobs = [PhotoJob(p.photo, p.person_id) for p in photos if not _is_url(p.photo)]
+    jobs = [PhotoJob(p.photo, p.person_id, p.origin) for p in photos if not _is_url(p.photo)]
     wanted = {p.photo: p for p in photos if _is_url(p.photo)}
     for url, result in fetcher.fetch_many(list(wanted)):
         photo = wanted[url]
         if isinstance(result, FetchError):
             report.problems.append(RowProblem(photo.line, str(result)))
             continue
-        jobs.append(PhotoJob(_keep(result, url, target), photo.person_id))
+        origin = replace(photo.origin, source=f"{url} ({photo.origin.source})")
+        jobs.append(PhotoJob(_keep(result, url, target), photo.person_id, origin))
     return jobs
 
 
@@ -155,18 +157,24 @@ def _relate(store: Store, row: ImportRow, person_id: str, report: ImportReport) 
             report.problems.append(RowProblem(row.line, f"relation {kind}:{other_id}: {error}"))
 
 
-def read_import(path: str) -> tuple[list[ImportRow], list[RowProblem]]:
+def read_import(
+    path: str, origin: Provenance | None = None
+) -> tuple[list[ImportRow], list[RowProblem]]:
     """Every row of the import file at `path`, checked: (good rows, problems by line).
+
+    Each person and photo records `origin` (who, on what basis; a row's own `basis` field
+    wins) with the file and line as its source.
 
     A file that cannot be read at all raises `BadManifest`.
     """
     base = Path(path).resolve().parent
+    origin = origin or Provenance()
     rows: list[ImportRow] = []
     problems: list[RowProblem] = []
     seen: dict[str, int] = {}
     for line, raw in _raw_rows(path):
         try:
-            row = _checked(line, raw, base)
+            row = _checked(line, raw, base, replace(origin, source=f"{path}:{line}"))
             if row.record.external_id in seen:
                 first = seen[row.record.external_id]
                 raise _BadRow(f"id {row.record.external_id!r} was already used on line {first}")
@@ -233,7 +241,7 @@ def _pair(item: str, first: str, second: str) -> dict[str, str] | str:
     return {first: head.strip(), second: tail.strip()} if colon else item
 
 
-def _checked(line: int, raw: Any, base: Path) -> ImportRow:
+def _checked(line: int, raw: Any, base: Path, origin: Provenance) -> ImportRow:
     if isinstance(raw, _BadRow):
         raise raw
     if not isinstance(raw, dict):
@@ -250,6 +258,7 @@ def _checked(line: int, raw: Any, base: Path) -> ImportRow:
         accounts=tuple(_account(item) for item in _list(raw, "accounts")),
         lists=tuple(_texts(raw, "lists")),
         notes=_text(raw, "notes", required=False),
+        provenance=replace(origin, basis=_text(raw, "basis", required=False) or origin.basis),
     )
     relations = tuple(_relation(item) for item in _list(raw, "relations"))
     photos = tuple(_photo(base, item) for item in _texts(raw, "photos"))

@@ -101,7 +101,7 @@ def analyse_file(
         return FailedPhoto(stat, error.reason)
     except Exception as error:  # a crash in one photo must not end the run
         return FailedPhoto(stat, f"the face pipeline failed: {type(error).__name__}: {error}")
-    return IndexedPhoto(stat, sha256, analysis, job.label)
+    return IndexedPhoto(stat, sha256, analysis, job.label, job.provenance)
 
 
 def _read(path: str) -> tuple[FileStat, bytes]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .entities import FailedPhoto, FileStat
+from .entities import FailedPhoto, FileStat, Provenance
 from .errors import BadManifest, UsageError
 
 __all__ = ["PHOTO_SUFFIXES", "PhotoJob", "Plan", "manifest_rows", "plan_sources", "read_manifest"]
@@ -36,6 +36,7 @@ class PhotoJob:
 
     path: str
     label: str | None = None
+    provenance: Provenance | None = None
 
 
 @dataclass

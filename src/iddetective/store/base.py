@@ -24,6 +24,7 @@ from ..entities import (
     PersonSummary,
     PhotoAnalysis,
     PhotoRef,
+    Provenance,
     Review,
     SaveResult,
     Stats,
@@ -122,6 +123,10 @@ class Store(Protocol):
 
     def faces_of_person(self, person_id: str) -> list[StoredFace]:
         """Every face assigned to the person, oldest first."""
+        ...
+
+    def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
+        """Where each photo came from, who added it, on what basis."""
         ...
 
     def photo(self, ref: str) -> PhotoRef:

@@ -32,6 +32,7 @@ from ..entities import (
     PersonRef,
     PersonSummary,
     PhotoRef,
+    Provenance,
     Review,
     SaveResult,
     Stats,
@@ -185,7 +186,9 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             # The labelled face may be the one withheld: never give its name to a bystander.
             review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
         elif outcome.label:
-            review = self._apply_label(photo_id, outcome.label)
+            origin = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
+            origin = replace(origin or Provenance(), source=(origin and origin.source) or path)
+            review = self._apply_label(photo_id, outcome.label, origin)
         if not created:
             return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
         faces = self._db.execute(
@@ -201,10 +204,20 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             return row["id"], False
         assert isinstance(outcome, IndexedPhoto), "known photos are checked by _save_one"
         analysis = outcome.analysis
+        origin = outcome.provenance or Provenance()
         cursor = self._db.execute(
-            "INSERT INTO photo (sha256, width, height, face_count, ingested_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (outcome.sha256, analysis.width, analysis.height, len(analysis.faces), _now()),
+            "INSERT INTO photo (sha256, width, height, face_count, ingested_at, source, "
+            "added_by, basis) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                outcome.sha256,
+                analysis.width,
+                analysis.height,
+                len(analysis.faces),
+                _now(),
+                origin.source or None,
+                origin.added_by or None,
+                origin.basis or None,
+            ),
         )
         photo_id = int(cursor.lastrowid or 0)
         self._db.executemany(
@@ -243,7 +256,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             self._delete_orphan_photos([previous[0]])
         return previous is None or previous[0] != photo_id
 
-    def _apply_label(self, photo_id: int, label: str) -> str | None:
+    def _apply_label(self, photo_id: int, label: str, origin: Provenance) -> str | None:
         """Give `label` to the photo's largest, most central face; returns a review reason."""
         faces = self._db.execute(
             "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
@@ -253,7 +266,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         if not faces:
             return None
         try:
-            person = self._person_for_label(label)
+            person = self._person_for_label(label, origin)
         except AmbiguousPerson as error:
             return self._flag(photo_id, f"label not applied: {error}")
         width, height = self._db.execute(
@@ -274,15 +287,24 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         self._db.execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
         return reason
 
-    def _person_for_label(self, label: str) -> PersonRef:
+    def _person_for_label(self, label: str, origin: Provenance) -> PersonRef:
         try:
             return self.resolve_person(label)
         except NotFound:
             person_id = "p_" + secrets.token_hex(8)
             now = _now()
             self._db.execute(
-                "INSERT INTO person (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (person_id, label, now, now),
+                "INSERT INTO person (id, name, created_at, updated_at, source, added_by, basis) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    person_id,
+                    label,
+                    now,
+                    now,
+                    f"label of {origin.source}" if origin.source else "a label",
+                    origin.added_by or None,
+                    origin.basis or None,
+                ),
             )
             self._write_person_text(person_id)
             return PersonRef(person_id, label)
@@ -331,6 +353,21 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             self._db.execute("DELETE FROM photo WHERE id = ?", (photo.id,))
             self._bump_epoch()
         return photo
+
+    def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
+        """Where each photo came from (its first path when no other source was recorded)."""
+        found: dict[int, Provenance] = {}
+        for chunk in _chunks(sorted(set(photo_ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT p.id, p.source, p.added_by, p.basis, min(f.path) FROM photo p "
+                f"LEFT JOIN photo_file f ON f.photo_id = p.id WHERE p.id IN ({marks}) "
+                f"GROUP BY p.id",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                found[row[0]] = Provenance(row[1] or row[4] or "", row[2] or "", row[3] or "")
+        return found
 
     def _photo_by_ref(self, ref: str) -> PhotoRef:
         row = self._db.execute(

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
-from ..entities import Account, FoundPerson, PersonProfile, PersonRecord, PersonRef
+from ..entities import (
+    Account,
+    FoundPerson,
+    PersonProfile,
+    PersonRecord,
+    PersonRef,
+    Provenance,
+)
 from ..errors import NotFound, UsageError
 from ..query import Query
 from ..textfold import search_forms
@@ -50,10 +57,21 @@ class SqlitePeople:
             self._check_accounts(person_id, record.accounts)
             now = _now()
             if created:
+                origin = record.provenance or Provenance()
                 db.execute(
-                    "INSERT INTO person (id, name, external_id, notes, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (person_id, record.name, record.external_id, record.notes, now, now),
+                    "INSERT INTO person (id, name, external_id, notes, created_at, updated_at, "
+                    "source, added_by, basis) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        person_id,
+                        record.name,
+                        record.external_id,
+                        record.notes,
+                        now,
+                        now,
+                        origin.source or None,
+                        origin.added_by or None,
+                        origin.basis or None,
+                    ),
                 )
             else:
                 db.execute(
@@ -192,7 +210,8 @@ class SqlitePeople:
         """Aliases, accounts, lists and relations of a person."""
         db = self._db
         row = db.execute(
-            "SELECT id, name, external_id, notes FROM person WHERE id = ?", (person_id,)
+            "SELECT id, name, external_id, notes, source, added_by, basis FROM person WHERE id = ?",
+            (person_id,),
         ).fetchone()
         if row is None:
             raise NotFound(f"no person has the id {person_id!r}")
@@ -235,6 +254,7 @@ class SqlitePeople:
             tuple(lists),
             tuple(relations),
             row[3],
+            Provenance(row[4] or "", row[5] or "", row[6] or ""),
         )
 
     def find(self, text: str, limit: int) -> list[FoundPerson]:

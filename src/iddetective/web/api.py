@@ -158,6 +158,8 @@ def person_detail(
     with request.app.state.lock:
         person, faces = request.app.state.catalogue.person(person_id)
         profile = request.app.state.catalogue.profile(person.id)
+        page = faces[offset : offset + limit]
+        origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in page])
     return {
         "id": person.id,
         "name": person.name,
@@ -169,6 +171,7 @@ def person_detail(
             {"kind": kind, "person": {"id": other.id, "name": other.name}}
             for kind, other in profile.relations
         ],
+        "provenance": asdict(profile.provenance),
         "photos": len({face.photo.id for face in faces}),
         "faces": {
             "items": [
@@ -178,8 +181,9 @@ def person_detail(
                     "box": face.box.as_dict(),
                     "photo_width": face.photo.width,
                     "photo_height": face.photo.height,
+                    "provenance": asdict(origins[face.photo.id]),
                 }
-                for face in faces[offset : offset + limit]
+                for face in page
             ],
             "offset": offset,
             "limit": limit,
@@ -239,6 +243,9 @@ async def upload_photo(
     person: Annotated[
         str | None, Form(max_length=200, description="Who is in it (the largest face).")
     ] = None,
+    basis: Annotated[
+        str, Form(max_length=500, description="On what basis it is processed (provenance).")
+    ] = "",
 ) -> dict[str, Any]:
     """Index an uploaded photo with the same pipeline and checks as `iddetective index`."""
     state = request.app.state
@@ -248,7 +255,9 @@ async def upload_photo(
 
     def store() -> Any:
         with state.lock:
-            return state.catalogue.add_upload(data, name, analysis, person or None)
+            return state.catalogue.add_upload(
+                data, name, analysis, person or None, actor=caller.actor, basis=basis
+            )
 
     result = await run_in_threadpool(store)
     state.metrics.indexed.inc()

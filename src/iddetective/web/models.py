@@ -128,6 +128,14 @@ class PeoplePage(BaseModel):
     total: int
 
 
+class ProvenanceModel(BaseModel):
+    """Where a photo or person came from, who added it, on what basis."""
+
+    source: str
+    added_by: str
+    basis: str
+
+
 class FaceRefModel(BaseModel):
     """A stored face: its id, photo and box."""
 
@@ -136,6 +144,7 @@ class FaceRefModel(BaseModel):
     box: BoxModel
     photo_width: int
     photo_height: int
+    provenance: ProvenanceModel
 
 
 class FacePage(BaseModel):
@@ -172,6 +181,7 @@ class PersonDetail(BaseModel):
     accounts: list[AccountModel]
     lists: list[str]
     relations: list[RelationModel]
+    provenance: ProvenanceModel
     photos: int
     faces: FacePage
 

@@ -98,7 +98,10 @@ def person_page(request: Request, person_id: str) -> Response:
     with request.app.state.lock:
         person, faces = request.app.state.catalogue.person(person_id)
         profile = request.app.state.catalogue.profile(person.id)
-    return _render(request, "person.html", caller, person=person, faces=faces, profile=profile)
+        origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in faces])
+    return _render(
+        request, "person.html", caller, person=person, faces=faces, profile=profile, origins=origins
+    )
 
 
 @router.get("/admin", response_class=HTMLResponse)
