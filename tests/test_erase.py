@@ -88,3 +88,15 @@ def test_erase_command_asks_first_and_keeps_other_people(
         assert {p.name for p in catalogue.people()} == people_before - {"obama"}
     missing = runner.invoke(main, ["erase", "obama", "--yes", "--data", str(data)])
     assert missing.exit_code == 1 and "no person" in missing.output
+
+
+def test_only_admins_see_the_erase_button(web_catalogue: WebCatalogue, tmp_path: Path) -> None:
+    data = copy_data(web_catalogue.data_dir, tmp_path / "data")
+    with Catalogue(data) as catalogue:
+        person, _ = catalogue.person("biden")
+    with TestClient(create_app(ServerSettings(data, analysis_workers=0))) as client:
+        for role, shown in (("admin", True), ("search", False)):
+            client.cookies.clear()
+            client.post("/login", data={"key": web_catalogue.keys[role]})
+            page = client.get(f"/people/{person.id}").text
+            assert ('id="erase"' in page) is shown and ("person.js" in page) is shown
