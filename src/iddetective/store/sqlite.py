@@ -44,6 +44,7 @@ from ..labelling import choose_labelled_face
 from .migrations import MIGRATIONS
 from .sqlite_people import SqlitePeople
 from .sqlite_privacy import SqlitePrivacy
+from .sqlite_sql import select_in
 
 __all__ = ["SqliteStore"]
 
@@ -356,18 +357,13 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
 
     def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
         """Where each photo came from (its first path when no other source was recorded)."""
-        found: dict[int, Provenance] = {}
-        for chunk in _chunks(sorted(set(photo_ids)), 900):
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT p.id, p.source, p.added_by, p.basis, min(f.path) FROM photo p "
-                f"LEFT JOIN photo_file f ON f.photo_id = p.id WHERE p.id IN ({marks}) "
-                f"GROUP BY p.id",
-                chunk,
-            ).fetchall()
-            for row in rows:
-                found[row[0]] = Provenance(row[1] or row[4] or "", row[2] or "", row[3] or "")
-        return found
+        rows = select_in(
+            self._db,
+            "SELECT p.id, p.source, p.added_by, p.basis, min(f.path) FROM photo p "
+            "LEFT JOIN photo_file f ON f.photo_id = p.id WHERE p.id IN ({marks}) GROUP BY p.id",
+            photo_ids,
+        )
+        return {r[0]: Provenance(r[1] or r[4] or "", r[2] or "", r[3] or "") for r in rows}
 
     def _photo_by_ref(self, ref: str) -> PhotoRef:
         row = self._db.execute(
@@ -380,19 +376,17 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         return self._photos([row[0]])[row[0]]
 
     def _photos(self, ids: Iterable[int]) -> dict[int, PhotoRef]:
-        wanted = sorted(set(ids))
+        rows = select_in(
+            self._db,
+            "SELECT p.id, p.sha256, p.width, p.height, group_concat(f.path, char(0)) "
+            "FROM photo p LEFT JOIN photo_file f ON f.photo_id = p.id "
+            "WHERE p.id IN ({marks}) GROUP BY p.id",
+            ids,
+        )
         photos: dict[int, PhotoRef] = {}
-        for chunk in _chunks(wanted, 900):
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT p.id, p.sha256, p.width, p.height, group_concat(f.path, char(0)) "
-                f"FROM photo p LEFT JOIN photo_file f ON f.photo_id = p.id "
-                f"WHERE p.id IN ({marks}) GROUP BY p.id",
-                chunk,
-            ).fetchall()
-            for row in rows:
-                paths = tuple(sorted(row[4].split("\0"))) if row[4] else ()
-                photos[row[0]] = PhotoRef(row[0], row[1], paths, row[2], row[3])
+        for row in rows:
+            paths = tuple(sorted(row[4].split("\0"))) if row[4] else ()
+            photos[row[0]] = PhotoRef(row[0], row[1], paths, row[2], row[3])
         return photos
 
     # -- people --------------------------------------------------------------------------------
@@ -449,24 +443,21 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found: list[sqlite3.Row] = []
-        for chunk in _chunks(sorted({int(i) for i in ids}), 900):
-            marks = ",".join("?" * len(chunk))
-            found += self._db.execute(
-                f"SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id", chunk
-            ).fetchall()
+        found = select_in(
+            self._db,
+            "SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id",
+            (int(i) for i in ids),
+        )
         return _id_vectors(found)
 
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
-        rows: list[sqlite3.Row] = []
-        for chunk in _chunks(sorted(set(int(i) for i in ids)), 900):
-            marks = ",".join("?" * len(chunk))
-            rows += self._db.execute(
-                f"SELECT f.id, f.photo_id, f.box_left, f.box_top, f.box_right, f.box_bottom, "
-                f"p.id AS pid, p.name FROM face f LEFT JOIN person p ON p.id = f.person_id "
-                f"WHERE f.id IN ({marks})",
-                chunk,
-            ).fetchall()
+        rows = select_in(
+            self._db,
+            "SELECT f.id, f.photo_id, f.box_left, f.box_top, f.box_right, f.box_bottom, "
+            "p.id AS pid, p.name FROM face f LEFT JOIN person p ON p.id = f.person_id "
+            "WHERE f.id IN ({marks})",
+            (int(i) for i in ids),
+        )
         photos = self._photos(r["photo_id"] for r in rows)
         return {
             r["id"]: StoredFace(
@@ -479,16 +470,8 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         }
 
     def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
-        found: list[int] = []
-        for chunk in _chunks(sorted(set(person_ids)), 900):
-            marks = ",".join("?" * len(chunk))
-            found += [
-                r[0]
-                for r in self._db.execute(
-                    f"SELECT id FROM face WHERE person_id IN ({marks})", chunk
-                )
-            ]
-        return np.array(sorted(found), dtype=np.int64)
+        rows = select_in(self._db, "SELECT id FROM face WHERE person_id IN ({marks})", person_ids)
+        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     # -- reports -------------------------------------------------------------------------------
     def failures(self) -> list[Failure]:
@@ -590,11 +573,6 @@ def _id_vectors(rows: Sequence[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _chunks(items: Sequence[object], size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def _statements(script: str) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 from .. import distances
 from ..entities import Erasure, OptOut, PhotoAnalysis, PhotoRef
 from ..errors import NotFound
+from .sqlite_sql import chunks
 
 __all__ = ["SqlitePrivacy"]
 
@@ -61,14 +62,14 @@ class SqlitePrivacy:
     def _delete_faces(self, face_ids: list[int]) -> tuple[PhotoRef, ...]:
         db = self._db
         touched: set[int] = set()
-        for chunk in _chunks(face_ids, 900):
+        for chunk in chunks(face_ids):
             marks = ",".join("?" * len(chunk))
             touched |= {
                 r[0] for r in db.execute(f"SELECT photo_id FROM face WHERE id IN ({marks})", chunk)
             }
             db.execute(f"DELETE FROM face WHERE id IN ({marks})", chunk)
         emptied: list[int] = []
-        for chunk in _chunks(sorted(touched), 900):
+        for chunk in chunks(sorted(touched)):
             marks = ",".join("?" * len(chunk))
             db.execute(
                 f"UPDATE photo SET face_count = (SELECT count(*) FROM face "
@@ -165,8 +166,3 @@ class SqlitePrivacy:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
