@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import distances
+from . import calibration, distances
 from .catalogue import Catalogue, default_data_dir
 from .entities import FoundPerson, SaveResult
 from .errors import IDDetectiveError
@@ -59,6 +59,22 @@ def data_option(command: F) -> F:
         default=default_data_dir,
         show_default="$IDDETECTIVE_DATA or ~/.local/share/iddetective",
         help="Data directory holding the catalogue and the vector index.",
+    )(command)
+
+
+def threshold_options(command: F) -> F:
+    """--threshold (a distance) or --max-fmr (a false-match rate), for the commands that match."""
+    command = click.option(
+        "--max-fmr",
+        type=float,
+        default=None,
+        help="Match threshold as a false-match rate instead, e.g. 1e-4 (calibration table).",
+    )(command)
+    return click.option(
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"Largest distance that counts as a match [default: {distances.DEFAULT_THRESHOLD}].",
     )(command)
 
 
@@ -274,13 +290,7 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
 @click.argument("photo", type=click.Path(path_type=str, readable=False))
 @data_option
 @click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
-@click.option(
-    "--threshold",
-    type=float,
-    default=distances.DEFAULT_THRESHOLD,
-    show_default=True,
-    help="Largest distance that counts as a match.",
-)
+@threshold_options
 @click.option(
     "--person",
     "people",
@@ -291,12 +301,21 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
     "--json", "as_json", is_flag=True, help="Print the iddetective/search/v1 JSON object."
 )
 def search(
-    photo: str, data_dir: Path, top: int, threshold: float, people: tuple[str, ...], as_json: bool
+    photo: str,
+    data_dir: Path,
+    top: int,
+    threshold: float | None,
+    max_fmr: float | None,
+    people: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Find every face in PHOTO and who each one is."""
     with library_errors(), _opened(data_dir) as catalogue:
         result = catalogue.search_photo(
-            photo, top=top, threshold=threshold, people=list(people) or None
+            photo,
+            top=top,
+            threshold=calibration.resolve_threshold(threshold, max_fmr),
+            people=list(people) or None,
         )
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False))
@@ -318,7 +337,8 @@ def _print_search(result: SearchResult) -> None:
         for match in face.matches:
             who = f"{match.person.name} ({match.person.id})" if match.person else "unnamed face(s)"
             word = "MATCH   " if match.verdict == "match" else "no match"
-            out.print(f"  {word} {match.distance:.3f}  {who}")
+            odds = calibration.fmr_at(match.distance, result.model).describe()
+            out.print(f"  {word} {match.distance:.3f} ({odds} strangers this close)  {who}")
             for hit in match.photos[:5]:
                 shown = hit.photo.paths[0] if hit.photo.paths else hit.photo.sha256
                 out.print(f"           {hit.distance:.3f}  {shown}")
@@ -371,19 +391,21 @@ def _found_json(hit: FoundPerson) -> dict[str, Any]:
 @click.argument("text")
 @data_option
 @click.option("--top", type=int, default=5, show_default=True, help="People listed per face.")
-@click.option(
-    "--threshold",
-    type=float,
-    default=distances.DEFAULT_THRESHOLD,
-    show_default=True,
-    help="Largest distance that counts as a match (with face:).",
-)
+@threshold_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def query(text: str, data_dir: Path, top: int, threshold: float, as_json: bool) -> None:
+def query(
+    text: str,
+    data_dir: Path,
+    top: int,
+    threshold: float | None,
+    max_fmr: float | None,
+    as_json: bool,
+) -> None:
     """Run a query (docs/query.md): list the people it selects, or with face:PHOTO, search
     that photo among their faces."""
     with library_errors(), _opened(data_dir) as catalogue:
-        answer = catalogue.query(text, top=top, threshold=threshold)
+        limit = calibration.resolve_threshold(threshold, max_fmr)
+        answer = catalogue.query(text, top=top, threshold=limit)
     if as_json:
         people = [{"id": p.id, "name": p.name} for p in answer.people]
         search_json = to_json(answer.search) if answer.search else None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import distances
+from . import calibration, distances
 from .entities import Box, PersonRef, PhotoAnalysis, PhotoRef, StoredFace
 from .store import Store
 from .vector_index import Neighbours, VectorIndex
@@ -161,11 +161,16 @@ def to_json(result: SearchResult) -> dict[str, Any]:
         },
         "model": result.model,
         "threshold": result.threshold,
-        "faces": [_face_json(face) for face in result.faces],
+        "faces": [_face_json(face, result.model) for face in result.faces],
     }
 
 
-def _face_json(face: FaceResult) -> dict[str, Any]:
+def _fmr_json(distance: float, model: str) -> dict[str, Any]:
+    estimate = calibration.fmr_at(distance, model)
+    return {"fmr": float(f"{estimate.fmr:.3g}"), "fmr_extrapolated": estimate.extrapolated}
+
+
+def _face_json(face: FaceResult, model: str) -> dict[str, Any]:
     return {
         "box": face.box.as_dict(),
         "score": round(face.score, 4),
@@ -174,6 +179,7 @@ def _face_json(face: FaceResult) -> dict[str, Any]:
             {
                 "person": {"id": m.person.id, "name": m.person.name} if m.person else None,
                 "distance": round(m.distance, 4),
+                **_fmr_json(m.distance, model),
                 "verdict": m.verdict,
                 "photos": [_hit_json(hit) for hit in m.photos],
             }

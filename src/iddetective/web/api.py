@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import media
+from .. import calibration, media
 from ..errors import UsageError
 from ..query import parse_query
 from ..search import to_json
@@ -48,6 +48,9 @@ async def search_photo(
     photo: Annotated[UploadFile, File(description="The query photo (JPEG, PNG, WebP, HEIC…).")],
     top: Annotated[int, Query(ge=1, le=50)] = 5,
     threshold: Annotated[float | None, Query(gt=0, le=2)] = None,
+    max_fmr: Annotated[
+        float | None, Query(gt=0, lt=1, description="Threshold as a false-match rate instead.")
+    ] = None,
     person: Annotated[list[str] | None, Query(description="Search only these people.")] = None,
 ) -> dict[str, Any]:
     """Find every face of an uploaded photo and who each one is (audited)."""
@@ -62,7 +65,7 @@ async def search_photo(
                 sha256=hashlib.sha256(data).hexdigest(),
                 path=None,
                 top=top,
-                threshold=threshold,
+                threshold=calibration.resolve_threshold(threshold, max_fmr),
                 people=person,
                 actor=caller.actor,
             )
@@ -117,6 +120,9 @@ async def run_query(
     ] = None,
     top: Annotated[int, Query(ge=1, le=50)] = 5,
     threshold: Annotated[float | None, Query(gt=0, le=2)] = None,
+    max_fmr: Annotated[
+        float | None, Query(gt=0, lt=1, description="Threshold as a false-match rate instead.")
+    ] = None,
 ) -> dict[str, Any]:
     """Run a query: the people it selects, and with `face:` a search by the uploaded photo
     among their faces. Errors point at the line and column of the problem. Audited."""
@@ -134,8 +140,9 @@ async def run_query(
 
     def run() -> Any:
         with state.lock:
+            limit = calibration.resolve_threshold(threshold, max_fmr)
             return state.catalogue.query(
-                q, top=top, threshold=threshold, photo=analysed, actor=caller.actor
+                q, top=top, threshold=limit, photo=analysed, actor=caller.actor
             )
 
     answer = await run_in_threadpool(run)

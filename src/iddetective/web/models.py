@@ -78,6 +78,8 @@ class MatchModel(BaseModel):
 
     person: PersonModel | None = Field(description="None: faces nobody has named yet.")
     distance: float
+    fmr: float = Field(description="Estimated false-match rate at this distance.")
+    fmr_extrapolated: bool
     verdict: Literal["match", "no_match"]
     photos: list[HitModel]
 
