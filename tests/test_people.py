@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iddetective.entities import Account, PersonRecord
+from iddetective.entities import Account, PersonRecord, Provenance
 from iddetective.errors import UsageError
 from iddetective.store.migrations import MIGRATIONS
 from iddetective.store.sqlite import SqliteStore
@@ -146,7 +146,7 @@ def test_short_fragments_are_found_without_the_trigram_index(store: SqliteStore)
 
 def test_people_named_by_labels_are_findable(store: SqliteStore) -> None:
     with store._write():
-        store._person_for_label("Ёлка Ёлкина")
+        store._person_for_label("Ёлка Ёлкина", Provenance("x.jpg"))
     assert names(store.find("elkina", 5)) == ["Ёлка Ёлкина"]
 
 
