@@ -13,7 +13,7 @@ from iddetective import calibration, distances
 from iddetective.cli import main
 from iddetective.errors import UsageError
 
-from conftest import WebCatalogue
+from conftest import WebCatalogue, copy_data
 
 
 def test_the_table_is_monotonic_and_agrees_with_the_default_threshold() -> None:
@@ -51,9 +51,11 @@ def test_bad_rates_and_both_options_are_usage_errors() -> None:
     assert calibration.resolve_threshold(None, None) == distances.DEFAULT_THRESHOLD
 
 
-def test_search_shows_the_rate_and_takes_max_fmr(web_catalogue: WebCatalogue) -> None:
+def test_search_shows_the_rate_and_takes_max_fmr(
+    web_catalogue: WebCatalogue, tmp_path: Path
+) -> None:
     probe = next(p for p in web_catalogue.probes if p.person == "biden").path
-    data = str(web_catalogue.data_dir)
+    data = str(copy_data(web_catalogue.data_dir, tmp_path / "data"))  # searches are audited
     shown = CliRunner().invoke(main, ["search", probe, "--data", data])
     assert (
         shown.exit_code == 0

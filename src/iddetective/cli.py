@@ -8,6 +8,7 @@ name, catalogue problem); 2 bad arguments (missing path, unreadable manifest or 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from . import calibration, distances
 from .catalogue import Catalogue, default_data_dir
 from .entities import FoundPerson, SaveResult
 from .errors import IDDetectiveError
+from .eval_report import report_markdown, write_report
+from .evaluation import default_cache_dir, evaluate
 from .faces import PipelineSettings
 from .fetch import FetchSettings
 from .ingest import IndexReport
@@ -240,7 +243,8 @@ def _progress_bar(label: str, unit: str) -> Iterator[Callable[[int, int], None]]
     try:
         yield update
     finally:
-        progress.stop()
+        if progress.live.is_started:  # a bar never shown must not leave an empty line
+            progress.stop()
 
 
 def _report_failures(
@@ -284,6 +288,76 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
         out.print(
             f"{len(report.reviews)} labelled photos to review: iddetective review --data {data_dir}"
         )
+
+
+@main.command("eval")
+@click.argument("labels", type=click.Path(path_type=str, dir_okay=False, readable=False))
+@click.option(
+    "--pairs",
+    type=click.Path(path_type=str, dir_okay=False, readable=False),
+    help="CSV path_a,path_b,same of pairs to verify (10-fold accuracy, TAR at FAR).",
+)
+@click.option(
+    "--distractors",
+    type=click.Path(path_type=str, readable=False),
+    help="Folder of photos of other people, or their labels CSV, enrolled too.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write report.md, roc.png and distances.png into this folder.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_cache_dir,
+    show_default="$XDG_CACHE_HOME/iddetective/eval",
+    help="Folder of the embeddings cache (by photo SHA-256 and model).",
+)
+def eval_command(
+    labels: str,
+    pairs: str | None,
+    distractors: str | None,
+    report_dir: Path | None,
+    workers: int,
+    cache_dir: Path,
+) -> None:
+    """Measure accuracy on the labelled photos of LABELS (a path,person CSV; docs/accuracy.md)."""
+    command = _command_line(
+        "eval",
+        labels,
+        pairs=pairs,
+        distractors=distractors,
+        report=None if report_dir is None else str(report_dir),
+        workers=None if workers == 1 else str(workers),
+    )
+    with library_errors():
+        with _progress_bar("embedding", "photos") as update:
+            evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update)
+        run = evaluation.embedding
+        err.print(
+            f"{run.embedded} photos embedded in {run.seconds:.1f} s, "
+            f"{run.from_cache} from the cache ({run.cache})"
+        )
+        if report_dir is None:
+            out.print(report_markdown(evaluation, command))
+            return
+        written = write_report(evaluation, report_dir, command)
+    out.print(f"wrote {', '.join(str(path) for path in written)}")
+
+
+def _command_line(name: str, *arguments: str, **options: str | None) -> str:
+    """The command as a person would type it again (for the report)."""
+    words = ["iddetective", name, *arguments]
+    for option, value in options.items():
+        if value is not None:
+            words += [f"--{option}", value]
+    return shlex.join(words)
 
 
 @main.command()
