@@ -65,6 +65,16 @@ def data_option(command: F) -> F:
     )(command)
 
 
+def fallback_option(command: F) -> F:
+    """--fallback-detector: a second detector for photos where the first finds no face."""
+    return click.option(
+        "--fallback-detector",
+        type=click.Choice(["dlib-cnn"]),
+        default=None,
+        help="Try this detector on photos where HOG finds no face (slower on those photos).",
+    )(command)
+
+
 def threshold_options(command: F) -> F:
     """--threshold (a distance) or --max-fmr (a false-match rate), for the commands that match."""
     command = click.option(
@@ -122,6 +132,7 @@ def main() -> None:
     default="",
     help='On what basis they are processed, kept as provenance ("consent form").',
 )
+@fallback_option
 @click.option(
     "--upsample",
     type=click.IntRange(0, 3),
@@ -138,12 +149,15 @@ def index(
     prune: bool,
     retry_failed: bool,
     basis: str,
+    fallback_detector: str | None,
     upsample: int,
 ) -> None:
     """Index photos from PATHS (files and folders, recursively) into the catalogue."""
     with (
         library_errors(),
-        _opened(data_dir, create=True, pipeline=PipelineSettings(upsample=upsample)) as catalogue,
+        _opened(
+            data_dir, create=True, pipeline=_pipeline(upsample, fallback_detector)
+        ) as catalogue,
     ):
         with _progress_bar("indexing", "photos") as update:
             report = catalogue.index(
@@ -319,6 +333,7 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
     show_default="$XDG_CACHE_HOME/iddetective/eval",
     help="Folder of the embeddings cache (by photo SHA-256 and model).",
 )
+@fallback_option
 def eval_command(
     labels: str,
     pairs: str | None,
@@ -326,6 +341,7 @@ def eval_command(
     report_dir: Path | None,
     workers: int,
     cache_dir: Path,
+    fallback_detector: str | None,
 ) -> None:
     """Measure accuracy on the labelled photos of LABELS (a path,person CSV; docs/accuracy.md)."""
     command = _command_line(
@@ -335,10 +351,12 @@ def eval_command(
         distractors=distractors,
         report=None if report_dir is None else str(report_dir),
         workers=None if workers == 1 else str(workers),
+        fallback_detector=fallback_detector,
     )
     with library_errors():
         with _progress_bar("embedding", "photos") as update:
-            evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update)
+            settings = PipelineSettings(fallback_detector=fallback_detector)
+            evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update, settings)
         run = evaluation.embedding
         err.print(
             f"{run.embedded} photos embedded in {run.seconds:.1f} s, "
@@ -351,12 +369,16 @@ def eval_command(
     out.print(f"wrote {', '.join(str(path) for path in written)}")
 
 
+def _pipeline(upsample: int, fallback_detector: str | None) -> PipelineSettings:
+    return PipelineSettings(upsample=upsample, fallback_detector=fallback_detector)
+
+
 def _command_line(name: str, *arguments: str, **options: str | None) -> str:
     """The command as a person would type it again (for the report)."""
     words = ["iddetective", name, *arguments]
     for option, value in options.items():
         if value is not None:
-            words += [f"--{option}", value]
+            words += [f"--{option.replace('_', '-')}", value]
     return shlex.join(words)
 
 

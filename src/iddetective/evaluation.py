@@ -586,6 +586,7 @@ def evaluate(
     workers: int = 1,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    settings: PipelineSettings | None = None,
 ) -> Evaluation:
     """Embed the photos of `labels` (and of the distractors) and measure every figure."""
     started = time.monotonic()
@@ -593,7 +594,7 @@ def evaluate(
     pair_set = read_pairs(pairs, labelled) if pairs else None
     extra = read_distractors(distractors) if distractors else None
     extra_paths = extra.paths if extra else ()
-    run = embed_photos([*labelled.paths, *extra_paths], workers, cache_dir, progress)
+    run = embed_photos([*labelled.paths, *extra_paths], workers, cache_dir, progress, settings)
     dimension = pipeline_for(run.settings).embedder.dimension
     own = run.photos[: len(labelled.paths)]
     vectors = labelled_vectors(own, dimension)

@@ -83,6 +83,9 @@ class PipelineSettings:
     min_score: float = 0.0
     #: Extra jittered passes per face (dlib's num_jitters); 0 is one plain pass.
     jitters: int = 0
+    #: A second detector tried only on photos where `detector` finds no face ("dlib-cnn":
+    #: on lfw_dev it finds all 26 faces HOG misses; docs/accuracy.md). None: no second try.
+    fallback_detector: str | None = None
 
 
 class HogDetector:
@@ -165,6 +168,8 @@ class FacePipeline:
         self.settings = settings or PipelineSettings()
         self.detector = detector or _instance("detector", self.settings.detector, Detector)
         self.embedder = embedder or _instance("embedder", self.settings.embedder, Embedder)
+        fallback = self.settings.fallback_detector
+        self.fallback = _instance("detector", fallback, Detector) if fallback else None
 
     @property
     def model(self) -> str:
@@ -203,6 +208,9 @@ class FacePipeline:
         small = working if shrink == 1.0 else _resize(working, shrink)
         found = self.detector.detect(small, self.settings.upsample)
         kept = [d for d in found if d.score >= self.settings.min_score]
+        if not kept and self.fallback is not None:
+            # Scores of the second detector are on its own scale: min_score is not applied.
+            kept = self.fallback.detect(small, self.settings.upsample)
         boxes = [d.box.scaled(1 / shrink) for d in kept]
         return boxes, [d.score for d in kept]
 
