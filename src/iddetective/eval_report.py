@@ -130,11 +130,11 @@ def _detection_section(evaluation: Evaluation) -> str:
     ]
     lines = ["## Detection", "", "| | photos | share |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += [
-        "",
-        "Measured with the default pipeline only; other detector settings (upsampling, "
-        "the CNN detector) are out of scope of this first step of the evaluation.",
-    ]
+    settings = evaluation.embedding.settings
+    detector = f"{settings.detector}, upsample {settings.upsample}"
+    if settings.fallback_detector:
+        detector += f", with {settings.fallback_detector} where it finds no face"
+    lines += ["", f"Detector: {detector}. Comparing detector settings in one run is not done yet."]
     lines += _photo_list(evaluation, "Photos with no face found", [(p, "") for p in counts.no_face])
     lines += _photo_list(evaluation, "Photos that could not be used", list(counts.unusable))
     return "\n".join(lines)
