@@ -268,7 +268,7 @@ class Catalogue:
         faces = match_faces(
             self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
         )
-        blocked = privacy.blocked_faces(self, analysis)
+        blocked = self.store.opted_out(analysis)
         # An opted-out face matches nobody, and nothing says why.
         faces = [replace(f, matches=()) if b else f for f, b in zip(faces, blocked, strict=True)]
         return SearchResult(

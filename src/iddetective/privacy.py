@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from . import distances, media
-from .entities import Erasure, OptOut, PhotoAnalysis
+from .entities import Erasure, OptOut
 from .errors import UsageError
 from .faces import pipeline_for
 from .imaging import read_photo_bytes
@@ -29,7 +27,6 @@ __all__ = [
     "MaintenanceReport",
     "OptOutResult",
     "add_optout",
-    "blocked_faces",
     "erase_person",
     "run_maintenance",
 ]
@@ -81,16 +78,6 @@ def add_optout(catalogue: Catalogue, photo: str, actor: str) -> OptOutResult:
     erased = catalogue.store.erase_faces(within.ids.tolist(), actor, "optout_erase")
     _clean_up(catalogue, erased)
     return OptOutResult(optout, erased)
-
-
-def blocked_faces(catalogue: Catalogue, analysis: PhotoAnalysis) -> list[bool]:
-    """For each face of a query photo: is it within the opt-out threshold of a blocked face?"""
-    blocked = catalogue.store.optout_embeddings(analysis.model)
-    if not len(blocked) or not analysis.faces:
-        return [False] * len(analysis.faces)
-    vectors = np.stack([face.embedding for face in analysis.faces])
-    nearest = distances.euclidean_many(vectors, blocked).min(axis=1)
-    return [bool(d <= distances.OPTOUT_THRESHOLD) for d in nearest]
 
 
 def run_maintenance(catalogue: Catalogue, audit_days: int) -> MaintenanceReport:

@@ -101,8 +101,8 @@ class Store(Protocol):
         """The blocked embeddings of `model`, for matching only."""
         ...
 
-    def without_opted_out(self, analysis: PhotoAnalysis) -> PhotoAnalysis:
-        """The analysis minus faces within the opt-out threshold of a blocked face."""
+    def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
+        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
         ...
 
     def purge_audit(self, older_than_days: int) -> int:

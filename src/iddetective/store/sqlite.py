@@ -177,9 +177,11 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         self._db.execute("DELETE FROM failure WHERE path = ?", (path,))
         withheld = False
         if isinstance(outcome, IndexedPhoto):
-            kept = self.without_opted_out(outcome.analysis)
-            withheld = len(kept.faces) < len(outcome.analysis.faces)
-            outcome = replace(outcome, analysis=kept)
+            # Opted-out faces are dropped before anything of them is stored.
+            blocked = self.opted_out(outcome.analysis)
+            withheld = any(blocked)
+            kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
+            outcome = replace(outcome, analysis=replace(outcome.analysis, faces=kept))
         photo_id, created = self._photo_id(outcome)
         moved = self._record_file(outcome.file, photo_id)
         review = None

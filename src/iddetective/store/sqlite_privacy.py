@@ -11,7 +11,6 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -136,16 +135,14 @@ class SqlitePrivacy:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows]).astype(np.float32)
 
-    def without_opted_out(self, analysis: PhotoAnalysis) -> PhotoAnalysis:
-        """The analysis minus faces within the opt-out threshold of a blocked face: they are
-        dropped before anything of them is stored."""
+    def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
+        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
         blocked = self.optout_embeddings(analysis.model)
         if not len(blocked) or not analysis.faces:
-            return analysis
+            return [False] * len(analysis.faces)
         vectors = np.stack([face.embedding for face in analysis.faces])
         nearest = distances.euclidean_many(vectors, blocked).min(axis=1)
-        kept = tuple(f for f, d in zip(analysis.faces, nearest, strict=True) if d > OPTOUT)
-        return replace(analysis, faces=kept)
+        return [bool(d <= OPTOUT) for d in nearest]
 
     # -- retention ---------------------------------------------------------------------------
     def purge_audit(self, older_than_days: int) -> int:
