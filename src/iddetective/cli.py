@@ -12,6 +12,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ from rich.text import Text
 
 from . import calibration, distances
 from .catalogue import Catalogue, default_data_dir
-from .entities import FoundPerson, SaveResult
+from .entities import SaveResult
 from .errors import IDDetectiveError
 from .eval_report import report_markdown, write_report
 from .evaluation import default_cache_dir, evaluate
@@ -470,17 +471,12 @@ def find(text: str, data_dir: Path, limit: int, as_json: bool) -> None:
         found = catalogue.find(text, limit=limit)
     if as_json:
         for hit in found:
-            click.echo(json.dumps(_found_json(hit), ensure_ascii=False))
+            click.echo(json.dumps(asdict(hit), ensure_ascii=False))
         return
     table = Table("id", "name", "matched", "in")
     for hit in found:
         table.add_row(hit.person.id, hit.person.name, hit.value, hit.field)
     out.print(table if found else f"nobody's name, alias or handle contains {text!r}")
-
-
-def _found_json(hit: FoundPerson) -> dict[str, Any]:
-    person = {"id": hit.person.id, "name": hit.person.name}
-    return {"person": person, "field": hit.field, "value": hit.value, "rank": hit.rank}
 
 
 @main.command()

@@ -107,7 +107,7 @@ def find_people(
     with state.lock:
         found = state.catalogue.find(q, limit=limit, actor=caller.actor)
     state.metrics.searches.labels(kind="text").inc()
-    return {"items": [_found_json(f) for f in found]}
+    return {"items": [asdict(f) for f in found]}
 
 
 @router.post("/query", response_model=models.QueryResponse)
@@ -317,15 +317,6 @@ def audit(
         entries = request.app.state.catalogue.audit(limit=limit, before=before)
     next_before = entries[-1].id if len(entries) == limit else None
     return {"items": [asdict(e) for e in entries], "next_before": next_before}
-
-
-def _found_json(found: Any) -> dict[str, Any]:
-    return {
-        "person": {"id": found.person.id, "name": found.person.name},
-        "field": found.field,
-        "value": found.value,
-        "rank": found.rank,
-    }
 
 
 def _key_json(key: Any) -> dict[str, Any]:
