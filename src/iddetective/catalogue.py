@@ -46,7 +46,8 @@ from .entities import (
 from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .fetch import Fetcher, FetchSettings
-from .imaging import photo_suffix, read_photo_bytes
+from .files import keep_photo
+from .imaging import read_photo_bytes
 from .importing import ImportReport, apply_rows, fetch_photos, read_import
 from .ingest import IndexReport, ProgressCallback, index_plan
 from .query import Query, parse_query
@@ -456,13 +457,7 @@ class Catalogue:
         so a bad upload leaves nothing behind.
         """
         sha256 = hashlib.sha256(data).hexdigest()
-        suffix = photo_suffix(data, name)
-        target = self.data_dir / UPLOADS_DIR / sha256[:2] / f"{sha256}{suffix}"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-            partial.write_bytes(data)
-            os.replace(partial, target)
+        target = keep_photo(data, name, self.data_dir / UPLOADS_DIR)
         stat = target.stat()
         origin = Provenance(f"upload of {name}", actor, basis)
         outcome = IndexedPhoto(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 from .entities import Account, PersonRecord, Provenance
 from .errors import BadManifest, UsageError
 from .fetch import Fetcher, FetchError
-from .imaging import photo_suffix
+from .files import keep_photo
 from .ingest import IndexReport
 from .sources import PhotoJob
 from .store import Store
@@ -125,19 +124,8 @@ def fetch_photos(
             report.problems.append(RowProblem(photo.line, str(result)))
             continue
         origin = replace(photo.origin, source=f"{url} ({photo.origin.source})")
-        jobs.append(PhotoJob(_keep(result, url, target), photo.person_id, origin))
+        jobs.append(PhotoJob(str(keep_photo(result, url, target)), photo.person_id, origin))
     return jobs
-
-
-def _keep(data: bytes, url: str, target: Path) -> str:
-    sha256 = hashlib.sha256(data).hexdigest()
-    path = target / sha256[:2] / f"{sha256}{photo_suffix(data, url)}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    return str(path)
 
 
 def _is_url(photo: str) -> bool:

@@ -8,7 +8,6 @@ size, a crop by the face id (face ids are never reused), so a cached file never 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from PIL import Image
 
 from .entities import Box, PhotoRef
 from .errors import BadImage, NotFound
+from .files import write_atomically
 from .imaging import decode_image, read_photo_bytes
 
 __all__ = ["CROP_SIDE", "MEDIA_DIR", "THUMB_SIDES", "face_crop", "forget", "thumbnail"]
@@ -98,7 +98,4 @@ def _square_around(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]
 def _write_jpeg(image: Image.Image, target: Path) -> None:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=85, optimize=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, target)
+    write_atomically(target, buffer.getvalue())

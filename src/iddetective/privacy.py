@@ -18,6 +18,7 @@ from . import distances, media
 from .entities import Erasure, OptOut
 from .errors import UsageError
 from .faces import pipeline_for
+from .files import PARTIAL_GLOB
 from .imaging import read_photo_bytes
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def _orphan_media(catalogue: Catalogue) -> int:
 def _stale_partial_files(data_dir: Path) -> int:
     cutoff = time.time() - _STALE_PART_SECONDS
     removed = 0
-    for partial in data_dir.rglob(".*.part"):
+    for partial in data_dir.rglob(PARTIAL_GLOB):
         if partial.stat().st_mtime < cutoff:
             os.unlink(partial)
             removed += 1
