@@ -46,7 +46,7 @@ from .entities import (
 from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .fetch import Fetcher, FetchSettings
-from .files import keep_photo
+from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
 from .imaging import read_photo_bytes
 from .importing import ImportReport, apply_rows, fetch_photos, read_import
 from .ingest import IndexReport, ProgressCallback, index_plan
@@ -62,8 +62,6 @@ __all__ = ["CATALOG_FILE", "CLI_ACTOR", "Catalogue", "QueryAnswer", "default_dat
 CATALOG_FILE = "catalog.sqlite"
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
-UPLOADS_DIR = "uploads"
-FETCHED_DIR = "fetched"
 IndexProgress = Callable[[int, int], None]
 VECTORS_DIR = "vectors"
 

@@ -13,8 +13,20 @@ from pathlib import Path
 
 from .imaging import photo_suffix
 
-__all__ = ["PARTIAL_GLOB", "keep_photo", "write_atomically"]
+__all__ = [
+    "FETCHED_DIR",
+    "OWN_PHOTO_DIRS",
+    "PARTIAL_GLOB",
+    "UPLOADS_DIR",
+    "keep_photo",
+    "write_atomically",
+]
 
+#: Photos uploaded through the HTTP API, and photos downloaded from an import file's URLs.
+UPLOADS_DIR = "uploads"
+FETCHED_DIR = "fetched"
+#: Our own copies of photos (erasing a person deletes theirs; the operator's files stay).
+OWN_PHOTO_DIRS = (UPLOADS_DIR, FETCHED_DIR)
 #: Matches the partly written files `write_atomically` leaves when killed.
 PARTIAL_GLOB = ".*.part"
 

@@ -18,7 +18,7 @@ from . import distances, media
 from .entities import Erasure, OptOut
 from .errors import UsageError
 from .faces import pipeline_for
-from .files import PARTIAL_GLOB
+from .files import OWN_PHOTO_DIRS, PARTIAL_GLOB
 from .imaging import read_photo_bytes
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ __all__ = [
     "run_maintenance",
 ]
 
-#: Our own copies of photos (the operator's files elsewhere are never deleted).
-OWN_PHOTO_DIRS = ("uploads", "fetched")
 #: Partly written files older than this are left over from a killed process.
 _STALE_PART_SECONDS = 3600
 
