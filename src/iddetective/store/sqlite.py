@@ -175,13 +175,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             )
             return SaveResult(path, "failed", reason=outcome.reason)
         self._db.execute("DELETE FROM failure WHERE path = ?", (path,))
-        withheld = False
-        if isinstance(outcome, IndexedPhoto):
-            # Opted-out faces are dropped before anything of them is stored.
-            blocked = self.opted_out(outcome.analysis)
-            withheld = any(blocked)
-            kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
-            outcome = replace(outcome, analysis=replace(outcome.analysis, faces=kept))
+        outcome, withheld = self._without_opted_out(outcome)
         photo_id, created = self._photo_id(outcome)
         moved = self._record_file(outcome.file, photo_id)
         review = None
@@ -189,8 +183,9 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             # The labelled face may be the one withheld: never give its name to a bystander.
             review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
         elif outcome.label:
-            origin = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
-            origin = replace(origin or Provenance(), source=(origin and origin.source) or path)
+            known = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
+            origin = known or Provenance()
+            origin = replace(origin, source=origin.source or path)
             review = self._apply_label(photo_id, outcome.label, origin)
         if not created:
             return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
@@ -198,6 +193,17 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
             "SELECT face_count FROM photo WHERE id = ?", (photo_id,)
         ).fetchone()[0]
         return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
+
+    def _without_opted_out(
+        self, outcome: IndexedPhoto | KnownPhoto
+    ) -> tuple[IndexedPhoto | KnownPhoto, bool]:
+        """The outcome minus opted-out faces (dropped before anything of them is stored), and
+        whether any was dropped."""
+        if not isinstance(outcome, IndexedPhoto):
+            return outcome, False
+        blocked = self.opted_out(outcome.analysis)
+        kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
+        return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)
 
     def _photo_id(self, outcome: IndexedPhoto | KnownPhoto) -> tuple[int, bool]:
         row = self._db.execute(
