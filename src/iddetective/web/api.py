@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import calibration, media
+from ..entities import Stats
 from ..errors import UsageError
 from ..query import parse_query
 from ..search import to_json
@@ -276,7 +277,7 @@ async def upload_photo(
     }
 
 
-@router.get("/stats", response_model=models.StatsModel)
+@router.get("/stats", response_model=Stats)
 def stats(request: Request, caller: StatsReader) -> dict[str, Any]:
     """Catalogue size: photos, faces, people, failures, bytes on disk."""
     with request.app.state.lock:

@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# The catalogue's own dataclasses serve as bodies where the API shows them as they are
+# (those without defaults, so every field stays required in the schema).
+from ..entities import AuditEntry, PersonSummary
+
 __all__ = [
     "AuditPage",
     "BoxModel",
@@ -21,7 +25,6 @@ __all__ = [
     "PersonDetail",
     "QueryResponse",
     "SearchResponse",
-    "StatsModel",
     "UploadResult",
 ]
 
@@ -112,19 +115,10 @@ class SearchResponse(BaseModel):
     faces: list[FaceModel]
 
 
-class PersonSummaryModel(BaseModel):
-    """A person with face and photo counts."""
-
-    id: str
-    name: str
-    faces: int
-    photos: int
-
-
 class PeoplePage(BaseModel):
     """A page of people."""
 
-    items: list[PersonSummaryModel]
+    items: list[PersonSummary]
     offset: int
     limit: int
     total: int
@@ -197,19 +191,6 @@ class UploadResult(BaseModel):
     review: str | None
 
 
-class StatsModel(BaseModel):
-    """Catalogue size."""
-
-    photos: int
-    photos_without_face: int
-    faces: int
-    unknown_faces: int
-    people: int
-    failed: int
-    to_review: int
-    data_bytes: int
-
-
 class NewKey(BaseModel):
     """The key to create."""
 
@@ -233,22 +214,10 @@ class CreatedKey(KeyModel):
     key: str = Field(description="The key itself: shown this once, stored only as a hash.")
 
 
-class AuditModel(BaseModel):
-    """One audited search."""
-
-    id: int
-    at: str
-    actor: str
-    kind: str
-    query_sha256: str | None
-    query_text: str | None
-    results: int
-
-
 class AuditPage(BaseModel):
     """A page of the audit log, newest first."""
 
-    items: list[AuditModel]
+    items: list[AuditEntry]
     next_before: int | None = Field(description="Pass as `before` for the next, older page.")
 
 
