@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from iddetective.cli import main
+from iddetective.detection_study import compare_detectors, parse_detector_settings, sample_photos
 from iddetective.errors import UsageError
 from iddetective.evaluation import (
     Distractors,
@@ -106,6 +107,23 @@ def test_identification_with_distractors_by_hand() -> None:
     assert figures.rank == {1: 0.0, 5: pytest.approx(2 / 3)}
 
 
+def test_identification_enrolling_the_single_photo_people_by_hand() -> None:
+    # d has one photo, at 5 degrees: enrolled, it comes nearer to a's probe at 10 than a does.
+    vectors = np.concatenate([VECTORS, np.array([_unit(5)], dtype=np.float32)])
+    people = [*PEOPLE, "d"]
+    assert identification(vectors, people).rank[1] == pytest.approx(1 / 3)
+    figures = identification(vectors, people, enrol_single_photo_people=True)
+    assert (figures.people, figures.distractor_faces, figures.unknown_probes) == (2, 2, 0)
+    assert figures.rank == {1: 0.0, 5: pytest.approx(2 / 3)}
+    assert set(figures.dir.values()) == {None}
+
+
+def test_identification_enrols_no_faceless_single_photo_person() -> None:
+    vectors = np.concatenate([VECTORS, np.full((1, 2), NAN, np.float32)])
+    figures = identification(vectors, [*PEOPLE, "d"], enrol_single_photo_people=True)
+    assert figures.distractor_faces == 1  # c; d has no face to enrol
+
+
 def test_identification_dir_by_hand() -> None:
     # 30 unknown probes, 3 of them (10 %) may match: the nearest is 0.1 from a, the fourth 0.5.
     unknown = [_unit(angle) for angle in [-6, -12, -18, -29] + [-60] * 26]
@@ -157,6 +175,38 @@ def test_bad_labels_and_pairs_are_usage_errors(tmp_path: Path) -> None:
         read_pairs(str(pairs), labelled)
 
 
+def test_detector_settings_parse_with_the_rest_of_the_pipeline() -> None:
+    base = PipelineSettings(max_side=800, fallback_detector="dlib-cnn")
+    found = parse_detector_settings("hog:0, cnn:1,hog:0,dlib-hog:2", base)
+    assert [(s.detector, s.upsample) for s in found] == [
+        ("dlib-hog", 0),
+        ("dlib-cnn", 1),
+        ("dlib-hog", 2),
+    ]
+    assert {(s.max_side, s.fallback_detector) for s in found} == {(800, None)}
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("sift:1", "unknown detector 'sift'"),
+        ("hog", "'hog' needs an upsample count from 0 to 3"),
+        ("hog:1,cnn:9", "'cnn:9' needs an upsample count"),
+        ("hog:-1", "'hog:-1' needs an upsample count"),
+    ],
+)
+def test_bad_detector_settings_say_which_part(spec: str, says: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(says)):
+        parse_detector_settings(spec, PipelineSettings())
+
+
+def test_detector_sample_is_the_same_every_run() -> None:
+    paths = [f"p{i}.jpg" for i in range(50)]
+    first = sample_photos(paths, 10)
+    assert first == sample_photos(paths, 10) and len(set(first)) == 10
+    assert set(first) <= set(paths) and sample_photos(paths, 80) == paths
+
+
 def test_embedding_cache_round_trip(tmp_path: Path) -> None:
     settings = PipelineSettings()
     cache = EmbeddingCache(tmp_path, "model-x", settings)
@@ -200,6 +250,10 @@ def fr_report(eval_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
             "2",
             "--cache",
             str(eval_cache),
+            "--detectors",
+            "hog:0,hog:1",
+            "--detector-sample",
+            "8",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -216,6 +270,12 @@ def test_eval_writes_the_report_and_plots(fr_report: Path) -> None:
     assert "| model | dlib-resnet-v1 " in text
     assert re.search(r"\| 10-fold accuracy .*\| 100\.00 % ± 0\.00 \|", text)
     assert "not enough pairs (102 impostor; 300 needed)" in text
+    assert "### Detector settings compared" in text and "on 8 photos chosen at random" in text
+    # Every face_recognition photo has a face HOG finds at upsample 1 (and at 0: big faces).
+    assert re.search(r"\| hog:0 \| 0 \(0\.00 %\) \| 0 \| 0 \| \d\.\d{3} / ", text)
+    assert re.search(r"\| hog:1 \| 0 \(0\.00 %\) \| 0 \| 0 \| \d\.\d{3} / ", text)
+    # One person has a single photo: enrolled too in the last closed-set column.
+    assert "| figure | without distractors | with distractors | single-photo people" in text
     for plot in ("roc.png", "distances.png"):
         with Image.open(fr_report / plot) as image:
             assert image.format == "PNG" and image.width > 300
@@ -242,6 +302,18 @@ def test_eval_figures_through_the_library(fr_report: Path, eval_cache: Path) -> 
     assert found.with_distractors is not None
     assert 185 <= found.with_distractors.distractor_faces <= 200
     assert found.with_distractors.rank[1] >= 0.9 and found.with_distractors.rank[5] == 1.0
+    singles = found.with_single_photo_people
+    assert singles is not None and singles.distractor_faces == 1 and singles.rank[1] == 1.0
+
+
+@pytest.mark.slow
+def test_detector_comparison_agrees_with_the_pipeline(fr_report: Path) -> None:
+    folder = require_set("face_recognition")
+    paths = read_labelled_set(str(folder / "labels.csv")).paths
+    (trial,) = compare_detectors(paths, parse_detector_settings("hog:1", PipelineSettings()))
+    # The pipeline's own detector setting: the same photos as the embedding run found.
+    assert (trial.photos, trial.no_face, trial.several_faces, trial.unusable) == (16, 0, 0, 0)
+    assert 0 < trial.median_seconds <= trial.mean_seconds * 3 and trial.label == "hog:1"
 
 
 @pytest.mark.slow

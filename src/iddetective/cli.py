@@ -33,10 +33,11 @@ from rich.text import Text
 
 from . import calibration, distances
 from .catalogue import Catalogue, default_data_dir
+from .detection_study import parse_detector_settings
 from .entities import SaveResult
 from .errors import IDDetectiveError
 from .eval_report import report_markdown, write_report
-from .evaluation import default_cache_dir, evaluate
+from .evaluation import default_cache_dir, evaluate, with_detector_trials
 from .faces import PipelineSettings
 from .fetch import FetchSettings
 from .ingest import IndexReport
@@ -335,6 +336,17 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
     help="Folder of the embeddings cache (by photo SHA-256 and model).",
 )
 @fallback_option
+@click.option(
+    "--detectors",
+    metavar="SETTINGS",
+    help="Also compare detector settings alone on the labelled photos, e.g. "
+    "hog:0,hog:1,hog:2,cnn:0 (detector:upsample): faces found, seconds per photo.",
+)
+@click.option(
+    "--detector-sample",
+    type=click.IntRange(1),
+    help="Compare the detectors on this many of the photos, chosen at random (default: all).",
+)
 def eval_command(
     labels: str,
     pairs: str | None,
@@ -343,6 +355,8 @@ def eval_command(
     workers: int,
     cache_dir: Path,
     fallback_detector: str | None,
+    detectors: str | None,
+    detector_sample: int | None,
 ) -> None:
     """Measure accuracy on the labelled photos of LABELS (a path,person CSV; docs/accuracy.md)."""
     command = _command_line(
@@ -353,16 +367,24 @@ def eval_command(
         report=None if report_dir is None else str(report_dir),
         workers=None if workers == 1 else str(workers),
         fallback_detector=fallback_detector,
+        detectors=detectors,
+        detector_sample=None if detector_sample is None else str(detector_sample),
     )
     with library_errors():
+        settings = PipelineSettings(fallback_detector=fallback_detector)
+        trials = parse_detector_settings(detectors, settings) if detectors else []
         with _progress_bar("embedding", "photos") as update:
-            settings = PipelineSettings(fallback_detector=fallback_detector)
             evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update, settings)
         run = evaluation.embedding
         err.print(
             f"{run.embedded} photos embedded in {run.seconds:.1f} s, "
             f"{run.from_cache} from the cache ({run.cache})"
         )
+        if trials:
+            with _progress_bar("detectors", "photos") as update:
+                evaluation = with_detector_trials(
+                    evaluation, trials, detector_sample, workers, update
+                )
         if report_dir is None:
             out.print(report_markdown(evaluation, command))
             return

@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import multiprocessing
 import os
-import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import distances
+from .detection_study import DetectorTrial, compare_detectors, sample_photos
 from .entities import FailedPhoto, IndexedPhoto
-from .errors import IDDetectiveError, UsageError
+from .errors import UsageError
 from .faces import PipelineSettings, pipeline_for
 from .ingest import analyse_file
 from .labelling import choose_labelled_face
@@ -47,6 +44,7 @@ from .metrics import (
     missing_pairs,
     tar_at_far,
 )
+from .processes import map_in_processes
 from .sources import PhotoJob, plan_sources, read_manifest
 
 __all__ = [
@@ -78,6 +76,7 @@ __all__ = [
     "read_pairs",
     "split_enrolment",
     "verification",
+    "with_detector_trials",
 ]
 
 #: False-accept rates at which verification reports the true-accept rate.
@@ -289,7 +288,7 @@ def embed_photos(
         _report(progress, done, total)
         keys = list(pending)
         jobs = [paths[pending[key][0]] for key in keys]
-        for number, photo in _analyse_all(jobs, workers, settings):
+        for number, photo in map_in_processes(analyse_photo, jobs, workers, settings):
             if photo.sha256 and photo.sha256 == keys[number]:
                 cache.put(photo)
             for i in pending[keys[number]]:
@@ -332,41 +331,6 @@ def _sha256_of(path: str) -> str:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return ""  # the pipeline's reading says why
-
-
-def _analyse_all(
-    paths: list[str], workers: int, settings: PipelineSettings
-) -> Iterator[tuple[int, PhotoFaces]]:
-    """(position in `paths`, faces) of every photo, in the order they are done."""
-    if workers <= 1 or len(paths) <= 1:
-        for number, path in enumerate(paths):
-            yield number, analyse_photo(path, settings)
-        return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        min(workers, len(paths)), mp_context=context, initializer=_start_worker
-    )
-    try:
-        futures: dict[Future[PhotoFaces], int] = {
-            pool.submit(analyse_photo, path, settings): n for n, path in enumerate(paths)
-        }
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    except BrokenProcessPool:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise IDDetectiveError(
-            "a worker process died in the face pipeline; what was embedded is cached: "
-            "run again with --workers 1 to find the photo"
-        ) from None
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _start_worker() -> None:
-    # Ctrl-C reaches the whole process group: the main process alone decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def analyse_photo(path: str, settings: PipelineSettings) -> PhotoFaces:
@@ -509,10 +473,21 @@ def identification(
     people: Sequence[str],
     distractors: np.ndarray | None = None,
     distractor_people: Sequence[str] = (),
+    enrol_single_photo_people: bool = False,
 ) -> Identification:
     """Rank-k and DIR of these labelled faces (rows; NaN: no face), enrolled as
-    `split_enrolment` says, with the distractors' faces (rows) enrolled too."""
+    `split_enrolment` says, with the distractors' faces (rows) enrolled too.
+
+    With `enrol_single_photo_people` the people with a single photo are enrolled as well
+    (distractors from the same set) instead of searched as unknown probes: no DIR then.
+    """
     enrolled, probes, unknown = split_enrolment(people)
+    if enrol_single_photo_people:
+        singles = [row for row in unknown if not np.isnan(vectors[row, 0])]
+        extra = [vectors[singles]] if distractors is None else [distractors, vectors[singles]]
+        distractors = np.concatenate(extra)
+        distractor_people = [*distractor_people, *(people[row] for row in singles)]
+        unknown = []
     gallery = vectors[enrolled]
     gallery_people = [people[row] for row in enrolled]
     if distractors is not None:
@@ -576,6 +551,9 @@ class Evaluation:
     distractors: Distractors | None = None
     distractor_detection: DetectionCounts | None = None
     with_distractors: Identification | None = None
+    #: Closed-set figures with the single-photo people enrolled as distractors too.
+    with_single_photo_people: Identification | None = None
+    detector_trials: tuple[DetectorTrial, ...] = ()
     seconds: float = 0.0
 
 
@@ -604,6 +582,9 @@ def evaluate(
         detection=detection_counts(labelled.paths, own),
         all_pairs=verification(*all_pair_distances(vectors, labelled.people), kfold=False),
         identification=identification(vectors, labelled.people),
+        with_single_photo_people=identification(
+            vectors, labelled.people, enrol_single_photo_people=True
+        ),
         pairs=pair_set,
         on_pairs=verification(pair_distances(vectors, pair_set), pair_set.same)
         if pair_set
@@ -624,3 +605,17 @@ def _with_distractors(
         distractor_detection=detection_counts(extra.paths, photos),
         with_distractors=identification(vectors, evaluation.labelled.people, faces, people),
     )
+
+
+def with_detector_trials(
+    evaluation: Evaluation,
+    detectors: Sequence[PipelineSettings],
+    sample: int | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """The evaluation with each detector setting tried alone on `sample` of its labelled
+    photos (all of them when None; the same random ones every run)."""
+    photos = sample_photos(evaluation.labelled.paths, sample)
+    trials = compare_detectors(photos, detectors, workers, progress)
+    return replace(evaluation, detector_trials=tuple(trials))

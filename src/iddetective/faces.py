@@ -187,7 +187,7 @@ class FacePipeline:
     def analyse_image(self, image: DecodedImage) -> PhotoAnalysis:
         """Every face in an already decoded image, largest first, boxes in upright pixels."""
         working = image.pixels
-        boxes, scores = self._detect(working)
+        boxes, scores = self.detect(working)
         vectors, landmarks = self.embedder.embed(working, boxes, self.settings.jitters)
         vectors = distances.prepare(vectors)
         faces = [
@@ -202,7 +202,9 @@ class FacePipeline:
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return PhotoAnalysis(image.width, image.height, tuple(faces), self.model)
 
-    def _detect(self, working: np.ndarray) -> tuple[list[Box], list[float]]:
+    def detect(self, working: np.ndarray) -> tuple[list[Box], list[float]]:
+        """Face boxes (in `working`'s pixels) and scores, detected on a copy at most
+        `detect_max_side` large, with the fallback detector where the first finds none."""
         height, width = working.shape[:2]
         shrink = min(1.0, self.settings.detect_max_side / max(width, height))
         small = working if shrink == 1.0 else _resize(working, shrink)
