@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import access, distances, privacy
+from . import access, discovery, distances, privacy
 from .entities import (
     ApiKey,
     AuditEntry,
+    Cluster,
+    Edit,
     Erasure,
     Failure,
     FileStat,
@@ -114,6 +116,11 @@ class Catalogue:
         self._index: VectorIndex | None = None
         self._index_epoch = -1
 
+    @property
+    def model(self) -> str:
+        """The name of the embedding model this catalogue's pipeline uses."""
+        return pipeline_for(self.pipeline).embedder.name
+
     def close(self) -> None:
         """Close the store."""
         self.store.close()
@@ -170,7 +177,7 @@ class Catalogue:
             retry_failed=retry_failed,
             progress=progress,
         )
-        self.vector_index()
+        report.clustering = discovery.cluster_new(self.store, self.vector_index(), self.model)
         return report
 
     def import_file(
@@ -363,7 +370,7 @@ class Catalogue:
         return index
 
     def _catch_up(self, index: VectorIndex) -> None:
-        model = pipeline_for(self.pipeline).embedder.name
+        model = self.model
         current, held = self.store.face_ids(model), index.ids()
         index.remove(np.setdiff1d(held, current, assume_unique=True))
         missing = np.setdiff1d(current, held, assume_unique=True)
@@ -385,7 +392,7 @@ class Catalogue:
         return len(index)
 
     def _index_path(self, index_class: type) -> Path:
-        model = pipeline_for(self.pipeline).embedder.name
+        model = self.model
         suffix = getattr(index_class, "suffix", "")
         return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}{suffix}"
 
@@ -394,6 +401,67 @@ class Catalogue:
         """A person (by id or unambiguous name) and every face of theirs in the catalogue."""
         person = self.store.resolve_person(ref)
         return person, self.store.faces_of_person(person.id)
+
+    # -- discovering people (discovery.py, docs/clustering.md) -------------------------------
+    def cluster(self, *, full: bool = False) -> discovery.ClusterReport:
+        """Cluster the unnamed faces clustering has not considered yet (every unnamed face
+        again with `full`, keeping cluster ids where the faces stay together)."""
+        if full:
+            return discovery.cluster_all(self.store, self.model)
+        return discovery.cluster_new(self.store, self.vector_index(), self.model)
+
+    def clusters(self, *, min_size: int = 2, limit: int = 100, offset: int = 0) -> list[Cluster]:
+        """Clusters of at least `min_size` unnamed faces, largest first."""
+        return self.store.clusters(min_size, limit, offset)
+
+    def cluster_faces(self, cluster_id: int) -> Cluster:
+        """One cluster with all its faces."""
+        return self.store.cluster(cluster_id)
+
+    def name_cluster(
+        self,
+        cluster_id: int,
+        *,
+        person: str | None = None,
+        new_name: str | None = None,
+        actor: str = CLI_ACTOR,
+    ) -> Edit:
+        """Give a cluster's faces to `person` (id or unambiguous name) or a new person."""
+        return self.store.name_cluster(cluster_id, self._target(person, new_name), new_name, actor)
+
+    def move_faces(
+        self,
+        face_ids: Sequence[int],
+        *,
+        person: str | None = None,
+        new_name: str | None = None,
+        actor: str = CLI_ACTOR,
+    ) -> Edit:
+        """Move faces to `person` or a new person (split a wrongly merged person)."""
+        return self.store.move_faces(face_ids, self._target(person, new_name), new_name, actor)
+
+    def _target(self, person: str | None, new_name: str | None) -> str | None:
+        """The id of the person faces go to (None: a new person named `new_name`)."""
+        if (person is None) == (new_name is None):
+            raise UsageError("give either an existing person or a new name, not both")
+        return self.store.resolve_person(person).id if person is not None else None
+
+    def reject_faces(self, face_ids: Sequence[int], *, actor: str = CLI_ACTOR) -> Edit:
+        """Take faces from their person; they never rejoin that person automatically."""
+        return self.store.reject_faces(face_ids, actor)
+
+    def merge_people(self, target: str, source: str, *, actor: str = CLI_ACTOR) -> Edit:
+        """Fold `source` into `target` (ids or unambiguous names)."""
+        target_id = self.store.resolve_person(target).id
+        return self.store.merge_people(target_id, self.store.resolve_person(source).id, actor)
+
+    def undo(self, edit_id: int, *, actor: str = CLI_ACTOR) -> Edit:
+        """Undo a recorded edit (refused when a later edit changed the same faces)."""
+        return self.store.undo_edit(edit_id, actor)
+
+    def edits(self, *, limit: int = 100) -> list[Edit]:
+        """Recorded edits of who is who, newest first."""
+        return self.store.edits(limit)
 
     # -- privacy (privacy.py, docs/privacy.md) ------------------------------------------------
     def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:

@@ -11,6 +11,8 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Box",
+    "Cluster",
+    "Edit",
     "Erasure",
     "FaceAnalysis",
     "FailedPhoto",
@@ -33,6 +35,7 @@ __all__ = [
     "Stats",
     "StoredFace",
     "StoredFile",
+    "UnnamedFaces",
 ]
 
 
@@ -82,6 +85,8 @@ class FaceAnalysis:
     score: float
     landmarks: tuple[tuple[int, int], ...]
     embedding: np.ndarray = field(repr=False, compare=False)
+    #: Variance of the Laplacian of the face crop (clustering.sharpness); None: not measured.
+    sharpness: float | None = None
 
 
 @dataclass(frozen=True)
@@ -333,3 +338,37 @@ class OptOut:
 
     token: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A group of unnamed faces that are likely one person, with a few of its faces."""
+
+    id: int
+    size: int
+    faces: tuple[StoredFace, ...]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A recorded change of who is who (name a cluster, merge, split, reject, undo)."""
+
+    id: int
+    at: str
+    actor: str
+    kind: str
+    summary: str
+    faces: int  # faces it moved
+    undone_at: str | None = None
+    undone_by: str | None = None
+
+
+@dataclass(frozen=True)
+class UnnamedFaces:
+    """Faces with no person, as arrays for clustering (rows in face id order)."""
+
+    ids: np.ndarray  # int64
+    photos: np.ndarray  # int64, each face's photo
+    vectors: np.ndarray = field(repr=False)  # float32, one embedding per row
+    boxes: tuple[Box, ...] = field(repr=False)
+    sharpness: tuple[float | None, ...] = field(repr=False)

@@ -196,6 +196,7 @@ class FacePipeline:
                 score=score,
                 landmarks=tuple((round(x * image.scale), round(y * image.scale)) for x, y in marks),
                 embedding=vector,
+                sharpness=face_sharpness(working, box),
             )
             for box, score, marks, vector in zip(boxes, scores, landmarks, vectors, strict=True)
         ]
@@ -230,6 +231,24 @@ def _instance(kind: str, name: str, protocol: type) -> Any:
 
         raise UsageError(f"{kind} {name!r} does not implement the {protocol.__name__} protocol")
     return instance
+
+
+def face_sharpness(pixels: np.ndarray, box: Box) -> float:
+    """How sharp the face in `box` of an RGB image is (clustering.sharpness of its grey
+    crop, resized to 64 px wide so the figure does not depend on the face's size)."""
+    from PIL import Image
+
+    from .clustering import sharpness
+
+    height, width = pixels.shape[:2]
+    crop = pixels[
+        max(0, box.top) : min(height, box.bottom), max(0, box.left) : min(width, box.right)
+    ]
+    if crop.size == 0:
+        return 0.0
+    grey = Image.fromarray(crop).convert("L")
+    side = max(1, round(grey.height * 64 / grey.width))
+    return sharpness(np.asarray(grey.resize((64, side), Image.Resampling.BILINEAR)))
 
 
 def _box(rect: Any) -> Box:

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .discovery import ClusterReport
 from .entities import (
     FailedPhoto,
     FileStat,
@@ -61,6 +62,8 @@ class IndexReport:
     failed: list[SaveResult] = field(default_factory=list)
     reviews: list[SaveResult] = field(default_factory=list)
     interrupted: bool = False
+    #: What placing the new faces in clusters did (the catalogue runs it after indexing).
+    clustering: ClusterReport | None = None
 
     @property
     def photos_per_second(self) -> float:

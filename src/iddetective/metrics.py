@@ -17,6 +17,7 @@ pair and for a probe of an enrolled person, and stays in every denominator (the
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "identification_ranks",
     "kfold_accuracy",
     "missing_pairs",
+    "pairwise_scores",
     "rate_at",
     "roc_points",
     "stratified_folds",
@@ -221,3 +223,18 @@ def _largest_keeping(ordered: np.ndarray, allowed: int) -> float:
     if allowed >= len(ordered):
         return math.inf
     return float(np.nextafter(ordered[allowed], -np.inf))
+
+
+def pairwise_scores(truth: Sequence[object], predicted: Sequence[object]) -> tuple[float, float]:
+    """Pairwise precision and recall of a clustering: of the pairs of items put in one
+    cluster, the share that truly belong together; of the pairs that truly belong together,
+    the share put in one cluster. 1.0 where there are no such pairs."""
+    if len(truth) != len(predicted):
+        raise ValueError("truth and predicted label the same items")
+    cells = Counter(zip(truth, predicted, strict=True))
+    together = sum(n * (n - 1) // 2 for n in cells.values())
+    predicted_pairs = sum(n * (n - 1) // 2 for n in Counter(predicted).values())
+    true_pairs = sum(n * (n - 1) // 2 for n in Counter(truth).values())
+    precision = together / predicted_pairs if predicted_pairs else 1.0
+    recall = together / true_pairs if true_pairs else 1.0
+    return precision, recall

@@ -13,6 +13,8 @@ import numpy as np
 from ..entities import (
     ApiKey,
     AuditEntry,
+    Cluster,
+    Edit,
     Erasure,
     Failure,
     FoundPerson,
@@ -30,6 +32,7 @@ from ..entities import (
     Stats,
     StoredFace,
     StoredFile,
+    UnnamedFaces,
 )
 from ..query import Query
 
@@ -236,4 +239,71 @@ class Store(Protocol):
 
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
         """Audit entries newest first, `limit` of them, with ids below `before` if given."""
+        ...
+
+    # -- clusters and edits of who is who (store/sqlite_clusters.py) -------------------------
+    def unnamed_faces(self, model: str, only_new: bool) -> UnnamedFaces:
+        """Faces of `model` with no person; only those clustering has not considered yet
+        when `only_new`."""
+        ...
+
+    def cluster_of_faces(self, face_ids: Sequence[int]) -> dict[int, tuple[int | None, int]]:
+        """(cluster or None, photo) of each of these faces that has no person."""
+        ...
+
+    def photos_of_clusters(self, cluster_ids: Iterable[int]) -> dict[int, set[int]]:
+        """The photos that have a face in each of these clusters."""
+        ...
+
+    def set_clusters(self, assignments: Sequence[tuple[int, int | None]], replace: bool) -> int:
+        """Record (face, cluster or None: below the quality bar); `replace` drops every
+        other cluster row first. Faces that have a person are skipped."""
+        ...
+
+    def new_cluster_ids(self, count: int) -> int:
+        """Reserve `count` fresh cluster ids; returns the first."""
+        ...
+
+    def clusters(self, min_size: int = 2, limit: int = 100, offset: int = 0) -> list[Cluster]:
+        """Clusters of at least `min_size` faces, largest first, a few faces each."""
+        ...
+
+    def cluster(self, cluster_id: int) -> Cluster:
+        """One cluster with all its faces."""
+        ...
+
+    def cluster_stats(self) -> tuple[int, int, int]:
+        """(clusters of 2+ faces, faces in them, faces below the quality bar)."""
+        ...
+
+    def name_cluster(
+        self, cluster_id: int, person_id: str | None, new_name: str | None, actor: str
+    ) -> Edit:
+        """Give a cluster's faces to a person or to a new person; recorded."""
+        ...
+
+    def move_faces(
+        self, face_ids: Sequence[int], person_id: str | None, new_name: str | None, actor: str
+    ) -> Edit:
+        """Move faces to a person or a new person (a split); recorded."""
+        ...
+
+    def reject_faces(self, face_ids: Sequence[int], actor: str) -> Edit:
+        """Take faces from their person for good (unless undone); recorded."""
+        ...
+
+    def merge_people(self, target_id: str, source_id: str, actor: str) -> Edit:
+        """Fold one person into another; recorded."""
+        ...
+
+    def undo_edit(self, edit_id: int, actor: str) -> Edit:
+        """Put back what an edit changed; recorded as an edit of its own."""
+        ...
+
+    def edits(self, limit: int = 100) -> list[Edit]:
+        """Recorded edits, newest first."""
+        ...
+
+    def forget_edits_of(self, person_id: str) -> int:
+        """Delete the recorded edits that mention a person (erasure)."""
         ...

@@ -149,4 +149,31 @@ MIGRATIONS: list[str] = [
     ALTER TABLE person ADD COLUMN added_by TEXT;
     ALTER TABLE person ADD COLUMN basis TEXT
     """,
+    # 5: discovering people. Faces nobody named are grouped into clusters (a row per face
+    # considered; cluster NULL: below the quality bar); a face rejected from a person never
+    # rejoins them on its own; every edit of who is who is recorded with what undoes it.
+    """
+    ALTER TABLE face ADD COLUMN sharpness REAL;
+    CREATE TABLE face_cluster (
+        face_id INTEGER PRIMARY KEY REFERENCES face (id) ON DELETE CASCADE,
+        cluster_id INTEGER
+    );
+    CREATE INDEX face_cluster_cluster ON face_cluster (cluster_id);
+    CREATE TABLE face_rejection (
+        face_id INTEGER NOT NULL REFERENCES face (id) ON DELETE CASCADE,
+        person_id TEXT NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+        PRIMARY KEY (face_id, person_id)
+    );
+    CREATE TABLE edit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        undone_at TEXT,
+        undone_by TEXT
+    );
+    INSERT INTO meta (key, value) VALUES ('next_cluster', '1')
+    """,
 ]

@@ -42,6 +42,7 @@ from ..entities import (
 from ..errors import AmbiguousPerson, NotFound, StoreError
 from ..labelling import choose_labelled_face
 from .migrations import MIGRATIONS
+from .sqlite_clusters import SqliteClusters
 from .sqlite_people import SqlitePeople
 from .sqlite_privacy import SqlitePrivacy
 from .sqlite_sql import select_in
@@ -51,7 +52,7 @@ __all__ = ["SqliteStore"]
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople, SqlitePrivacy):
+class SqliteStore(SqlitePeople, SqlitePrivacy, SqliteClusters):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
@@ -231,7 +232,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
         photo_id = int(cursor.lastrowid or 0)
         self._db.executemany(
             "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
-            "landmarks, model, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "landmarks, model, embedding, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     photo_id,
@@ -243,6 +244,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy):
                     json.dumps(f.landmarks),
                     analysis.model,
                     np.asarray(f.embedding, dtype="<f4").tobytes(),
+                    f.sharpness,
                 )
                 for f in analysis.faces
             ],

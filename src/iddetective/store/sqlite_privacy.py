@@ -33,6 +33,7 @@ class SqlitePrivacy:
     _photos: Callable[[Iterator[int]], dict[int, PhotoRef]]
     _bump_epoch: Callable[[], None]
     _delete_person_text: Callable[[str], None]
+    forget_edits_of: Callable[[str], int]
 
     def erase_person(self, person_id: str, actor: str) -> Erasure:
         """Remove the person, their faces, and photos left with no face, in one transaction.
@@ -47,6 +48,7 @@ class SqlitePrivacy:
             ]
             emptied = self._delete_faces(faces)
             self._delete_person_text(person_id)
+            self.forget_edits_of(person_id)
             db.execute("DELETE FROM person WHERE id = ?", (person_id,))
             token = self._audit_token("erase", actor, len(faces))
         return Erasure(token, tuple(sorted(faces)), emptied)

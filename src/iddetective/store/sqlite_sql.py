@@ -12,12 +12,15 @@ __all__ = ["chunks", "select_in"]
 _CHUNK = 900
 
 
-def select_in(db: sqlite3.Connection, sql: str, values: Iterable[Any]) -> list[sqlite3.Row]:
+def select_in(
+    db: sqlite3.Connection, sql: str, values: Iterable[Any], before: Sequence[Any] = ()
+) -> list[sqlite3.Row]:
     """Rows of `sql` for every one of `values` (distinct, sorted), in chunks: `sql` holds
-    `{marks}` where the `IN (...)` placeholders go, and no other parameters."""
+    `{marks}` where the `IN (...)` placeholders go, after the parameters `before`."""
     rows: list[sqlite3.Row] = []
     for chunk in chunks(sorted(set(values))):
-        rows += db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+        query = sql.format(marks=",".join("?" * len(chunk)))
+        rows += db.execute(query, [*before, *chunk]).fetchall()
     return rows
 
 
