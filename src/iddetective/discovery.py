@@ -19,7 +19,6 @@ import numpy as np
 
 from .clustering import (
     CLUSTER_THRESHOLD,
-    Neighbour,
     choose_cluster,
     cluster_faces,
     clusterable,
@@ -96,31 +95,26 @@ def cluster_new(
     if not len(faces.ids):
         return _report(store, 0, 0, 0, started)
     good = _good(faces).tolist()
-    found = index.range_search(faces.vectors, threshold) if faces.vectors.size else []
-    near_ids = {int(i) for neighbours in found for i in neighbours.ids}
-    known = store.cluster_of_faces(sorted(near_ids))  # unnamed neighbours: (cluster, photo)
-    holding = store.photos_of_clusters({c for c, _ in known.values() if c is not None})
+    found = index.range_search(faces.vectors, threshold)
+    near = store.cluster_of_faces(sorted({int(i) for hits in found for i in hits.ids}))
+    clusters = _Clusters(store, {c for c, _ in near.values() if c is not None})
     placed: dict[int, int | None] = {}
     joined, fresh = 0, list[int]()
     for row, face in enumerate(faces.ids.tolist()):
-        photo = int(faces.photos[row])
         if not good[row]:
             placed[face] = None
             continue
-        neighbours = [
-            Neighbour(_cluster(known, placed, int(i)), known[int(i)][1], float(d))
-            for i, d in zip(found[row].ids, found[row].distances, strict=True)
-            if int(i) in known and int(i) != face
-        ]
-        cluster = choose_cluster(neighbours, photo, threshold, holding)
+        vector, photo = faces.vectors[row], int(faces.photos[row])
+        nearby = {placed.get(int(i), near.get(int(i), (None, 0))[0]) for i in found[row].ids}
+        candidates = {c: clusters.sums[c] for c in nearby if c is not None}
+        cluster = choose_cluster(vector, candidates, photo, clusters.photos, threshold)
         if cluster is None:
             cluster = -1 - len(fresh)  # a placeholder until fresh ids are reserved
             fresh.append(face)
         else:
             joined += 1
         placed[face] = cluster
-        holding.setdefault(cluster, set()).add(photo)
-        known[face] = (cluster, photo)
+        clusters.add(cluster, vector, photo)
     first = store.new_cluster_ids(len(fresh)) if fresh else 0
     real = {-1 - n: first + n for n in range(len(fresh))}
     assignments = [(face, real.get(c, c) if c is not None else None) for face, c in placed.items()]
@@ -128,16 +122,30 @@ def cluster_new(
     return _report(store, len(faces.ids), sum(good), joined, started)
 
 
+class _Clusters:
+    """The sums of the vectors and the photos of the clusters new faces may join."""
+
+    def __init__(self, store: Store, cluster_ids: set[int]) -> None:
+        members = store.cluster_members(sorted(cluster_ids))
+        ids = np.array(sorted(f for faces in members.values() for f in faces), dtype=np.int64)
+        found, vectors = store.embeddings_of(ids) if len(ids) else (ids, np.zeros((0, 0)))
+        row_of = {int(face): row for row, face in enumerate(found.tolist())}
+        self.sums: dict[int, tuple[np.ndarray, int]] = {}
+        for cluster, faces in members.items():
+            rows = [row_of[f] for f in faces if f in row_of]
+            self.sums[cluster] = (vectors[rows].sum(axis=0, dtype=np.float64), len(rows))
+        self.photos = store.photos_of_clusters(cluster_ids)
+
+    def add(self, cluster: int, vector: np.ndarray, photo: int) -> None:
+        total, count = self.sums.get(cluster, (np.zeros(len(vector)), 0))
+        self.sums[cluster] = (total + vector, count + 1)
+        self.photos.setdefault(cluster, set()).add(photo)
+
+
 def _good(faces: UnnamedFaces) -> np.ndarray:
     """Which faces are above the quality bar (booleans)."""
     pairs = zip(faces.boxes, faces.sharpness, strict=True)
     return np.array([clusterable(box, sharp) for box, sharp in pairs], dtype=bool)
-
-
-def _cluster(
-    known: dict[int, tuple[int | None, int]], placed: dict[int, int | None], face: int
-) -> int | None:
-    return placed[face] if face in placed else known[face][0]
 
 
 def _report(

@@ -255,6 +255,10 @@ class Store(Protocol):
         """The photos that have a face in each of these clusters."""
         ...
 
+    def cluster_members(self, cluster_ids: Sequence[int]) -> dict[int, list[int]]:
+        """The faces in each of these clusters."""
+        ...
+
     def set_clusters(self, assignments: Sequence[tuple[int, int | None]], replace: bool) -> int:
         """Record (face, cluster or None: below the quality bar); `replace` drops every
         other cluster row first. Faces that have a person are skipped."""

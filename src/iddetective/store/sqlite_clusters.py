@@ -94,6 +94,18 @@ class SqliteClusters:
             found.setdefault(r["cluster_id"], set()).add(r["photo_id"])
         return found
 
+    def cluster_members(self, cluster_ids: Sequence[int]) -> dict[int, list[int]]:
+        """The faces in each of these clusters."""
+        rows = select_in(
+            self._db,
+            "SELECT cluster_id, face_id FROM face_cluster WHERE cluster_id IN ({marks})",
+            cluster_ids,
+        )
+        found: dict[int, list[int]] = {}
+        for r in rows:
+            found.setdefault(r["cluster_id"], []).append(r["face_id"])
+        return found
+
     def set_clusters(self, assignments: Sequence[tuple[int, int | None]], replace: bool) -> int:
         """Record (face, cluster or None) pairs; with `replace`, every other unnamed face's
         cluster row is dropped first (a full re-clustering). Faces that got a person
