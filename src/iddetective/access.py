@@ -18,7 +18,7 @@ from .entities import ApiKey
 from .errors import Forbidden, Unauthorized, UsageError
 from .store import Store
 
-__all__ = ["ACTIONS", "ROLES", "authenticate", "check_allowed", "new_key"]
+__all__ = ["ACTIONS", "ROLES", "allows", "authenticate", "check_allowed", "new_key"]
 
 ROLES = ("admin", "search", "ingest")
 
@@ -28,6 +28,9 @@ ACTIONS: dict[str, frozenset[str]] = {
     "ingest": frozenset({"admin", "ingest"}),  # upload photos to index
     "read_stats": frozenset({"admin", "search", "ingest"}),
     "admin": frozenset({"admin"}),  # keys, audit log, metrics, erasing people
+    # Clusters of unnamed faces, naming them, moving, rejecting and merging, edits and undo:
+    # changing who is who is writing to the catalogue, which searching alone may not.
+    "curate": frozenset({"admin", "ingest"}),
 }
 
 _KEY_PATTERN = re.compile(r"^idd_([0-9a-f]{12})_([A-Za-z0-9_-]{32})$")
@@ -63,9 +66,14 @@ def authenticate(store: Store, secret: str | None) -> ApiKey:
     return key
 
 
+def allows(key: ApiKey, action: str) -> bool:
+    """Whether the key's role may do `action` (a `KeyError` for an unknown action)."""
+    return key.role in ACTIONS[action]
+
+
 def check_allowed(key: ApiKey, action: str) -> None:
     """Raise `Forbidden` unless the key's role may do `action`."""
-    if key.role not in ACTIONS[action]:
+    if not allows(key, action):
         allowed = " or ".join(sorted(ACTIONS[action]))
         raise Forbidden(f"the {key.role} role may not {action.replace('_', ' ')}; needs {allowed}")
 

@@ -530,7 +530,7 @@ class Catalogue:
             FileStat(str(target), stat.st_size, stat.st_mtime_ns), sha256, analysis, label, origin
         )
         (result,) = self.store.save([outcome])
-        self.vector_index()
+        discovery.cluster_new(self.store, self.vector_index(), self.model)
         return result
 
     # -- API keys and audit ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
-from . import api, models, pages
+from . import api, curation, models, pages
 from .analysis import AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -78,6 +78,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.metrics.install(app)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(curation.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -47,6 +47,11 @@ class Caller:
         """How the audit log names this caller."""
         return f"key:{self.key.id}"
 
+    def may(self, action: str) -> bool:
+        """Whether this caller may do `action` (access.ACTIONS): the pages show only the
+        controls a caller may use."""
+        return access.allows(self.key, action)
+
 
 class Sessions:
     """Page sessions by random token, in memory."""

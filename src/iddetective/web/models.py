@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # The catalogue's own dataclasses serve as bodies where the API shows them as they are
 # (those without defaults, so every field stays required in the schema).
@@ -13,16 +13,26 @@ from ..entities import AuditEntry, PersonSummary
 __all__ = [
     "AuditPage",
     "BoxModel",
+    "ClusterFace",
+    "ClusterModel",
+    "ClusterPage",
+    "ClusterRun",
     "CreatedKey",
+    "EditModel",
+    "EditPage",
     "ErasureResult",
     "ErrorBody",
+    "FaceIds",
+    "FaceMove",
     "FacePage",
     "FoundPage",
     "Health",
     "KeyModel",
+    "MergeSource",
     "NewKey",
     "PeoplePage",
     "PersonDetail",
+    "PersonTarget",
     "QueryResponse",
     "SearchResponse",
     "UploadResult",
@@ -252,3 +262,95 @@ class QueryResponse(BaseModel):
 
     people: list[PersonModel]
     search: SearchResponse | None
+
+
+# -- discovering people: clusters and edits ---------------------------------------------------
+
+#: Request bodies take JSON as it is: no "1" for 1, no "true" for true (what the schema says).
+STRICT = ConfigDict(strict=True)
+#: Ids are SQLite integers (signed 64-bit); larger ones name nothing.
+FaceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+PersonRefText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ClusterFace(BaseModel):
+    """A face of a cluster: its id, photo and box, and where to get its crop."""
+
+    face_id: int
+    sha256: str
+    box: BoxModel
+    crop_url: str = Field(description="A 160x160 JPEG of the face (curate role).")
+
+
+class ClusterModel(BaseModel):
+    """A cluster of unnamed faces that are likely one person."""
+
+    id: int
+    size: int = Field(description="Faces in the cluster (a listing shows a few of them).")
+    faces: list[ClusterFace]
+
+
+class ClusterPage(BaseModel):
+    """A page of clusters, largest first."""
+
+    items: list[ClusterModel]
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="Pass as `offset` for the next page; null: last.")
+
+
+class ClusterRun(BaseModel):
+    """How to cluster: only the faces not considered yet, or every unnamed face again."""
+
+    model_config = STRICT
+
+    full: bool = Field(default=False, description="Cluster every unnamed face again.")
+
+
+class PersonTarget(BaseModel):
+    """Who faces go to: an existing person (id or unambiguous name) or a new person."""
+
+    model_config = STRICT
+
+    person: PersonRefText | None = Field(default=None, description="An existing person.")
+    new_name: PersonRefText | None = Field(default=None, description="A new person's name.")
+
+
+class FaceIds(BaseModel):
+    """Faces by id."""
+
+    model_config = STRICT
+
+    face_ids: list[FaceId] = Field(min_length=1, max_length=1000)
+
+
+class FaceMove(PersonTarget, FaceIds):
+    """Faces to move, and who they go to (`person` or `new_name`)."""
+
+
+class MergeSource(BaseModel):
+    """The person to fold into the one the URL names."""
+
+    model_config = STRICT
+
+    source: PersonRefText = Field(description="Id or unambiguous name; gone after the merge.")
+
+
+class EditModel(BaseModel):
+    """A recorded change of who is who; `kind` is name-cluster, move-faces, reject-faces,
+    merge-people or undo."""
+
+    id: int
+    at: str
+    actor: str
+    kind: str
+    summary: str
+    faces: int = Field(description="Faces it changed.")
+    undone_at: str | None
+    undone_by: str | None
+
+
+class EditPage(BaseModel):
+    """Recorded edits, newest first."""
+
+    items: list[EditModel]

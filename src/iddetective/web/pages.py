@@ -17,11 +17,13 @@ from fastapi.templating import Jinja2Templates
 from .. import access
 from ..errors import Forbidden, Unauthorized
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
+from .curation import crop_url
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["cluster_crop_url"] = crop_url
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -102,6 +104,44 @@ def person_page(request: Request, person_id: str) -> Response:
     return _render(
         request, "person.html", caller, person=person, faces=faces, profile=profile, origins=origins
     )
+
+
+#: Clusters per page of /clusters.
+CLUSTERS_PER_PAGE = 50
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters_page(
+    request: Request, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0
+) -> Response:
+    """Clusters of unnamed faces, largest first, each with a form to name it."""
+    caller = _page_caller(request, "curate")
+    if isinstance(caller, Response):
+        return caller
+    with request.app.state.lock:
+        found = request.app.state.catalogue.clusters(
+            min_size=2, limit=CLUSTERS_PER_PAGE + 1, offset=offset
+        )
+    return _render(
+        request,
+        "clusters.html",
+        caller,
+        clusters=found[:CLUSTERS_PER_PAGE],
+        offset=offset,
+        per_page=CLUSTERS_PER_PAGE,
+        more=len(found) > CLUSTERS_PER_PAGE,
+    )
+
+
+@router.get("/edits", response_class=HTMLResponse)
+def edits_page(request: Request) -> Response:
+    """The recorded edits of who is who, newest first, each with an Undo button."""
+    caller = _page_caller(request, "curate")
+    if isinstance(caller, Response):
+        return caller
+    with request.app.state.lock:
+        edits = request.app.state.catalogue.edits(limit=200)
+    return _render(request, "edits.html", caller, edits=edits)
 
 
 @router.get("/admin", response_class=HTMLResponse)

@@ -25,3 +25,27 @@ function element(tag, attributes, ...children) {
   for (const child of children) node.append(child);
   return node;
 }
+// The curation pages reload to show what an edit changed, and say what it did once reloaded.
+function reloadSaying(message) {
+  sessionStorage.setItem("idd-flash", message);
+  window.location.reload();
+}
+function showFlash() {
+  const box = document.getElementById("flash");
+  const message = sessionStorage.getItem("idd-flash");
+  sessionStorage.removeItem("idd-flash");
+  if (box && message) box.textContent = message;
+}
+function editDone(edit) {
+  const undo = edit.kind === "undo" ? "" : " It can be undone on the Edits page.";
+  return `Edit ${edit.id}: ${edit.summary}.${undo}`;
+}
+// Who faces go to, from a form's new_name and person fields: the server refuses both or neither.
+function personTarget(form) {
+  const target = {};
+  for (const name of ["new_name", "person"]) {
+    const value = form.elements[name].value.trim();
+    if (value) target[name] = value;
+  }
+  return target;
+}

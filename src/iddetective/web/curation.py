@@ -1,0 +1,177 @@
+"""The JSON API for discovering people: clusters of unnamed faces, and the edits of who is who.
+
+Naming a cluster, moving faces (a split), rejecting faces, merging two people and undoing
+any of those are each one catalogue call, recorded by the catalogue as an edit under the
+caller's `key:<id>`. Every endpoint here needs the `curate` action (access.ACTIONS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import FileResponse
+
+from .. import media
+from ..discovery import ClusterReport
+from ..entities import Cluster
+from ..errors import NotFound
+from . import models
+from .api import MAX_ID, MAX_OFFSET, MEDIA_CACHE
+from .auth import Caller, requires
+from .errors import ERROR_RESPONSES
+
+__all__ = ["crop_url", "router"]
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+Curator = Annotated[Caller, Depends(requires("curate"))]
+ClusterId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@router.get("/clusters", response_model=models.ClusterPage)
+def list_clusters(
+    request: Request,
+    caller: Curator,
+    min_size: Annotated[int, Query(ge=1, le=1_000_000)] = 2,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Clusters of at least `min_size` unnamed faces, largest first, with a few faces each."""
+    with request.app.state.lock:
+        found = request.app.state.catalogue.clusters(min_size=min_size, limit=limit, offset=offset)
+    return {
+        "items": [_cluster_json(cluster) for cluster in found],
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if len(found) == limit else None,
+    }
+
+
+@router.post("/clusters/run", response_model=ClusterReport)
+def run_clustering(
+    request: Request,
+    caller: Curator,
+    run: models.ClusterRun | None = None,
+) -> dict[str, Any]:
+    """Cluster the unnamed faces not considered yet (indexing does this after every batch),
+    or with `full` every unnamed face again, keeping cluster ids where faces stay together."""
+    full = run is not None and run.full
+    with request.app.state.lock:
+        return asdict(request.app.state.catalogue.cluster(full=full))
+
+
+@router.get("/clusters/{cluster_id}", response_model=models.ClusterModel)
+def cluster_detail(request: Request, caller: Curator, cluster_id: ClusterId) -> dict[str, Any]:
+    """One cluster with all its faces."""
+    with request.app.state.lock:
+        return _cluster_json(request.app.state.catalogue.cluster_faces(cluster_id))
+
+
+@router.get(
+    "/clusters/{cluster_id}/faces/{face_id}/crop",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG without EXIF."}},
+)
+def cluster_face_crop(
+    request: Request,
+    caller: Curator,
+    cluster_id: ClusterId,
+    face_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> FileResponse:
+    """A square crop around a face of the cluster: what a curator sees of it (the role may
+    not fetch other faces' crops)."""
+    state = request.app.state
+    with state.lock:
+        cluster = state.catalogue.cluster_faces(cluster_id)
+    face = next((f for f in cluster.faces if f.id == face_id), None)
+    if face is None:
+        raise NotFound(f"cluster {cluster_id} has no face with the id {face_id}")
+    path = media.face_crop(state.catalogue.data_dir, face.id, face.photo, face.box)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
+
+
+@router.post("/clusters/{cluster_id}/name", response_model=models.EditModel)
+def name_cluster(
+    request: Request, caller: Curator, cluster_id: ClusterId, target: models.PersonTarget
+) -> dict[str, Any]:
+    """Give the cluster's faces to an existing `person` or a new person `new_name` (one of
+    the two). Faces once rejected from that person stay in the cluster."""
+    with request.app.state.lock:
+        edit = request.app.state.catalogue.name_cluster(
+            cluster_id, person=target.person, new_name=target.new_name, actor=caller.actor
+        )
+    return asdict(edit)
+
+
+@router.post("/faces/move", response_model=models.EditModel)
+def move_faces(request: Request, caller: Curator, move: models.FaceMove) -> dict[str, Any]:
+    """Move faces to an existing `person` or a new person `new_name`: split a person who is
+    two, or give unnamed faces to someone."""
+    with request.app.state.lock:
+        edit = request.app.state.catalogue.move_faces(
+            move.face_ids, person=move.person, new_name=move.new_name, actor=caller.actor
+        )
+    return asdict(edit)
+
+
+@router.post("/faces/reject", response_model=models.EditModel)
+def reject_faces(request: Request, caller: Curator, faces: models.FaceIds) -> dict[str, Any]:
+    """Take faces from their person; they never rejoin that person on their own."""
+    with request.app.state.lock:
+        edit = request.app.state.catalogue.reject_faces(faces.face_ids, actor=caller.actor)
+    return asdict(edit)
+
+
+@router.post("/people/{person_id}/merge", response_model=models.EditModel)
+def merge_people(
+    request: Request, caller: Curator, person_id: str, merge: models.MergeSource
+) -> dict[str, Any]:
+    """Fold `source` into this person: faces, name (as an alias), aliases, accounts, lists
+    and relations. The source person is gone until the edit is undone."""
+    with request.app.state.lock:
+        edit = request.app.state.catalogue.merge_people(person_id, merge.source, actor=caller.actor)
+    return asdict(edit)
+
+
+@router.get("/edits", response_model=models.EditPage)
+def list_edits(
+    request: Request, caller: Curator, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
+    """The recorded edits of who is who, newest first."""
+    with request.app.state.lock:
+        found = request.app.state.catalogue.edits(limit=limit)
+    return {"items": [asdict(edit) for edit in found]}
+
+
+@router.post("/edits/{edit_id}/undo", response_model=models.EditModel)
+def undo_edit(
+    request: Request, caller: Curator, edit_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> dict[str, Any]:
+    """Undo an edit (recorded as an edit of its own). Refused for an undo, an edit undone
+    already, and while a later edit still changes the same faces (undo that first)."""
+    with request.app.state.lock:
+        edit = request.app.state.catalogue.undo(edit_id, actor=caller.actor)
+    return asdict(edit)
+
+
+def crop_url(cluster_id: int, face_id: int) -> str:
+    """Where a curator gets the crop of a face in a cluster."""
+    return f"/api/clusters/{cluster_id}/faces/{face_id}/crop"
+
+
+def _cluster_json(cluster: Cluster) -> dict[str, Any]:
+    return {
+        "id": cluster.id,
+        "size": cluster.size,
+        "faces": [
+            {
+                "face_id": face.id,
+                "sha256": face.photo.sha256,
+                "box": face.box.as_dict(),
+                "crop_url": crop_url(cluster.id, face.id),
+            }
+            for face in cluster.faces
+        ],
+    }
