@@ -59,9 +59,20 @@ from .sources import Plan, plan_sources
 from .store import Store
 from .vector_index import IndexMismatch, VectorIndex
 
-__all__ = ["CATALOG_FILE", "CLI_ACTOR", "Catalogue", "QueryAnswer", "default_data_dir"]
+__all__ = [
+    "CATALOG_FILE",
+    "CLI_ACTOR",
+    "DB_ENV",
+    "Catalogue",
+    "QueryAnswer",
+    "default_data_dir",
+    "open_store",
+]
 
 CATALOG_FILE = "catalog.sqlite"
+#: The environment variable naming a PostgreSQL catalogue (what --db sets).
+DB_ENV = "IDDETECTIVE_DB"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
 IndexProgress = Callable[[int, int], None]
@@ -100,19 +111,24 @@ class Catalogue:
         pipeline: PipelineSettings | None = None,
         vector_index: str = "ivf",
         index_progress: IndexProgress | None = None,
+        db: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: A PostgreSQL URL when the catalogue lives there (else SQLite in the data directory).
+        self.db = db if db is not None else (os.environ.get(DB_ENV) or None)
         self.pipeline = pipeline or PipelineSettings()
         self._index_name = vector_index
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
         path = self.data_dir / CATALOG_FILE
-        if not create and not path.exists():
+        if self.db is None and not create and not path.exists():
             raise NotFound(
                 f"no catalogue in {self.data_dir} (run `iddetective index` first, "
                 "or pass --data to name another data directory)"
             )
-        self.store: Store = _open_sqlite(path, readonly=False)
+        if self.db is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)  # vector index and media
+        self.store: Store = open_store(self.db or path, readonly=False)
         self._index: VectorIndex | None = None
         self._index_epoch = -1
 
@@ -167,7 +183,9 @@ class Catalogue:
     ) -> IndexReport:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
-        opener = functools.partial(_open_sqlite, self.data_dir / CATALOG_FILE, readonly=True)
+        opener = functools.partial(
+            open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
+        )
         report = index_plan(
             self.store,
             plan,
@@ -576,7 +594,8 @@ class Catalogue:
         return Stats(**{**stats.__dict__, "data_bytes": size})
 
 
-def _open_sqlite(path: Path, readonly: bool) -> Store:
-    store_class = resolve_class("store", "sqlite")
-    store: Store = store_class(path, readonly=readonly)
+def open_store(where: Path | str, readonly: bool = False) -> Store:
+    """The store at `where`: a `postgresql://` URL, else the path of a SQLite catalogue."""
+    kind = "postgresql" if str(where).startswith(POSTGRES_SCHEMES) else "sqlite"
+    store: Store = resolve_class("store", kind)(where, readonly=readonly)
     return store

@@ -8,6 +8,7 @@ name, catalogue problem); 2 bad arguments (missing path, unreadable manifest or 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import calibration, distances
-from .catalogue import Catalogue, default_data_dir
+from .catalogue import DB_ENV, POSTGRES_SCHEMES, Catalogue, default_data_dir
 from .detection_study import parse_detector_settings
 from .discovery import ClusterReport
 from .entities import Edit, SaveResult
@@ -57,7 +58,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_option(command: F) -> F:
-    """The --data option every command takes."""
+    """The --data option every command takes, and --db for a PostgreSQL catalogue."""
+    command = click.option(
+        "--db",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember_db,
+        help="A PostgreSQL catalogue (postgresql://...; default $IDDETECTIVE_DB) instead of "
+        "the SQLite one in the data directory, which then holds only caches.",
+    )(command)
     return click.option(
         "--data",
         "data_dir",
@@ -66,6 +75,14 @@ def data_option(command: F) -> F:
         show_default="$IDDETECTIVE_DATA or ~/.local/share/iddetective",
         help="Data directory holding the catalogue and the vector index.",
     )(command)
+
+
+def _remember_db(context: click.Context, parameter: click.Parameter, value: str | None) -> None:
+    # Every Catalogue this process opens reads it (Catalogue(db=None) falls back to the env).
+    if value is not None:
+        if not value.startswith(POSTGRES_SCHEMES):
+            raise click.BadParameter("give a postgresql:// URL", context, parameter)
+        os.environ[DB_ENV] = value
 
 
 def fallback_option(command: F) -> F:
