@@ -40,8 +40,8 @@ CLUSTER_THRESHOLD = 0.32
 MIN_FACE_SIDE = 40
 #: Faces blurrier than this (`sharpness`) are kept but never clustered.
 MIN_SHARPNESS = 20.0
-#: Rows of the distance matrix computed at once (rows x faces float32 in memory).
-BLOCK_ROWS = 2048
+#: Cells of the distance matrix computed at once (float32: 256 MB), in blocks of rows.
+BLOCK_CELLS = 1 << 26
 
 
 def sharpness(grey: np.ndarray) -> float:
@@ -62,7 +62,7 @@ def sharpness(grey: np.ndarray) -> float:
 
 def clusterable(box: Box, face_sharpness: float | None) -> bool:
     """Whether a face is good enough to be clustered (an unknown sharpness counts as good)."""
-    big_enough = min(box.right - box.left, box.bottom - box.top) >= MIN_FACE_SIDE
+    big_enough = min(box.width, box.height) >= MIN_FACE_SIDE
     return big_enough and (face_sharpness is None or face_sharpness >= MIN_SHARPNESS)
 
 
@@ -73,8 +73,9 @@ def close_pairs(
     rows at a time (exact; the embeddings are unit vectors, so d² = 2 - 2 cos)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     limit = 2.0 - threshold * threshold  # d < t  <=>  2 cos > 2 - t²
-    for start in range(0, len(vectors), BLOCK_ROWS):
-        block = vectors[start : start + BLOCK_ROWS]
+    step = max(64, BLOCK_CELLS // max(1, len(vectors)))
+    for start in range(0, len(vectors), step):
+        block = vectors[start : start + step]
         cosines = 2.0 * (block @ vectors[start:].T)
         rows, columns = np.nonzero(cosines > limit)
         keep = columns > rows  # each pair once, never a face with itself
