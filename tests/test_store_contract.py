@@ -1,52 +1,140 @@
-"""The contract every `Store` passes, on synthetic outcomes (no face model needed)."""
+"""The contract every `Store` passes, on synthetic outcomes (no face model needed).
+
+Every test runs against each registered store: SQLite on a file, PostgreSQL on a fresh
+database of the session's server (tests/conftest.py). The tests at the end compare the two
+directly on random catalogues and queries, and check what only the server store has.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iddetective import distances
 from iddetective.entities import (
+    Account,
+    ApiKey,
     Box,
     FaceAnalysis,
     FailedPhoto,
     FileStat,
+    FoundPerson,
     IndexedPhoto,
     KnownPhoto,
+    PersonRecord,
     PhotoAnalysis,
+    Provenance,
 )
-from iddetective.errors import NotFound
+from iddetective.errors import AmbiguousPerson, NotFound, StoreError, UsageError
+from iddetective.query import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
 
+from conftest import EmbeddedPostgres
+
+Opener = Callable[[], Store]
+
+MODEL = "m"
+
+
+# -- opening catalogues ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def catalogue_template(postgres_server: EmbeddedPostgres) -> str:
+    """A database the PostgreSQL store has migrated once: tests copy it instead of migrating
+    their own (test_postgres_migrates_an_empty_database_once migrates one)."""
+    name = postgres_server.new_database()
+    resolve_class("store", "postgresql")(postgres_server.url(name)).close()
+    return name
+
+
+def catalogue_opener(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens connections to one new, empty catalogue of the store `name`: a file for SQLite,
+    a fresh database of the session's PostgreSQL server (started only when such a test runs)."""
+    where: object = tmp_path / "catalog.sqlite"
+    if name == "postgresql":
+        server: EmbeddedPostgres = request.getfixturevalue("postgres_server")
+        database = server.new_database(request.getfixturevalue("catalogue_template"))
+        request.addfinalizer(lambda: server.drop_database(database))
+        where = server.url(database)
+    opened: list[Store] = []
+
+    def open_catalogue() -> Store:
+        store: Store = resolve_class("store", name)(where)
+        assert isinstance(store, Store)
+        opened.append(store)
+        return store
+
+    request.addfinalizer(lambda: [store.close() for store in opened])
+    return open_catalogue
+
 
 @pytest.fixture(params=available("store"))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = resolve_class("store", request.param)(tmp_path / "catalog.sqlite")
-    assert isinstance(opened, Store)
-    yield opened
-    opened.close()
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return catalogue_opener(request.param, request, tmp_path)
 
 
-def photo(name: str, faces: int = 1, label: str | None = None) -> IndexedPhoto:
-    rng = np.random.default_rng(len(name))
+@pytest.fixture()
+def store(opener: Opener) -> Store:
+    return opener()
+
+
+# -- making outcomes and people -----------------------------------------------------------------
+
+
+def vector(seed: int) -> np.ndarray:
+    """A unit embedding, the same for the same seed."""
+    return distances.prepare(np.random.default_rng(seed).normal(size=128))
+
+
+def photo(
+    name: str,
+    faces: int = 1,
+    label: str | None = None,
+    seeds: list[int] | None = None,
+    provenance: Provenance | None = None,
+    content: str | None = None,
+) -> IndexedPhoto:
+    """A photo at /photos/`name` with `faces` faces side by side; its bytes are `content`
+    (default: the name), its embeddings those of `seeds` (default: from the name's length)."""
+    seeds = seeds if seeds is not None else [len(name) * 100 + i for i in range(faces)]
     analysed = tuple(
-        FaceAnalysis(
-            Box(10 + 100 * i, 10, 90 + 100 * i, 90),
-            1.0,
-            ((0, 0),) * 5,
-            distances.prepare(rng.normal(size=128)),
-        )
-        for i in range(faces)
+        FaceAnalysis(Box(10 + 100 * i, 10, 90 + 100 * i, 90), 1.0, ((0, 0),) * 5, vector(seed), 0.5)
+        for i, seed in enumerate(seeds)
     )
-    sha = hashlib.sha256(name.encode()).hexdigest()
+    sha = hashlib.sha256((content or name).encode()).hexdigest()
     return IndexedPhoto(
-        FileStat(f"/photos/{name}", 100, 1), sha, PhotoAnalysis(400, 100, analysed, "m"), label
+        FileStat(f"/photos/{name}", 100, 1),
+        sha,
+        PhotoAnalysis(400, 100, analysed, MODEL),
+        label,
+        provenance,
     )
+
+
+def add(store: Store, external_id: str, name: str, **details: object) -> str:
+    person, _ = store.upsert_person(PersonRecord(external_id, name, **details))  # type: ignore[arg-type]
+    return person.id
+
+
+def names(found: list[FoundPerson]) -> list[str]:
+    return [f.person.name for f in found]
+
+
+def face_ids(store: Store) -> list[int]:
+    return [int(i) for i in store.face_ids(MODEL)]
+
+
+# -- ingestion ----------------------------------------------------------------------------------
 
 
 def test_save_is_idempotent_by_sha256(store: Store) -> None:
@@ -110,3 +198,824 @@ def test_remove_photo(store: Store) -> None:
     assert store.stats().photos == 1 and store.stats().faces == 1
     with pytest.raises(NotFound):
         store.remove_photo("/photos/a.jpg")
+
+
+def test_the_same_bytes_at_another_path_are_one_photo(store: Store) -> None:
+    original = photo("a.jpg")
+    copy = IndexedPhoto(FileStat("/photos/copy.jpg", 100, 2), original.sha256, original.analysis)
+    store.save([original])
+    (result,) = store.save([copy])
+    assert result.status == "duplicate"
+    assert store.has_photo(original.sha256) and not store.has_photo("0" * 64)
+    stored = store.photo(original.sha256.upper())  # a SHA-256 in any case
+    assert (
+        stored.paths == ("/photos/a.jpg", "/photos/copy.jpg") == store.photo("/photos/a.jpg").paths
+    )
+    assert (stored.width, stored.height) == (400, 100)
+    record = store.file_record("/photos/copy.jpg")
+    assert record is not None and (record.stat.size, record.stat.mtime_ns) == (100, 2)
+    assert store.file_record("/photos/elsewhere.jpg") is None
+    assert store.stats().photos == 1
+    with pytest.raises(NotFound):
+        store.photo("/photos/elsewhere.jpg")
+
+
+def test_a_changed_file_leaves_its_old_photo_behind_only_if_another_file_has_it(
+    store: Store,
+) -> None:
+    store.save([photo("a.jpg", content="old")])
+    epoch = store.faces_epoch()
+    (result,) = store.save([photo("a.jpg", content="new")])
+    assert result.status == "indexed"
+    assert store.stats().photos == 1 and store.faces_epoch() > epoch
+    assert not store.has_photo(photo("a.jpg", content="old").sha256)
+
+
+def test_forgetting_files_that_are_gone(store: Store, tmp_path: Path) -> None:
+    kept, gone = tmp_path / "kept.jpg", tmp_path / "gone.jpg"
+    kept.write_bytes(b"x")
+    outcomes = [
+        IndexedPhoto(FileStat(str(kept), 1, 1), "a" * 64, photo("k.jpg").analysis),
+        IndexedPhoto(FileStat(str(gone), 1, 1), "b" * 64, photo("g.jpg").analysis),
+        FailedPhoto(FileStat(str(tmp_path / "bad.jpg"), 1, 1), "truncated"),
+        FailedPhoto(FileStat("/manifest/row-3", 0, 0), "bad row"),
+        FailedPhoto(FileStat("/manifest/row-4", 0, 0), "bad row"),
+    ]
+    store.save(outcomes)
+    assert store.forget_missing_files([str(tmp_path) + "/"]) == 1
+    assert store.stats().photos == 1 and not store.has_photo("b" * 64)
+    assert sorted(f.path for f in store.failures()) == ["/manifest/row-3", "/manifest/row-4"]
+    assert store.forget_failures("/manifest/") == 2 and store.failures() == []
+
+
+def test_provenance_of_photos(store: Store) -> None:
+    given_origin = Provenance("upload:42", "key k_1", "consent form 7")
+    store.save([photo("a.jpg", provenance=given_origin), photo("bb.jpg")])
+    ids = {f.photo.paths[0]: f.photo.id for f in store.faces(face_ids(store)).values()}
+    found = store.photo_provenance([ids["/photos/a.jpg"], ids["/photos/bb.jpg"], 999])
+    assert found == {
+        ids["/photos/a.jpg"]: given_origin,
+        ids["/photos/bb.jpg"]: Provenance("/photos/bb.jpg"),
+    }
+
+
+def test_two_writers_store_each_photo_once(opener: Opener) -> None:
+    first, second = opener(), opener()
+    batch = [photo(f"p{i:02d}.jpg", content=f"bytes {i}") for i in range(12)]
+    copies = [
+        IndexedPhoto(FileStat(f"/copies/{i:02d}.jpg", 1, 1), p.sha256, p.analysis)
+        for i, p in enumerate(batch)
+    ]
+    results: list[list[str]] = []
+
+    def write(store: Store, outcomes: list[IndexedPhoto]) -> None:
+        for start in range(0, len(outcomes), 4):
+            results.append([r.status for r in store.save(outcomes[start : start + 4])])
+
+    threads = [
+        threading.Thread(target=write, args=(first, batch)),
+        threading.Thread(target=write, args=(second, list(reversed(copies)))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = [status for done in results for status in done]
+    assert statuses.count("indexed") == 12 and statuses.count("duplicate") == 12
+    assert store_photos(first) == (12, 12) == store_photos(second)
+    assert all(len(first.photo(p.sha256).paths) == 2 for p in batch)
+
+
+def store_photos(store: Store) -> tuple[int, int]:
+    stats = store.stats()
+    return stats.photos, stats.faces
+
+
+# -- faces --------------------------------------------------------------------------------------
+
+
+def test_embeddings_come_back_as_stored_in_batches(store: Store) -> None:
+    store.save([photo("a.jpg", seeds=[1, 2]), photo("b.jpg", seeds=[3]), photo("c.jpg", seeds=[])])
+    batches = list(store.embeddings(MODEL, batch=2))
+    assert [len(ids) for ids, _ in batches] == [2, 1]
+    ids = np.concatenate([ids for ids, _ in batches])
+    vectors = np.concatenate([v for _, v in batches])
+    assert ids.dtype == np.int64 and list(ids) == sorted(ids) == face_ids(store)
+    assert np.array_equal(vectors, np.stack([vector(1), vector(2), vector(3)]).astype(np.float32))
+    some, found = store.embeddings_of(np.array([ids[2], 10**9, ids[0]]))
+    assert list(some) == [ids[0], ids[2]] and np.array_equal(found, vectors[[0, 2]])
+    none, empty = store.embeddings_of(np.array([10**9]))
+    assert none.shape == (0,) and empty.shape == (0, 0)
+    assert store.face_ids("other").shape == (0,)
+    assert set(store.faces([int(ids[0]), 10**9])) == {int(ids[0])}
+    assert store.stats().photos_without_face == 1
+
+
+def test_faces_of_a_person(store: Store) -> None:
+    store.save([photo("a.jpg", label="Ann"), photo("bb.jpg", label="Ann"), photo("c.jpg")])
+    ann = store.resolve_person("Ann")
+    faces = store.faces_of_person(ann.id)
+    assert [f.photo.paths for f in faces] == [("/photos/a.jpg",), ("/photos/bb.jpg",)]
+    assert all(f.person == ann and f.box == Box(10, 10, 90, 90) for f in faces)
+    assert store.face_ids_of_people([ann.id, "p_nobody"]).tolist() == [f.id for f in faces]
+    assert store.face_ids_of_people([]).tolist() == []
+    (summary,) = store.people()
+    assert (summary.faces, summary.photos) == (2, 2)
+    assert store.stats().unknown_faces == 1
+
+
+# -- people ------------------------------------------------------------------------------------
+
+
+def test_upsert_is_idempotent_and_adds_details(store: Store) -> None:
+    record = PersonRecord(
+        "ext-1",
+        "Ann Lee",
+        aliases=("Annie",),
+        accounts=(Account("telegram", "ann_lee", "https://t.me/ann_lee"),),
+        lists=("Alumni 2010",),
+        notes="met at the conference",
+        provenance=Provenance("people.csv", "admin", "contract"),
+    )
+    first, created = store.upsert_person(record)
+    again, created_again = store.upsert_person(record)
+    assert created and not created_again and first.id == again.id
+    renamed, _ = store.upsert_person(
+        PersonRecord(
+            "ext-1",
+            "Ann Lee-Smith",
+            lists=("Team", "alumni 2010"),  # a list is named in any case
+            accounts=(Account("telegram", "ann_lee"),),  # no URL: the known one stays
+        )
+    )
+    profile = store.profile(first.id)
+    assert renamed.id == first.id and profile.person.name == "Ann Lee-Smith"
+    assert profile.aliases == ("Annie",) and profile.lists == ("Alumni 2010", "Team")
+    assert profile.accounts == (Account("telegram", "ann_lee", "https://t.me/ann_lee"),)
+    assert profile.external_id == "ext-1" and profile.notes == ""
+    assert profile.provenance == Provenance("people.csv", "admin", "contract")
+    assert store.person_by_external_id("ext-1") == renamed
+    assert store.person_by_external_id("ext-2") is None
+    assert names(store.find("lee-smith", 5)) == ["Ann Lee-Smith"]
+    assert store.find("ann lee", 5)[0].field == "name"  # the old name is not indexed any more
+    assert not [f for f in store.find("ann lee", 5) if f.value == "Ann Lee"]
+    with pytest.raises(NotFound):
+        store.profile("p_nobody")
+
+
+def test_an_account_owned_by_someone_else_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    add(store, "a", "Ann", accounts=(Account("instagram", "sunny"),))
+    with pytest.raises(UsageError, match=r"instagram account 'sunny' already belongs to Ann"):
+        store.upsert_person(PersonRecord("b", "Bob", accounts=(Account("instagram", "sunny"),)))
+    assert store.person_by_external_id("b") is None
+    assert names(store.find("bob", 5)) == []
+    assert [p.name for p in store.people()] == ["Ann"]
+
+
+def test_relations_read_both_ways_and_are_not_duplicated(store: Store) -> None:
+    ann, bob = add(store, "a", "Ann"), add(store, "b", "Bob")
+    assert store.add_relation(ann, bob, "friend")
+    assert not store.add_relation(bob, ann, "friend")
+    assert store.add_relation(bob, ann, "colleague")
+    assert [(k, p.name) for k, p in store.profile(ann).relations] == [
+        ("colleague", "Bob"),
+        ("friend", "Bob"),
+    ]
+    assert [(k, p.name) for k, p in store.profile(bob).relations] == [
+        ("colleague", "Ann"),
+        ("friend", "Ann"),
+    ]
+    with pytest.raises(UsageError, match="themselves"):
+        store.add_relation(ann, ann, "friend")
+
+
+def test_resolve_a_person_by_id_or_unambiguous_name(store: Store) -> None:
+    ann = add(store, "1", "Ann Lee")
+    first, second = add(store, "2", "Bo"), add(store, "3", "Bo")
+    assert store.resolve_person(ann).name == "Ann Lee"
+    assert store.resolve_person("ANN LEE").id == ann
+    with pytest.raises(AmbiguousPerson) as ambiguous:
+        store.resolve_person("bo")
+    assert ambiguous.value.candidates == sorted([(first, "Bo"), (second, "Bo")])
+    with pytest.raises(NotFound, match="no person has the id or name 'Ann'"):
+        store.resolve_person("Ann")
+
+
+FIND_CASES = [
+    ("petr", {"Пётр Иванов", "Petr Novak"}),
+    ("Пётр", {"Пётр Иванов", "Petr Novak"}),
+    ("ПЕТР", {"Пётр Иванов", "Petr Novak"}),
+    ("ivanov", {"Пётр Иванов"}),
+    ("jose", {"José Álvarez"}),
+    ("ÁLVAREZ", {"José Álvarez"}),
+    ("muller", {"Jürgen Müller"}),
+    ("olga", {"Ольга Сергеевна"}),
+    ("сергеевна", {"Ольга Сергеевна"}),
+    ("ezhik", {"Ёжиков Семён"}),
+    ("семен", {"Ёжиков Семён"}),
+    ("ivan_", {"Пётр Иванов"}),  # a handle, underscore and all
+    ("nobody-like-this", set()),
+    ("100%", {"100% Real"}),  # LIKE's wildcards are plain characters here
+    ("0%", {"100% Real"}),
+    ("%", {"100% Real"}),
+    ("a_b", set()),
+    ('"', set()),
+]
+
+
+def test_find_across_scripts_cases_and_accents(store: Store) -> None:
+    add(store, "1", "Пётр Иванов", accounts=(Account("telegram", "ivan_the_great"),))
+    add(store, "2", "Petr Novak")
+    add(store, "3", "José Álvarez")
+    add(store, "4", "Jürgen Müller")
+    add(store, "5", "Ольга Сергеевна")
+    add(store, "6", "Ёжиков Семён")
+    add(store, "7", "100% Real", aliases=("axb",))
+    found = {query: set(names(store.find(query, 50))) for query, _ in FIND_CASES}
+    assert found == dict(FIND_CASES)
+
+
+def test_find_ranks_whole_then_start_then_word_then_inside_and_shows_the_field(
+    store: Store,
+) -> None:
+    add(store, "1", "Bob Annson")  # a word starts with "ann"
+    add(store, "2", "Joanna")  # inside
+    add(store, "3", "Ann")  # the whole name
+    add(store, "4", "Anna Karenina")  # the start
+    add(store, "5", "Zed", aliases=("Annabel",), accounts=(Account("x", "joann_z"),))
+    found = store.find("ann", 10)
+    assert [(f.person.name, f.rank) for f in found] == [
+        ("Ann", 0),
+        ("Anna Karenina", 1),
+        ("Zed", 1),
+        ("Bob Annson", 2),
+        ("Joanna", 3),
+    ]
+    zed = next(f for f in found if f.person.name == "Zed")
+    assert (zed.field, zed.value) == ("alias", "Annabel")
+    assert [f.field for f in store.find("joann_", 5)] == ["handle"]
+    assert len(store.find("ann", 2)) == 2
+
+
+def test_short_fragments_are_found_without_the_trigram_index(store: Store) -> None:
+    add(store, "1", "Li Wei")
+    add(store, "2", "Olivia")
+    assert names(store.find("li", 10)) == ["Li Wei", "Olivia"]
+    assert names(store.find("w", 10)) == ["Li Wei"]
+
+
+def test_many_matches_still_give_the_best_first(store: Store) -> None:
+    # Each rank tier stops early (rows come shortest first): the answer must not change.
+    for number in range(40):
+        add(store, f"in{number}", f"Zoe Joanna{number:03d}")  # inside: rank 3
+    for number in range(3):
+        add(store, f"start{number}", f"Annabel {number}")  # start: rank 1
+    add(store, "word", "Mary Annette")  # word start: rank 2
+    found = store.find("ann", 6)
+    assert [f.rank for f in found] == [1, 1, 1, 2, 3, 3]
+    assert [f.person.name for f in found[:4]] == [
+        "Annabel 0",
+        "Annabel 1",
+        "Annabel 2",
+        "Mary Annette",
+    ]
+    everyone = store.find("ann", 500)
+    assert len(everyone) == 44 and [f.rank for f in everyone].count(3) == 40
+
+
+def test_people_named_by_labels_are_findable(store: Store) -> None:
+    store.save([photo("a.jpg", label="Ёлка Ёлкина")])
+    assert names(store.find("elkina", 5)) == ["Ёлка Ёлкина"]
+    (person,) = store.people()
+    assert store.profile(person.id).provenance.source == "label of /photos/a.jpg"
+
+
+def small_catalogue(store: Store) -> dict[str, str]:
+    """Six people with lists, accounts, relations and (some) faces; ids by first name."""
+    ids = {
+        "ann": add(store, "1", "Ann Lee", lists=("Team",), accounts=(Account("x", "annie"),)),
+        "petr": add(
+            store,
+            "2",
+            "Пётр Иванов",
+            lists=("Team", "Alumni 2010"),
+            accounts=(Account("telegram", "ivan_the_great"),),
+        ),
+        "jose": add(store, "3", "José Álvarez", aliases=("Pepe",), lists=("Alumni 2010",)),
+        "bo": add(store, "4", "Bo Chen", accounts=(Account("Telegram", "bochen"),)),
+        "cy": add(store, "5", "Cy Annson"),
+        "di": add(store, "6", "Di Lee"),
+    }
+    store.add_relation(ids["ann"], ids["petr"], "friend")
+    store.add_relation(ids["jose"], ids["ann"], "friend")
+    store.add_relation(ids["ann"], ids["bo"], "colleague")
+    store.save([photo("a.jpg", label="Ann Lee"), photo("bb.jpg", label="Bo Chen")])
+    return ids
+
+
+QUERIES = [
+    ("ann", ["Ann Lee", "Cy Annson"]),
+    ("ann OR petr", ["Ann Lee", "Cy Annson", "Пётр Иванов"]),
+    ("NOT has:face", ["Cy Annson", "Di Lee", "José Álvarez", "Пётр Иванов"]),
+    ('list:"Team" OR platform:telegram', ["Ann Lee", "Bo Chen", "Пётр Иванов"]),
+    ("list:team platform:TELEGRAM", ["Пётр Иванов"]),
+    ("name:пётр handle:ivan_", ["Пётр Иванов"]),
+    ("handle:ann", ["Ann Lee"]),
+    ("name:pepe", ["José Álvarez"]),
+    ('friends-of:"Ann Lee"', ["José Álvarez", "Пётр Иванов"]),
+    ('related-to:"ann lee"', ["Bo Chen", "José Álvarez", "Пётр Иванов"]),
+    ('related-to:colleague:"Bo Chen"', ["Ann Lee"]),
+    ('lee NOT list:"Team"', ["Di Lee"]),
+    ("(ann OR jose) AND NOT (has:face OR list:Team)", ["Cy Annson", "José Álvarez"]),
+    ("face:x.jpg", ["Ann Lee", "Bo Chen", "Cy Annson", "Di Lee", "José Álvarez", "Пётр Иванов"]),
+    ("xÆ OR name:xÆ", []),
+    ('"100%" OR n_e', []),  # LIKE's wildcards are plain characters here ("annie")
+]
+
+
+def test_people_matching_selects_by_the_query_language(store: Store) -> None:
+    ids = small_catalogue(store)
+    selected = {text: names_of(store, text) for text, _ in QUERIES}
+    assert selected == dict(QUERIES)
+    assert names_of(store, f"id:{ids['di']}") == ["Di Lee"]
+
+
+def names_of(store: Store, text: str) -> list[str]:
+    return [p.name for p in store.people_matching(parse_query(text))]
+
+
+def test_people_matching_points_at_unknown_names(store: Store) -> None:
+    small_catalogue(store)
+    add(store, "7", "Di Lee")
+    with pytest.raises(QueryError, match=r"no list is named 'Alumni 2011'; did you mean") as caught:
+        store.people_matching(parse_query('has:face list:"Alumni 2011"'))
+    assert caught.value.column == 10
+    with pytest.raises(QueryError, match=r"no person is named 'Ann Leee'; did you mean 'Ann Lee'"):
+        store.people_matching(parse_query('friends-of:"Ann Leee"'))
+    with pytest.raises(QueryError, match="names 2 people"):
+        store.people_matching(parse_query('friends-of:"di lee"'))
+
+
+# -- privacy -----------------------------------------------------------------------------------
+
+
+def test_erasing_a_person_leaves_no_trace_but_a_token(store: Store) -> None:
+    store.save(
+        [
+            photo("solo.jpg", label="Ann", seeds=[1]),
+            photo("group.jpg", faces=2, label="Ann", seeds=[2, 3]),
+            photo("other.jpg", label="Bo", seeds=[4]),
+        ]
+    )
+    ann = store.resolve_person("Ann")
+    faces = [f.id for f in store.faces_of_person(ann.id)]
+    epoch = store.faces_epoch()
+    erased = store.erase_person(ann.id, "admin key k_1")
+    assert erased.faces == tuple(faces) and [p.paths for p in erased.photos] == [
+        ("/photos/solo.jpg",)
+    ]
+    assert store.faces_epoch() > epoch
+    assert store_photos(store) == (2, 2) and store.stats().photos_without_face == 0
+    assert store.find("ann", 5) == [] and [p.name for p in store.people()] == ["Bo"]
+    with pytest.raises(NotFound):
+        store.resolve_person(ann.id)
+    (entry,) = store.audit(10)
+    assert (entry.kind, entry.actor, entry.query_text, entry.results) == (
+        "erase",
+        "admin key k_1",
+        erased.token,
+        2,
+    )
+    assert erased.token.startswith("erase_")
+    with pytest.raises(NotFound):
+        store.erase_person(ann.id, "admin")
+
+
+def test_erasing_faces_keeps_photos_with_other_faces(store: Store) -> None:
+    store.save([photo("group.jpg", faces=2, seeds=[1, 2]), photo("solo.jpg", seeds=[3])])
+    first, second, solo = face_ids(store)
+    erased = store.erase_faces([second, solo], "admin", "erase_faces")
+    assert erased.faces == (second, solo)
+    assert [p.paths for p in erased.photos] == [("/photos/solo.jpg",)]
+    assert face_ids(store) == [first] and store_photos(store) == (1, 1)
+    (entry,) = store.audit(1)
+    assert (entry.kind, entry.query_text) == ("erase_faces", erased.token)
+
+
+def test_opted_out_faces_are_never_stored(store: Store) -> None:
+    blocked = vector(2)
+    optout = store.add_optout(MODEL, blocked, "admin")
+    assert optout.token.startswith("optout_") and store.optouts() == [optout]
+    assert np.array_equal(store.optout_embeddings(MODEL), blocked[None].astype(np.float32))
+    assert store.optout_embeddings("other").shape == (0, 0)
+    group = photo("group.jpg", faces=2, seeds=[1, 2], label="Ann")
+    assert store.opted_out(group.analysis) == [False, True]
+    (result,) = store.save([group])
+    assert (result.status, result.faces) == ("indexed", 1)
+    assert result.review == "label not applied: a face in this photo is withheld"
+    assert store.people() == []
+    _, vectors = next(store.embeddings(MODEL))
+    assert np.array_equal(vectors, vector(1)[None].astype(np.float32))
+    with pytest.raises(NotFound):
+        store.remove_optout("optout_nothing", "admin")
+    assert store.remove_optout(optout.token, "admin") == optout
+    assert store.optouts() == [] and store.optout_embeddings(MODEL).shape == (0, 0)
+    kinds = [e.kind for e in store.audit(10)]
+    assert kinds == ["optout_removed", "optout"]
+
+
+def test_purging_the_audit_log_and_compacting(store: Store) -> None:
+    for number in range(3):
+        store.record_search("key k_1", "text", number, query_text=f"query {number}")
+    assert store.purge_audit(1) == 0 and len(store.audit(10)) == 3
+    assert store.purge_audit(-1) == 3 and store.audit(10) == []
+    store.save([photo("a.jpg", label="Ann")])
+    store.erase_person(store.resolve_person("Ann").id, "admin")
+    store.compact()
+    assert store_photos(store) == (0, 0) and len(store.audit(10)) == 1
+
+
+# -- keys and audit ----------------------------------------------------------------------------
+
+
+def test_api_keys_are_kept_hashed_and_revoked_once(store: Store) -> None:
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    search = ApiKey("k_2", "search", "laptop", created, hash="h2")
+    admin = ApiKey("k_1", "admin", "ops", created, hash="h1")
+    store.add_key(search)
+    store.add_key(admin)
+    assert store.keys() == [admin, search] and store.keys()[0].hash == "h1"
+    assert store.key("k_2") == search and store.key("k_3") is None
+    revoked = store.revoke_key("k_2")
+    assert revoked.revoked_at is not None and revoked.revoked_at >= created
+    assert store.revoke_key("k_2") == revoked  # idempotent
+    with pytest.raises(NotFound):
+        store.revoke_key("k_3")
+
+
+def test_the_audit_log_is_newest_first_in_pages(store: Store) -> None:
+    store.record_search("key k_1", "photo", 3, query_sha256="ab" * 32)
+    for number in range(4):
+        store.record_search("key k_2", "text", number, query_text=f"query {number}")
+    newest = store.audit(2)
+    assert [e.query_text for e in newest] == ["query 3", "query 2"]
+    older = store.audit(10, before=newest[-1].id)
+    assert [e.query_text for e in older] == ["query 1", "query 0", None]
+    first = older[-1]
+    assert (first.actor, first.kind, first.results, first.query_sha256) == (
+        "key k_1",
+        "photo",
+        3,
+        "ab" * 32,
+    )
+    assert first.at <= newest[0].at and first.at.endswith("+00:00")
+
+
+# -- clusters and edits ------------------------------------------------------------------------
+
+
+def clustered(store: Store) -> tuple[int, list[int]]:
+    """Six unnamed faces on four photos: a cluster of three, one of two, one below the bar.
+    Returns the first cluster's id and the face ids."""
+    store.save(
+        [
+            photo("one.jpg", faces=2, seeds=[1, 2]),
+            photo("two.jpg", faces=2, seeds=[3, 4]),
+            photo("three.jpg", seeds=[5]),
+            photo("four.jpg", seeds=[6]),
+        ]
+    )
+    faces = face_ids(store)
+    first = store.new_cluster_ids(2)
+    assert store.new_cluster_ids(1) == first + 2
+    written = store.set_clusters(
+        [
+            (faces[0], first),
+            (faces[2], first),
+            (faces[4], first),
+            (faces[1], first + 1),
+            (faces[3], first + 1),
+            (faces[5], None),
+        ],
+        replace=True,
+    )
+    assert written == 6
+    return first, faces
+
+
+def test_clusters_are_listed_largest_first(store: Store) -> None:
+    first, faces = clustered(store)
+    listed = store.clusters()
+    assert [(c.id, c.size) for c in listed] == [(first, 3), (first + 1, 2)]
+    assert [f.id for f in listed[0].faces] == [faces[0], faces[2], faces[4]]
+    assert [c.id for c in store.clusters(min_size=3)] == [first]
+    assert [c.id for c in store.clusters(limit=1, offset=1)] == [first + 1]
+    assert store.cluster(first + 1).size == 2 and store.cluster_stats() == (2, 5, 1)
+    with pytest.raises(NotFound):
+        store.cluster(first + 7)
+    assert store.cluster_members([first + 1, first + 7]) == {first + 1: [faces[1], faces[3]]}
+    photos = {f.id: f.photo.id for f in store.faces(faces).values()}
+    assert store.photos_of_clusters([first]) == {first: {photos[faces[i]] for i in (0, 2, 4)}}
+    assert store.cluster_of_faces([faces[5], faces[0]]) == {
+        faces[5]: (None, photos[faces[5]]),
+        faces[0]: (first, photos[faces[0]]),
+    }
+    unnamed = store.unnamed_faces(MODEL, only_new=False)
+    assert unnamed.ids.tolist() == faces and unnamed.vectors.shape == (6, 128)
+    assert unnamed.sharpness == (0.5,) * 6 and unnamed.boxes[1] == Box(110, 10, 190, 90)
+    assert np.array_equal(unnamed.vectors[4], vector(5).astype(np.float32))
+    assert store.unnamed_faces(MODEL, only_new=True).ids.tolist() == []
+    store.save([photo("five.jpg", seeds=[7])])
+    assert store.unnamed_faces(MODEL, only_new=True).ids.tolist() == [max(face_ids(store))]
+    assert store.set_clusters([(faces[0], first + 1)], replace=False) == 1
+    assert store.cluster_stats() == (2, 5, 1)
+
+
+def test_naming_a_cluster_and_undoing_it(store: Store) -> None:
+    first, faces = clustered(store)
+    epoch = store.faces_epoch()
+    named = store.name_cluster(first, None, "Ann Example", "admin")
+    assert (named.kind, named.faces, named.actor) == ("name-cluster", 3, "admin")
+    ann = store.resolve_person("Ann Example")
+    assert named.summary == f"named cluster {first} (3 faces) Ann Example ({ann.id})"
+    assert [f.id for f in store.faces_of_person(ann.id)] == [faces[0], faces[2], faces[4]]
+    assert store.cluster_stats() == (1, 2, 1) and store.faces_epoch() == epoch
+    assert store.set_clusters([(faces[0], first + 1)], replace=False) == 0  # named: skipped
+    assert names(store.find("example", 5)) == ["Ann Example"]
+    undo = store.undo_edit(named.id, "admin")
+    assert undo.kind == "undo" and undo.summary.startswith(f"undid edit {named.id}: named")
+    assert store.people() == [] and store.cluster_stats() == (2, 5, 1)
+    assert [e.id for e in store.edits()] == [undo.id, named.id]
+    assert store.edits()[1].undone_at is not None and store.edits()[1].undone_by == "admin"
+    assert store.edits(limit=1) == [store.edits()[0]]
+
+
+def test_a_rejected_face_never_rejoins_its_person(store: Store) -> None:
+    first, faces = clustered(store)
+    store.name_cluster(first, None, "Ann Example", "admin")
+    ann = store.resolve_person("Ann Example").id
+    rejected = store.reject_faces([faces[2]], "admin")
+    assert rejected.summary == f"rejected 1 face from Ann Example ({ann})"
+    assert faces[2] not in store.face_ids_of_people([ann])
+    assert store.unnamed_faces(MODEL, only_new=True).ids.tolist() == [faces[2]]
+    store.set_clusters([(faces[2], first + 1)], replace=False)
+    again = store.name_cluster(first + 1, ann, None, "admin")
+    assert "1 face once rejected from them stayed" in again.summary
+    assert store.face_ids_of_people([ann]).tolist() == [faces[0], faces[1], faces[3], faces[4]]
+    with pytest.raises(UsageError, match="rejected from Ann Example"):
+        store.move_faces([faces[2]], ann, None, "admin")
+    with pytest.raises(UsageError, match="belong to nobody"):
+        store.reject_faces([faces[2]], "admin")
+    store.undo_edit(again.id, "admin")
+    assert store.face_ids_of_people([ann]).tolist() == [faces[0], faces[4]]
+    moved = store.move_faces([faces[5]], ann, None, "admin")
+    assert moved.summary == f"moved 1 face to Ann Example ({ann})"
+
+
+def catalogue_state(store: Store) -> object:
+    """What the catalogue says about who is who, through the store's own reads."""
+    people = store.people()
+    faces = store.faces(face_ids(store))
+    return (
+        people,
+        [store.profile(p.id) for p in people],
+        {i: f.person for i, f in faces.items()},
+        store.cluster_of_faces(list(faces)),
+        store.unnamed_faces(MODEL, only_new=True).ids.tolist(),
+        store.cluster_stats(),
+        [(f.person, f.field, f.value, f.rank) for f in store.find("ex", 50)],
+    )
+
+
+def test_every_edit_undone_leaves_the_catalogue_as_before(store: Store) -> None:
+    first, faces = clustered(store)
+    ann = add(store, "ann", "Ann Example", lists=("staff",))
+    bo = add(
+        store,
+        "bo",
+        "Bo Example",
+        aliases=("Bobby",),
+        lists=("staff", "choir"),
+        accounts=(Account("mastodon", "bo_ex"),),
+    )
+    cy = add(store, "cy", "Cy Other")
+    store.add_relation(ann, bo, "sibling")
+    store.add_relation(bo, cy, "friend")
+    store.name_cluster(first, ann, None, "admin")
+    store.name_cluster(first + 1, bo, None, "admin")
+    before = catalogue_state(store)
+    steps = [
+        store.move_faces([faces[0]], None, "Di Example", "admin"),
+        store.reject_faces([faces[1]], "admin"),
+        store.merge_people(ann, bo, "admin"),
+        store.move_faces([faces[3]], None, "Ed Example", "admin"),
+    ]
+    merged = store.profile(ann)
+    assert merged.aliases == ("Bo Example", "Bobby") and merged.lists == ("choir", "staff")
+    assert [a.handle for a in merged.accounts] == ["bo_ex"]
+    assert [(k, p.id) for k, p in merged.relations] == [("friend", cy)]
+    assert store.find("bo_ex", 5)[0].person.id == ann
+    assert steps[2].summary == f"merged Bo Example ({bo}) into Ann Example ({ann}): 1 face"
+    with pytest.raises(NotFound):
+        store.resolve_person(bo)
+    for edit in reversed(steps):
+        store.undo_edit(edit.id, "admin")
+    assert store.find("bo_ex", 5)[0].person.id == bo
+    assert catalogue_state(store) == before
+
+
+def test_an_undo_waits_for_the_later_edits(store: Store) -> None:
+    first, faces = clustered(store)
+    store.name_cluster(first, None, "Ann Example", "admin")
+    store.name_cluster(first + 1, None, "Bo Example", "admin")
+    bo = store.resolve_person("Bo Example").id
+    split = store.move_faces([faces[0]], None, "Cy Example", "admin")
+    moved = store.move_faces([faces[0]], bo, None, "admin")
+    with pytest.raises(UsageError, match=f"face {faces[0]} was changed by edit {moved.id}"):
+        store.undo_edit(split.id, "admin")
+    undone = store.undo_edit(moved.id, "admin")
+    store.undo_edit(split.id, "admin")
+    with pytest.raises(UsageError, match="already undone"):
+        store.undo_edit(split.id, "admin")
+    with pytest.raises(UsageError, match="is an undo"):
+        store.undo_edit(undone.id, "admin")
+    ann = store.resolve_person("Ann Example").id
+    assert store.face_ids_of_people([ann]).tolist() == [faces[0], faces[2], faces[4]]
+    with pytest.raises(NotFound):
+        store.resolve_person("Cy Example")  # made by the split, gone with its undo
+
+
+def test_edits_of_bad_input_say_what_is_wrong(store: Store) -> None:
+    first, faces = clustered(store)
+    with pytest.raises(NotFound, match="no cluster has the id 99"):
+        store.name_cluster(99, None, "X", "admin")
+    with pytest.raises(NotFound, match="no face has the id 12345"):
+        store.reject_faces([12345], "admin")
+    with pytest.raises(NotFound, match="no edit has the id 9"):
+        store.undo_edit(9, "admin")
+    with pytest.raises(UsageError, match="no faces given"):
+        store.move_faces([], None, "X", "admin")
+    with pytest.raises(UsageError, match="not both"):
+        store.name_cluster(first, "p_x", "X", "admin")
+    with pytest.raises(UsageError, match="not empty"):
+        store.name_cluster(first, None, "  ", "admin")
+    with pytest.raises(NotFound, match="no person has the id 'p_x'"):
+        store.move_faces(faces[:1], "p_x", None, "admin")
+    with pytest.raises(UsageError, match="themselves"):
+        store.merge_people("p_x", "p_x", "admin")
+    assert store.edits() == [] and store.people() == []
+
+
+def test_erasing_a_person_forgets_their_edits(store: Store) -> None:
+    first, _ = clustered(store)
+    store.name_cluster(first, None, "Ann Example", "admin")
+    store.name_cluster(first + 1, None, "Bo Example", "admin")
+    ann = store.resolve_person("Ann Example").id
+    store.erase_person(ann, "admin")
+    summaries = [edit.summary for edit in store.edits()]
+    assert len(summaries) == 1 and "Bo Example" in summaries[0]
+    assert store.forget_edits_of(store.resolve_person("Bo Example").id) == 1
+
+
+# -- PostgreSQL against SQLite, and what only the server store has ------------------------------
+
+
+FIRST = ["Ann", "Анна", "Petr", "Пётр", "José", "Li", "Olga", "Ольга", "Bob", "Zoë"]
+LAST = ["Lee", "Иванов", "Novak", "Müller", "Annson", "Wei", "Smith", "Ёжиков"]
+PLATFORMS = ["telegram", "instagram", "email", "x"]
+LISTS = ["Alumni 2010", "Team", "Choir"]
+KINDS = ["friend", "colleague", "sibling"]
+FRAGMENTS = ["ann", "Анна", "petr", "пётр", "jose", "li", "olg", "ez", "ivan_", "müller", "e"]
+
+
+def random_catalogue(store: Store) -> list[str]:
+    """The 60 people of tests/test_query.py's catalogue (same seed, same calls); their names."""
+    import random
+
+    rng = random.Random(7)
+    people = []
+    for number in range(60):
+        name = f"{rng.choice(FIRST)} {rng.choice(LAST)} {number}"
+        accounts = tuple(
+            Account(platform, f"{rng.choice(['ann', 'pe', 'ivan_', 'zo'])}{number}_{platform}")
+            for platform in rng.sample(PLATFORMS, rng.randint(0, 2))
+        )
+        record = PersonRecord(
+            f"ext-{number}",
+            name,
+            aliases=tuple(rng.sample(FIRST, rng.randint(0, 1))),
+            accounts=accounts,
+            lists=tuple(rng.sample(LISTS, rng.randint(0, 2))),
+        )
+        people.append(store.upsert_person(record)[0])
+    for _ in range(60):
+        a, b = rng.sample(people, 2)
+        store.add_relation(a.id, b.id, rng.choice(KINDS))
+    store.save([photo(f"{n}.jpg", label=p.name, seeds=[n]) for n, p in enumerate(people[::3])])
+    return [p.name for p in people]
+
+
+@pytest.fixture(scope="module")
+def twins(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Store, Store, list[str]]]:
+    """The same random catalogue in SQLite and in PostgreSQL."""
+    server: EmbeddedPostgres = request.getfixturevalue("postgres_server")
+    database = server.new_database(request.getfixturevalue("catalogue_template"))
+    sqlite = resolve_class("store", "sqlite")(tmp_path_factory.mktemp("twin") / "c.sqlite")
+    postgres = resolve_class("store", "postgresql")(server.url(database))
+    people = random_catalogue(sqlite)
+    assert random_catalogue(postgres) == people
+    yield sqlite, postgres, people
+    sqlite.close()
+    postgres.close()
+    server.drop_database(database)
+
+
+def expressions(people: list[str]) -> st.SearchStrategy[Expr]:
+    names = st.sampled_from(people)
+    term = st.one_of(
+        st.builds(Term, st.sampled_from(["text", "name", "handle"]), st.sampled_from(FRAGMENTS)),
+        st.builds(Term, st.just("platform"), st.sampled_from([*PLATFORMS, "TELEGRAM"])),
+        st.builds(Term, st.just("list"), st.sampled_from([*LISTS, "team"])),
+        st.builds(Term, st.just("has"), st.just("face")),
+        st.builds(Term, st.just("friends-of"), names),
+        st.builds(Term, st.just("related-to"), names, st.sampled_from([None, *KINDS])),
+    )
+    return st.recursive(
+        term,
+        lambda inner: st.one_of(
+            st.builds(Not, inner),
+            st.builds(lambda ps: And(tuple(ps)), st.lists(inner, min_size=2, max_size=3)),
+            st.builds(lambda ps: Or(tuple(ps)), st.lists(inner, min_size=2, max_size=3)),
+        ),
+        max_leaves=5,
+    )
+
+
+def render(expr: Expr) -> str:
+    """Query text for `expr`, fully parenthesised."""
+    if isinstance(expr, Term):
+        quoted = '"' + expr.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        field = "" if expr.field == "text" else f"{expr.field}:"
+        kind = f"{expr.kind}:" if expr.kind else ""
+        return f"{field}{kind}{quoted}"
+    if isinstance(expr, Not):
+        return f"NOT ({render(expr.part)})"
+    joiner = " AND " if isinstance(expr, And) else " OR "
+    return "(" + joiner.join(render(p) for p in expr.parts) + ")"
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_postgresql_selects_and_finds_what_sqlite_does(
+    twins: tuple[Store, Store, list[str]], data: st.DataObject
+) -> None:
+    sqlite, postgres, people = twins
+    text = render(data.draw(expressions(people)))
+    selected = [p.name for p in sqlite.people_matching(parse_query(text))]
+    assert [p.name for p in postgres.people_matching(parse_query(text))] == selected, text
+    fragment = data.draw(st.sampled_from([*FRAGMENTS, "an", "ov 1", "_", "ё"]))
+    limit = data.draw(st.integers(1, 12))
+
+    def found(store: Store) -> list[tuple[str, str, str, int]]:
+        return [(f.person.name, f.field, f.value, f.rank) for f in store.find(fragment, limit)]
+
+    assert found(postgres) == found(sqlite), (fragment, limit)
+
+
+def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
+    from iddetective.store.postgres import PostgresStore
+    from iddetective.store.postgres_migrations import MIGRATIONS, schema_version
+
+    with pytest.raises(StoreError, match="needs migrating"):
+        PostgresStore(postgres_url, readonly=True)
+    store = PostgresStore(postgres_url)
+    assert schema_version(store._db) == len(MIGRATIONS)
+    store.save([photo("a.jpg", label="Ann")])
+    store.close()
+    again = PostgresStore(postgres_url)  # nothing to migrate: the data stays
+    reader = PostgresStore(postgres_url, readonly=True)
+    assert reader.stats().faces == 1 and reader.find("ann", 1)[0].person.name == "Ann"
+    with pytest.raises(StoreError, match="read-only"):
+        reader.record_search("key", "text", 0)
+    again._db.execute("INSERT INTO schema_migrations VALUES (%s, now())", (len(MIGRATIONS) + 1,))
+    with pytest.raises(StoreError, match="newer than this iddetective understands"):
+        PostgresStore(postgres_url)
+    again.close()
+    reader.close()
+
+
+def test_postgres_errors_name_the_database_without_its_password(
+    postgres_server: EmbeddedPostgres,
+) -> None:
+    from iddetective.store.postgres import PostgresStore
+
+    url = postgres_server.url("no_such_database").replace("postgres@", "postgres:s3cret@")
+    with pytest.raises(StoreError, match="cannot connect to") as caught:
+        PostgresStore(url)
+    assert "s3cret" not in str(caught.value) and "postgres:***@" in str(caught.value)

@@ -20,7 +20,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dlib-cnn": "iddetective.faces:CnnDetector",
     },
     "embedder": {"dlib-resnet-v1": "iddetective.faces:DlibResnetEmbedder"},
-    "store": {"sqlite": "iddetective.store.sqlite:SqliteStore"},
+    "store": {
+        "sqlite": "iddetective.store.sqlite:SqliteStore",
+        "postgresql": "iddetective.store.postgres:PostgresStore",
+    },
     "vector_index": {
         "exact": "iddetective.vector_index.exact:ExactIndex",
         "ivf": "iddetective.vector_index.ivf:IvfIndex",
