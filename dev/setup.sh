@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install iddetective with its test tools, once per change of
 # pyproject.toml. With --browser (dev/test.sh), also Debian's Chromium for the browser test
-# when /usr/bin/chromium is missing (apt-get, as root or with sudo). Safe to run again.
+# when /usr/bin/chromium is missing, and openssh-server for the remote host tests when
+# /usr/sbin/sshd is missing (apt-get, as root or with sudo). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -18,9 +19,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet -e '.[test]'
     echo "$wanted" > "$stamp"
 fi
-# The browser test (tests/test_browser.py) drives Debian's Chromium; never a downloaded browser.
-if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
-    missing="setup: /usr/bin/chromium is missing; install it as root: apt-get install -y chromium"
+# The browser test (tests/test_browser.py) drives Debian's Chromium, never a downloaded browser;
+# the remote host tests (tests/test_remote_hosts.py) start their own OpenSSH server, the worker
+# tests (tests/test_workers.py, tests/test_web_fleet.py) their own Redis.
+wanted_packages=()
+if [ "${1:-}" = "--browser" ]; then
+    [ -x /usr/bin/chromium ] || wanted_packages+=(chromium)
+    [ -x /usr/sbin/sshd ] || wanted_packages+=(openssh-server)
+    command -v redis-server >/dev/null || wanted_packages+=(redis-server)
+fi
+if [ "${#wanted_packages[@]}" -gt 0 ]; then
+    packages="${wanted_packages[*]}"
+    missing="setup: $packages missing; install as root: apt-get install -y $packages"
     if [ "$(id -u)" -eq 0 ]; then
         sudo=""
     elif command -v sudo >/dev/null; then
@@ -30,13 +40,13 @@ if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
         exit 1
     fi
     if ! command -v apt-get >/dev/null; then
-        echo "setup: /usr/bin/chromium is missing and apt-get is absent: install Chromium there" >&2
+        echo "setup: $packages missing and apt-get is absent: install them there" >&2
         exit 1
     fi
-    echo "setup: installing chromium with apt-get for the browser test"
+    echo "setup: installing $packages with apt-get for the browser and remote host tests"
     apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get"
-    if ! $apt install -y chromium; then
+    if ! $apt install -y "${wanted_packages[@]}"; then
         echo "setup: updating the package lists, then trying again"
-        $apt update && $apt install -y chromium || { echo "$missing" >&2; exit 1; }
+        $apt update && $apt install -y "${wanted_packages[@]}" || { echo "$missing" >&2; exit 1; }
     fi
 fi

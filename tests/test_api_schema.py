@@ -106,7 +106,7 @@ def served(
         "DELETE /api/keys/{key_id}": [{"path_parameters": {"key_id": spare_key.id}}],
     }
     photo = Path(web_catalogue.probes[0].path).read_bytes()
-    yield Served(create_app(ServerSettings(data, analysis_workers=0)), known, photo)
+    yield Served(create_app(ServerSettings(data, analysis_workers=0, broker=None)), known, photo)
     asgi.shutdown_lifespans()  # schemathesis started the app on first use: stop it now
 
 

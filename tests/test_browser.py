@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,3 +299,67 @@ def test_name_a_cluster_reject_a_face_and_undo_in_the_browser(
     page.goto("/clusters")
     expect(page.locator(f"#{cluster_id}")).to_have_count(1)
     assert not tab.problems, "\n".join(tab.problems)
+
+
+# -- the fleet dashboard: a real worker on a real Redis ----------------------------------------
+
+
+@contextmanager
+def browser_tab(chromium: Path, url: str) -> Iterator[Tab]:
+    """A Chromium tab on `url`, recording console errors and page errors."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
+            tab = Tab(context.new_page())
+            tab.page.on(
+                "console",
+                lambda m: m.type == "error" and tab.note(f"console error: {m.text}"),
+            )
+            tab.page.on("pageerror", lambda e: tab.note(f"page error: {e.stack or e.message}"))
+            yield tab
+            context.close()
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_the_admin_sees_a_worker_and_pauses_it_in_the_browser(
+    chromium: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/fleet lists a live worker with its pid; Pause makes the worker say so and the row
+    show it paused at the next refresh."""
+    pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")
+    from test_web_fleet import new_data, start_redis, start_worker, stop_process
+
+    (tmp_path / "redis").mkdir()
+    redis = start_redis(tmp_path / "redis")
+    data, keys = new_data(tmp_path)
+    worker = None
+    try:
+        worker = start_worker(redis.url, data, "browser@test", tmp_path / "worker.log")
+        monkeypatch.setenv("IDDETECTIVE_BROKER", redis.url)  # what `serve` reads by default
+        process, url = start_server(data, tmp_path / "server.log")
+        try:
+            with browser_tab(chromium, url) as tab:
+                page = tab.page
+                log_in(page, keys["admin"])
+                page.get_by_role("navigation", name="Main").get_by_role(
+                    "link", name="Workers"
+                ).click()
+                expect(page.locator("h1")).to_have_text("Ingestion workers")
+                row = page.locator('tr[data-worker="browser@test"]')
+                expect(row).to_contain_text("taking batches", timeout=10_000)
+                expect(row.locator("td").nth(2)).to_have_text(str(worker.pid))
+                expect(page.locator("#total-queue")).to_have_text("0")
+                expect(page.locator("#processes")).to_have_value("1")
+                page.get_by_role("button", name="Pause").click()
+                expect(page.locator("#flash")).to_contain_text("browser@test: ", timeout=10_000)
+                expect(row).to_contain_text("paused", timeout=10_000)
+                assert not tab.problems, "\n".join(tab.problems)
+        finally:
+            stop(process)
+    finally:
+        if worker is not None:
+            stop_process(worker, group=True)
+        stop_process(redis.process)

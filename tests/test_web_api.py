@@ -31,7 +31,7 @@ def site(
 ) -> Iterator[tuple[TestClient, WebCatalogue]]:
     """One app over a private copy of the web catalogue, shared by the read-mostly tests."""
     data = copy_data(web_catalogue.data_dir, tmp_path_factory.mktemp("api") / "data")
-    app = create_app(ServerSettings(data, analysis_workers=0))
+    app = create_app(ServerSettings(data, analysis_workers=0, broker=None))
     with TestClient(app) as client:
         yield client, web_catalogue
 
@@ -359,7 +359,7 @@ def test_upload_over_the_limit_is_413_and_stores_nothing(
     web_catalogue: WebCatalogue, tmp_path: Path
 ) -> None:
     data = copy_data(web_catalogue.data_dir, tmp_path / "data")
-    app = create_app(ServerSettings(data, analysis_workers=0, max_upload_bytes=10_000))
+    app = create_app(ServerSettings(data, analysis_workers=0, max_upload_bytes=10_000, broker=None))
     with TestClient(app) as client:
         key = bearer(web_catalogue.keys["ingest"])
         before = client.get("/api/stats", headers=key).json()
@@ -376,7 +376,7 @@ def test_uploaded_photos_are_indexed_and_searchable(
 ) -> None:
     data = copy_data(web_catalogue.data_dir, tmp_path / "data")
     stranger = web_catalogue.strangers[0].path
-    with TestClient(create_app(ServerSettings(data, analysis_workers=0))) as client:
+    with TestClient(create_app(ServerSettings(data, analysis_workers=0, broker=None))) as client:
         ingest, search = bearer(web_catalogue.keys["ingest"]), bearer(web_catalogue.keys["search"])
         stored = client.post(
             "/api/photos", headers=ingest, files=photo_file(stranger), data={"person": "Lin"}
@@ -435,7 +435,7 @@ def test_thumbnails_and_crops_carry_no_exif_and_are_cached(
     original.save(buffer, "JPEG", exif=exif.tobytes())
     tagged = buffer.getvalue()
     assert b"SecretCam" in tagged
-    with TestClient(create_app(ServerSettings(data, analysis_workers=0))) as client:
+    with TestClient(create_app(ServerSettings(data, analysis_workers=0, broker=None))) as client:
         ingest, search = bearer(web_catalogue.keys["ingest"]), bearer(web_catalogue.keys["search"])
         client.post(
             "/api/photos",

@@ -33,11 +33,11 @@ from rich.table import Table
 from rich.text import Text
 
 from . import calibration, distances
-from .catalogue import DB_ENV, POSTGRES_SCHEMES, Catalogue, default_data_dir
+from .catalogue import CATALOG_FILE, DB_ENV, POSTGRES_SCHEMES, Catalogue, default_data_dir
 from .detection_study import parse_detector_settings
 from .discovery import ClusterReport
 from .entities import Edit, SaveResult
-from .errors import IDDetectiveError
+from .errors import IDDetectiveError, UsageError
 from .eval_report import report_markdown, write_report
 from .evaluation import default_cache_dir, evaluate, with_detector_trials
 from .faces import PipelineSettings
@@ -49,6 +49,8 @@ __all__ = ["main"]
 
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
+#: fleet.BROKER_ENV, named here so that celery is imported only by the commands that use it.
+BROKER_ENV = "IDDETECTIVE_BROKER"
 
 # Markup off: paths and reasons are printed as they are, even `photo [b].jpg`.
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -160,6 +162,20 @@ def main() -> None:
     show_default=True,
     help="Times the detector upsamples (finds smaller faces, slower).",
 )
+@click.option(
+    "--broker",
+    metavar="URL",
+    envvar=BROKER_ENV,
+    help="Have the ingestion workers on this Redis (redis://...; default $IDDETECTIVE_BROKER) "
+    "analyse the photos instead of this machine.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Photos per batch sent to the workers (with --broker).",
+)
 def index(
     paths: tuple[str, ...],
     people: str | None,
@@ -171,6 +187,8 @@ def index(
     basis: str,
     fallback_detector: str | None,
     upsample: int,
+    broker: str | None,
+    batch: int,
 ) -> None:
     """Index photos from PATHS (files and folders, recursively) into the catalogue."""
     with (
@@ -180,16 +198,22 @@ def index(
         ) as catalogue,
     ):
         with _progress_bar("indexing", "photos") as update:
-            report = catalogue.index(
-                list(paths),
-                people=people,
-                people_from_folders=people_from_folders,
-                workers=workers,
-                prune=prune,
-                retry_failed=retry_failed,
-                basis=basis,
-                progress=_report_failures(update),
-            )
+            options: dict[str, Any] = {
+                "people": people,
+                "people_from_folders": people_from_folders,
+                "prune": prune,
+                "retry_failed": retry_failed,
+                "basis": basis,
+                "progress": _report_failures(update),
+            }
+            if broker:
+                if workers != 1:
+                    raise UsageError("--workers is for a local run; size the fleet instead")
+                report = _fleet().index_on_fleet(
+                    catalogue, list(paths), broker=broker, batch=batch, **options
+                )
+            else:
+                report = catalogue.index(list(paths), workers=workers, **options)
         _print_report(report, data_dir)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -851,7 +875,15 @@ def reindex(data_dir: Path) -> None:
     default=None,
     help="Processes analysing uploaded photos (default: CPU cores, at most 4).",
 )
-def serve(data_dir: Path, host: str, port: int, workers: int | None) -> None:
+@click.option(
+    "--broker",
+    metavar="URL",
+    envvar=BROKER_ENV,
+    default=None,
+    help="The ingestion workers' Redis (redis://...; default $IDDETECTIVE_BROKER), "
+    "watched and steered on the /fleet page.",
+)
+def serve(data_dir: Path, host: str, port: int, workers: int | None, broker: str | None) -> None:
     """Serve the search pages and the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
@@ -859,9 +891,9 @@ def serve(data_dir: Path, host: str, port: int, workers: int | None) -> None:
 
     with library_errors():
         new_key = first_admin_key(data_dir, host)
-    settings = ServerSettings(data_dir)
+    settings = ServerSettings(data_dir, broker=broker)
     if workers is not None:
-        settings = ServerSettings(data_dir, analysis_workers=workers)
+        settings = ServerSettings(data_dir, analysis_workers=workers, broker=broker)
     if new_key:
         out.print("Created the first admin key (shown once; keep it):")
         out.print(f"  {new_key}")
@@ -935,3 +967,225 @@ def audit(data_dir: Path, limit: int, as_json: bool) -> None:
         query = f"photo {entry.query_sha256}" if entry.query_sha256 else repr(entry.query_text)
         table.add_row(entry.at, entry.actor, entry.kind, query, str(entry.results))
     out.print(table)
+
+
+# -- ingestion workers (fleet/, docs/scaling.md) ----------------------------------------------
+
+
+def _fleet() -> Any:
+    """The fleet package, imported on use: celery comes with the `server` extra."""
+    try:
+        from . import fleet
+    except ImportError as error:
+        raise UsageError(
+            f"ingestion workers need celery[redis] ({error}): pip install 'iddetective[server]'"
+        ) from None
+    return fleet
+
+
+def broker_option(command: F) -> F:
+    """--broker: the Redis the workers take batches from (required)."""
+    return click.option(
+        "--broker",
+        metavar="URL",
+        envvar=BROKER_ENV,
+        required=True,
+        help="The workers' Redis (redis://...; default $IDDETECTIVE_BROKER).",
+    )(command)
+
+
+def worker_names_option(command: F) -> F:
+    """--worker NAME: act on some workers only."""
+    return click.option(
+        "--worker",
+        "workers",
+        multiple=True,
+        metavar="NAME",
+        help="Only this worker (repeatable; default: every worker).",
+    )(command)
+
+
+@main.command()
+@broker_option
+@data_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes analysing photos [default: one per CPU].",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="prefork: a pool of processes; solo: batches run in the worker process itself.",
+)
+@click.option("--name", default=None, help="Worker name [default: iddetective@HOST].")
+@click.option(
+    "--visibility-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Seconds before a batch its worker never finished is given to another worker.",
+)
+def worker(
+    broker: str,
+    data_dir: Path,
+    concurrency: int | None,
+    pool: str,
+    name: str | None,
+    visibility_timeout: float,
+) -> None:
+    """Take photo batches from the broker, analyse them and store them, until stopped."""
+    with library_errors():
+        catalogue = os.environ.get(DB_ENV) or data_dir / CATALOG_FILE
+        _fleet().run_worker(
+            broker,
+            catalogue,
+            concurrency=concurrency,
+            pool=pool,
+            name=name,
+            visibility_timeout=visibility_timeout,
+        )
+
+
+@main.group()
+def fleet() -> None:
+    """Watch and steer the ingestion workers (status, pause, resume, resize, stop)."""
+
+
+@fleet.command("status")
+@broker_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fleet_status(broker: str, as_json: bool) -> None:
+    """List every worker and the batches waiting in the queue."""
+    with library_errors():
+        status = _fleet().fleet_status(broker)
+    if as_json:
+        click.echo(json.dumps(asdict(status)))
+        return
+    table = Table("worker", "host", "pid", "pool", "processes", "alive", "busy", "done", "paused")
+    for w in status.workers:
+        alive, paused = ("yes" if w.alive else "NO"), ("yes" if w.paused else "")
+        row = (w.name, w.host, str(w.pid or ""), w.pool, str(w.concurrency), alive, str(w.busy))
+        table.add_row(*row, str(w.tasks_done), paused)
+    out.print(table)
+    out.print(f"queue: {status.queue_depth} batches waiting")
+
+
+@fleet.command("pause")
+@broker_option
+@worker_names_option
+def fleet_pause(broker: str, workers: tuple[str, ...]) -> None:
+    """Stop taking batches (running ones finish)."""
+    with library_errors():
+        _print_replies(_fleet().pause_workers(broker, workers))
+
+
+@fleet.command("resume")
+@broker_option
+@worker_names_option
+def fleet_resume(broker: str, workers: tuple[str, ...]) -> None:
+    """Take batches again."""
+    with library_errors():
+        _print_replies(_fleet().resume_workers(broker, workers))
+
+
+@fleet.command("resize")
+@click.argument("processes", type=click.IntRange(1))
+@broker_option
+@worker_names_option
+def fleet_resize(processes: int, broker: str, workers: tuple[str, ...]) -> None:
+    """Give each worker PROCESSES pool processes."""
+    with library_errors():
+        _print_replies(_fleet().resize_workers(broker, processes, workers))
+
+
+@fleet.command("stop")
+@broker_option
+@worker_names_option
+def fleet_stop(broker: str, workers: tuple[str, ...]) -> None:
+    """Stop workers once their running batches are done."""
+    with library_errors():
+        _print_replies(_fleet().stop_workers(broker, workers))
+
+
+def hosts_file_option(command: F) -> F:
+    """--hosts: the file naming the machines `fleet up/down` reach over SSH."""
+    return click.option(
+        "--hosts",
+        "hosts_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The hosts file [default: $IDDETECTIVE_HOSTS, else ~/.config/iddetective/hosts.toml].",
+    )(command)
+
+
+@fleet.command("up")
+@click.option(
+    "--host", "host_name", required=True, metavar="NAME", help="A host of the hosts file."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes to start there.",
+)
+@click.option(
+    "--broker",
+    metavar="URL",
+    default=None,
+    help="The workers' Redis as that host reaches it [default: IDDETECTIVE_BROKER of its env].",
+)
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="The catalogue as that host reaches it [default: IDDETECTIVE_DB of its env].",
+)
+@hosts_file_option
+def fleet_up(
+    host_name: str, workers: int, broker: str | None, db: str | None, hosts_file: Path | None
+) -> None:
+    """Start ingestion workers on a host of the hosts file, over SSH."""
+    from .remote_hosts import fleet_up as start_workers
+
+    with library_errors():
+        started = start_workers(hosts_file, host_name, workers, broker, db)
+    for worker in started:
+        when = worker.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        out.print(f"{worker.host}: worker {worker.pid} started {when}, log {worker.log}")
+
+
+@fleet.command("down")
+@click.option(
+    "--host", "host_name", required=True, metavar="NAME", help="A host of the hosts file."
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds the workers get to finish their batches before SIGKILL.",
+)
+@hosts_file_option
+def fleet_down(host_name: str, grace: float, hosts_file: Path | None) -> None:
+    """Stop the workers that `fleet up` started on a host, over SSH."""
+    from .remote_hosts import fleet_down as stop_workers
+
+    with library_errors():
+        stopped = stop_workers(hosts_file, host_name, grace)
+    listed = f" ({', '.join(map(str, stopped))})" if stopped else ""
+    out.print(f"{host_name}: stopped {len(stopped)} workers{listed}")
+
+
+def _print_replies(replies: list[Any]) -> None:
+    if not replies:
+        err.print("no worker answered")
+        sys.exit(1)
+    for reply in replies:
+        out.print(f"{reply.name}: {reply.message}")
+    if not all(reply.ok for reply in replies):
+        sys.exit(1)

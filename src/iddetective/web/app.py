@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
-from . import api, curation, models, pages
+from . import api, curation, fleet_views, models, pages
 from .analysis import AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -29,6 +29,9 @@ from .metrics import Metrics
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
 
+#: The environment variable naming the ingestion workers' broker (as iddetective.fleet's, which
+#: is not imported here: celery is needed only by servers with a broker).
+BROKER_ENV = "IDDETECTIVE_BROKER"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -45,6 +48,9 @@ class ServerSettings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     #: Mark the session cookie Secure (set when serving behind HTTPS).
     secure_cookies: bool = False
+    #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None
+    #: (no $IDDETECTIVE_BROKER either): the dashboard says how to configure it.
+    broker: str | None = field(default_factory=lambda: os.environ.get(BROKER_ENV) or None)
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -74,11 +80,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.lock = threading.RLock()
     app.state.sessions = Sessions()
+    app.state.fleet_monitor = fleet_views.FleetMonitor()
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(curation.router)
+    app.include_router(fleet_views.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -28,13 +28,28 @@ from ..query import QueryError
 from .analysis import Busy
 from .models import ErrorBody
 
-__all__ = ["ERROR_RESPONSES", "UploadTooLarge", "error_response", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "FleetNotConfigured",
+    "FleetUnavailable",
+    "UploadTooLarge",
+    "error_response",
+    "install_error_handlers",
+]
 
 log = logging.getLogger("iddetective.web")
 
 
 class UploadTooLarge(UsageError):
     """An upload over the server's size limit (HTTP 413)."""
+
+
+class FleetNotConfigured(IDDetectiveError):
+    """The server was started without a broker, so it cannot see the workers (HTTP 409)."""
+
+
+class FleetUnavailable(IDDetectiveError):
+    """The workers' broker does not answer, or celery is missing (HTTP 503)."""
 
 
 #: (status, code) per error class, most specific first.
@@ -46,6 +61,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (UploadTooLarge, 413, "too_large"),
     (BadImage, 422, "bad_image"),
     (Busy, 503, "busy"),
+    (FleetNotConfigured, 409, "no_broker"),
+    (FleetUnavailable, 503, "broker_unavailable"),
     (StoreError, 503, "store_unavailable"),
     (QueryError, 400, "query_error"),
     (UsageError, 400, "bad_request"),
@@ -57,10 +74,10 @@ _DESCRIPTIONS = {
     401: "No API key, or an unknown or revoked one.",
     403: "The key's role may not do this (or a cookie session sent no CSRF token).",
     404: "No such person, photo, face or page.",
-    409: "A name matches several people; use a person id.",
+    409: "A name matches several people (use a person id); no broker for the workers.",
     413: "The upload is larger than the server's limit.",
     422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter).",
-    503: "Busy or the catalogue is unavailable: retry after the Retry-After seconds.",
+    503: "Busy, or the catalogue or the workers' broker is unavailable (the message says which).",
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

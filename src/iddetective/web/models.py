@@ -25,6 +25,10 @@ __all__ = [
     "FaceIds",
     "FaceMove",
     "FacePage",
+    "FleetAction",
+    "FleetReplies",
+    "FleetResize",
+    "FleetStatusModel",
     "FoundPage",
     "Health",
     "KeyModel",
@@ -354,3 +358,80 @@ class EditPage(BaseModel):
     """Recorded edits, newest first."""
 
     items: list[EditModel]
+
+
+# -- the ingestion workers (fleet_views.py) -----------------------------------------------------
+
+WorkerName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class FleetWorkerModel(BaseModel):
+    """One ingestion worker, as its last answer and the server's samples of it show it."""
+
+    name: str = Field(description="Celery node name, e.g. iddetective@host.")
+    host: str
+    pid: int | None
+    pool: str = Field(description="prefork or solo; empty when the worker is silent.")
+    concurrency: int = Field(description="Pool processes (0 when silent).")
+    alive: bool = Field(description="Answered now; false: it announced itself and went silent.")
+    paused: bool = Field(description="Alive but not taking batches from the queue.")
+    busy: int = Field(description="Batches running now.")
+    batches_done: int = Field(description="Batches done since the worker started.")
+    batches_per_minute: float | None = Field(
+        description="Over the last minute of this server's samples; null until two samples."
+    )
+    last_seen: float | None = Field(
+        description="Unix time this server last had an answer from it; null: never."
+    )
+
+
+class FleetCatalogueModel(BaseModel):
+    """The catalogue the workers fill."""
+
+    people: int
+    photos: int
+    faces: int
+    failed: int = Field(description="Photos that could not be used (catalogue-wide).")
+    data_bytes: int = Field(description="Bytes the data directory takes.")
+
+
+class FleetStatusModel(BaseModel):
+    """Every worker, the batches waiting, totals and the catalogue's size."""
+
+    workers: list[FleetWorkerModel]
+    queue_depth: int = Field(description="Batches waiting in the queue (not those running).")
+    alive: int
+    concurrency: int = Field(description="Pool processes of the live workers.")
+    busy: int
+    batches_per_minute: float | None
+    catalogue: FleetCatalogueModel
+
+
+class FleetAction(BaseModel):
+    """Which workers an action is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: list[WorkerName] = Field(
+        default_factory=list, max_length=1000, description="Worker names; empty: every worker."
+    )
+
+
+class FleetResize(FleetAction):
+    """The pool processes each chosen worker should have."""
+
+    processes: int = Field(ge=1, le=1024, description="Pool processes per worker.")
+
+
+class FleetReply(BaseModel):
+    """What one worker answered."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+class FleetReplies(BaseModel):
+    """The answers of the workers an action reached (empty: no worker answered)."""
+
+    replies: list[FleetReply]

@@ -18,6 +18,7 @@ from .. import access
 from ..errors import Forbidden, Unauthorized
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
 from .curation import crop_url
+from .fleet_views import masked_url
 
 __all__ = ["router"]
 
@@ -154,6 +155,17 @@ def admin_page(request: Request) -> Response:
         keys = request.app.state.catalogue.api_keys()
         entries = request.app.state.catalogue.audit(limit=200)
     return _render(request, "admin.html", caller, keys=keys, entries=entries)
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet_page(request: Request) -> Response:
+    """The ingestion workers, refreshed live from /api/fleet, with pause, resume, resize and
+    stop; without a broker configured, how to configure one."""
+    caller = _page_caller(request, "admin")
+    if isinstance(caller, Response):
+        return caller
+    broker = request.app.state.settings.broker
+    return _render(request, "fleet.html", caller, broker=masked_url(broker) if broker else None)
 
 
 def _page(request: Request, action: str, template: str) -> Response:

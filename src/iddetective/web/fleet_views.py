@@ -1,0 +1,226 @@
+"""The JSON API of the ingestion workers (docs/scaling.md): watch and steer them (admin only).
+
+Each endpoint calls the same `iddetective.fleet.control` function as `iddetective fleet …`,
+on the broker of the server's settings (`ServerSettings.broker`). The workers report the
+batches each has done since it started; the rate over the last minute is computed here from
+the successive answers this server got (`FleetMonitor`, sampled on every status request, i.e.
+every poll of the /fleet page), as is when each worker last answered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, Depends, Request
+
+from ..entities import Stats
+from ..errors import UsageError
+from . import models
+from .auth import Caller, requires
+from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
+
+if TYPE_CHECKING:
+    from ..fleet import WorkerReply, WorkerStatus
+
+__all__ = ["RATE_WINDOW", "FleetMonitor", "masked_url", "router"]
+
+router = APIRouter(prefix="/api/fleet", tags=["fleet"], responses=ERROR_RESPONSES)
+
+Admin = Annotated[Caller, Depends(requires("admin"))]
+
+#: Seconds of samples the rates are computed over.
+RATE_WINDOW = 60.0
+#: Seconds the catalogue's size is reused for: it walks the data directory, and every open
+#: dashboard asks for it every 2 s.
+STATS_SECONDS = 5.0
+NO_BROKER = (
+    "no broker is configured for the ingestion workers: start the server with "
+    "--broker redis://HOST:PORT/DB, or set IDDETECTIVE_BROKER"
+)
+
+
+class FleetMonitor:
+    """What this server saw of the workers over time: done counts per worker (for their
+    rates over the last `window` seconds), when each last answered, and the catalogue size."""
+
+    def __init__(
+        self, window: float = RATE_WINDOW, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.window = window
+        self._clock = clock
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self._pids: dict[str, int | None] = {}
+        self._seen: dict[str, float] = {}
+        self._stats: tuple[float, Stats] | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, workers: Sequence[WorkerStatus]) -> list[dict[str, Any]]:
+        """Record the answer of `fleet_status`; each worker as the API shows it."""
+        now, wall = self._clock(), time.time()
+        with self._lock:
+            for gone in set(self._seen) - {w.name for w in workers}:
+                self._forget(gone)
+            return [self._observe_one(worker, now, wall) for worker in workers]
+
+    def catalogue_size(self, read: Callable[[], Stats]) -> Stats:
+        """The catalogue's size from `read`, reused for STATS_SECONDS."""
+        now = self._clock()
+        with self._lock:
+            if self._stats is not None and now - self._stats[0] < STATS_SECONDS:
+                return self._stats[1]
+        stats = read()
+        with self._lock:
+            self._stats = (now, stats)
+        return stats
+
+    def _observe_one(self, worker: WorkerStatus, now: float, wall: float) -> dict[str, Any]:
+        rate = None
+        if worker.alive:
+            self._seen[worker.name] = wall
+            rate = self._sample(worker, now)
+        return {
+            **{k: v for k, v in asdict(worker).items() if k != "tasks_done"},
+            "batches_done": worker.tasks_done,
+            "batches_per_minute": rate,
+            "last_seen": self._seen.get(worker.name),
+        }
+
+    def _sample(self, worker: WorkerStatus, now: float) -> float | None:
+        samples = self._samples.setdefault(worker.name, deque(maxlen=256))
+        restarted = self._pids.get(worker.name, worker.pid) != worker.pid
+        if restarted or (samples and samples[-1][1] > worker.tasks_done):
+            samples.clear()  # a new process under the same name counts from 0 again
+        self._pids[worker.name] = worker.pid
+        samples.append((now, worker.tasks_done))
+        while now - samples[0][0] > self.window:
+            samples.popleft()
+        (first, done_then), (last, done_now) = samples[0], samples[-1]
+        return (done_now - done_then) * 60.0 / (last - first) if last > first else None
+
+    def _forget(self, name: str) -> None:
+        for table in (self._samples, self._pids, self._seen):
+            table.pop(name, None)
+
+
+@router.get("", response_model=models.FleetStatusModel)
+def fleet_overview(request: Request, caller: Admin) -> dict[str, Any]:
+    """Every worker (alive, or announced and now silent), the batches waiting in the queue,
+    totals, and the size of the catalogue the workers fill."""
+    state = request.app.state
+    broker = broker_of(request)
+    with reaching(broker):
+        status = fleet_module().fleet_status(broker)
+    workers = state.fleet_monitor.observe(status.workers)
+    stats = state.fleet_monitor.catalogue_size(lambda: _catalogue_stats(request))
+    alive = [w for w in workers if w["alive"]]
+    rates = [w["batches_per_minute"] for w in alive if w["batches_per_minute"] is not None]
+    return {
+        "workers": workers,
+        "queue_depth": status.queue_depth,
+        "alive": len(alive),
+        "concurrency": sum(w["concurrency"] for w in alive),
+        "busy": sum(w["busy"] for w in alive),
+        "batches_per_minute": sum(rates) if rates else None,
+        "catalogue": asdict(stats),
+    }
+
+
+@router.post("/pause", response_model=models.FleetReplies)
+def pause_fleet(
+    request: Request, caller: Admin, body: models.FleetAction | None = None
+) -> dict[str, Any]:
+    """Stop taking batches (those running finish); `workers` names some, default all."""
+    return _act(request, "pause_workers", body or models.FleetAction())
+
+
+@router.post("/resume", response_model=models.FleetReplies)
+def resume_fleet(
+    request: Request, caller: Admin, body: models.FleetAction | None = None
+) -> dict[str, Any]:
+    """Take batches again after a pause."""
+    return _act(request, "resume_workers", body or models.FleetAction())
+
+
+@router.post("/resize", response_model=models.FleetReplies)
+def resize_fleet(request: Request, caller: Admin, body: models.FleetResize) -> dict[str, Any]:
+    """Give each worker (or those named) `processes` pool processes (prefork pools only)."""
+    broker = broker_of(request)
+    with reaching(broker):
+        replies = fleet_module().resize_workers(broker, body.processes, body.workers)
+    return _replies_json(replies)
+
+
+@router.post("/stop", response_model=models.FleetReplies)
+def stop_fleet(
+    request: Request, caller: Admin, body: models.FleetAction | None = None
+) -> dict[str, Any]:
+    """Stop workers warmly: each finishes the batches it is running, then exits."""
+    return _act(request, "stop_workers", body or models.FleetAction())
+
+
+def broker_of(request: Request) -> str:
+    """The server's broker URL; `FleetNotConfigured` when it has none."""
+    broker: str | None = request.app.state.settings.broker
+    if not broker:
+        raise FleetNotConfigured(NO_BROKER)
+    return broker
+
+
+def fleet_module() -> ModuleType:
+    """`iddetective.fleet`, imported on use: celery is needed only by servers with a broker."""
+    try:
+        from .. import fleet
+    except ImportError as error:
+        raise FleetUnavailable(f"the ingestion workers need celery[redis]: {error}") from None
+    return fleet
+
+
+@contextmanager
+def reaching(broker: str) -> Iterator[None]:
+    """Turn a broker that does not answer (or a malformed broker URL) into `FleetUnavailable`."""
+    fleet_module()  # celery[redis] is there, kombu and redis with it
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except (RedisError, OperationalError, OSError) as error:
+        where = masked_url(broker)
+        raise FleetUnavailable(f"the broker {where} does not answer: {error}") from None
+    except UsageError as error:
+        raise FleetUnavailable(f"the server's broker setting is wrong: {error}") from None
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`: fit to show on a page or in a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
+def _act(request: Request, action: str, body: models.FleetAction) -> dict[str, Any]:
+    broker = broker_of(request)
+    with reaching(broker):
+        replies = getattr(fleet_module(), action)(broker, body.workers)
+    return _replies_json(replies)
+
+
+def _replies_json(replies: Sequence[WorkerReply]) -> dict[str, Any]:
+    return {"replies": [asdict(reply) for reply in replies]}
+
+
+def _catalogue_stats(request: Request) -> Stats:
+    with request.app.state.lock:
+        stats: Stats = request.app.state.catalogue.stats()
+    return stats

@@ -1,0 +1,408 @@
+"""Ingestion workers (iddetective.fleet) against a real Redis and real worker processes.
+
+Each test module run starts its own `redis-server` on a free port (never the machine's 6379)
+and the tests start `iddetective worker` subprocesses on the face_recognition set. The
+catalogue is SQLite: the workers and the enqueuing run share one data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from iddetective.catalogue import Catalogue
+from iddetective.cli import main
+from iddetective.faces import PipelineSettings
+
+from conftest import REPO, Labelled, read_labels, require_set, split_enrol_probe
+
+celery = pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")
+
+from iddetective import fleet  # noqa: E402  (needs celery)
+from iddetective.fleet.tasks import CRASHED  # noqa: E402
+
+#: Short, so a batch of a killed worker comes back within seconds (production: 300 s).
+VISIBILITY = 3.0
+
+
+# -- a Redis of our own -----------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A `redis-server` keeping nothing on disk, on its own port, restartable."""
+
+    binary: str
+    folder: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        with open(self.folder / "redis.log", "ab") as log:  # the server keeps its own copy
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not self._answers():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start: {self.folder / 'redis.log'}")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        """Kill and start again: everything in it is lost, as in a crash of the machine."""
+        self.stop()
+        self.start()
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"), port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def broker(redis_server: RedisServer) -> str:
+    """The Redis URL, emptied for this test (a restart test may have replaced the server)."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Workers:
+    """`iddetective worker` subprocesses started by one test, each in its own process group."""
+
+    folder: Path
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(
+        self, broker: str, data: Path, name: str, *, pool: str = "solo", concurrency: int = 1
+    ) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "iddetective", "worker", "--broker", broker]
+        command += ["--data", str(data), "--name", name, "--pool", pool]
+        command += ["--concurrency", str(concurrency), "--visibility-timeout", str(VISIBILITY)]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}  # for crashing_detector
+        env.pop("IDDETECTIVE_DB", None)
+        with open(self.log(name), "wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.started.append((name, process))
+        return process
+
+    def log(self, name: str) -> Path:
+        return self.folder / f"{name}.log"
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until every started worker logged that it is ready (models loaded)."""
+        deadline = time.monotonic() + timeout
+        for name, process in self.started:
+            while b" ready." not in self.log(name).read_bytes():
+                assert process.poll() is None, self.log(name).read_text()
+                assert time.monotonic() < deadline, f"{name} not ready: {self.log(name)}"
+                time.sleep(0.1)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker and its pool processes, as a machine that dies."""
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for _, process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for _, process in self.started:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+@pytest.fixture()
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(tmp_path)
+    yield started
+    started.stop_all()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# -- the photos -------------------------------------------------------------------------------
+
+
+def labelled() -> list[Labelled]:
+    return read_labels(require_set("face_recognition"))
+
+
+def small_photos(folder: Path, count: int) -> Path:
+    """A folder with copies of the `count` smallest photos of the set (fault tests)."""
+    rows = sorted(labelled(), key=lambda row: os.path.getsize(row.path))[:count]
+    folder.mkdir()
+    for number, row in enumerate(rows):
+        shutil.copy(row.path, folder / f"{number:02d}-{Path(row.path).name}")
+    return folder
+
+
+def faces_by_photo(data: Path) -> dict[str, list[tuple[tuple[int, int, int, int], str | None]]]:
+    """sha256 -> the photo's face boxes with their person's name, and the embeddings."""
+    with Catalogue(data) as catalogue:
+        ids = catalogue.store.face_ids(catalogue.model)
+        faces = catalogue.store.faces(ids.tolist())
+    found: dict[str, list[tuple[tuple[int, int, int, int], str | None]]] = {}
+    for face in faces.values():
+        box = (face.box.left, face.box.top, face.box.right, face.box.bottom)
+        name = face.person.name if face.person else None
+        found.setdefault(face.photo.sha256, []).append((box, name))
+    return {sha: sorted(boxes, key=str) for sha, boxes in found.items()}
+
+
+def embeddings_by_box(data: Path) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
+    with Catalogue(data) as catalogue:
+        ids, vectors = catalogue.store.embeddings_of(catalogue.store.face_ids(catalogue.model))
+        faces = catalogue.store.faces(ids.tolist())
+    return {
+        (faces[i].photo.sha256, (faces[i].box.left, faces[i].box.top)): vector
+        for i, vector in zip(ids.tolist(), vectors, strict=True)
+    }
+
+
+def assert_stored_once(data: Path, folder: Path) -> None:
+    """Every photo of `folder` stored, each exactly once, with no failure."""
+    paths = sorted(str(p) for p in folder.iterdir())
+    with Catalogue(data) as catalogue:
+        stats = catalogue.store.stats()
+        records = [catalogue.store.file_record(path) for path in paths]
+        assert not catalogue.store.failures()
+    hashes = {record.sha256 for record in records if record is not None}
+    assert all(record is not None and record.sha256 for record in records), records
+    assert stats.photos == len(hashes) == len(paths)
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_fleet_indexes_as_a_local_run_does(
+    broker: str, workers: Workers, tmp_path: Path, built_catalogue: Callable[..., Path]
+) -> None:
+    rows = labelled()
+    enrol, _ = split_enrol_probe([r for r in rows if r.person != "lin_manuel_miranda"])
+    local = built_catalogue("face_recognition", enrol, [])  # as tests/test_search_accuracy.py
+    data = tmp_path / "data"
+    workers.start(broker, data, "one@test")
+    workers.start(broker, data, "two@test")
+    workers.wait_ready()
+    labels = str(require_set("face_recognition") / "labels.csv")
+    command = ["index", "--people", labels, "--data", str(data), "--broker", broker]
+    done = CliRunner().invoke(main, [*command, "--batch", "3"])
+    assert done.exit_code == 0, done.output
+    assert f"indexed {len(rows)} photos" in done.output
+    assert "0 failed" in done.output
+
+    # Every photo once, and for the photos the local run indexed: the same faces and people.
+    fleet_faces, local_faces = faces_by_photo(data), faces_by_photo(local)
+    with Catalogue(data) as catalogue:
+        assert catalogue.store.stats().photos == len({Path(r.path).read_bytes() for r in rows})
+    assert local_faces and all(fleet_faces[sha] == faces for sha, faces in local_faces.items())
+    fleet_vectors = embeddings_by_box(data)
+    for key, vector in embeddings_by_box(local).items():
+        np.testing.assert_allclose(fleet_vectors[key], vector, atol=1e-5)
+
+    # Both workers took part; running the same command again sends nothing.
+    status = fleet.fleet_status(broker)
+    assert {w.name for w in status.workers if w.alive} == {"one@test", "two@test"}
+    done_before = sum(w.tasks_done for w in status.workers)
+    assert done_before == -(-len(rows) // 3)
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    assert (
+        f"indexed 0 photos (0 faces), 0 with no face, 0 failed, 0 already known at another "
+        f"path, {len(rows)} unchanged" in again.output
+    )
+    after = fleet.fleet_status(broker)
+    assert sum(w.tasks_done for w in after.workers) == done_before
+    assert after.queue_depth == 0
+
+
+@pytest.mark.slow
+def test_a_batch_of_a_killed_worker_is_redone(
+    broker: str, workers: Workers, tmp_path: Path
+) -> None:
+    photos, data = small_photos(tmp_path / "photos", 8), tmp_path / "data"
+    doomed = workers.start(broker, data, "doomed@test")
+    workers.wait_ready()
+    with Catalogue(data, create=True) as catalogue:
+        run = threading.Thread(
+            target=fleet.index_on_fleet,
+            args=(catalogue, [str(photos)]),
+            kwargs={"broker": broker, "batch": 4},
+        )
+        run.start()
+        wait_for(lambda: b"received" in workers.log("doomed@test").read_bytes(), 30, "a batch")
+        time.sleep(0.3)  # in the middle of its first batch (about 0.3 s a photo)
+        workers.kill(doomed)
+        killed = time.monotonic()
+        workers.start(broker, data, "survivor@test")
+        run.join(60)
+        assert not run.is_alive()
+    # The killed batch came back after the visibility timeout, not the production one.
+    assert time.monotonic() - killed < 30
+    assert_stored_once(data, photos)
+
+
+@pytest.mark.slow
+def test_a_photo_that_kills_its_process_is_recorded_as_failed(
+    broker: str, workers: Workers, tmp_path: Path
+) -> None:
+    photos, data = small_photos(tmp_path / "photos", 2), tmp_path / "data"
+    black = photos / "black.png"
+    Image.new("RGB", (200, 200)).save(black)
+    workers.start(broker, data, "prefork@test", pool="prefork")
+    workers.wait_ready()
+    pipeline = PipelineSettings(detector="crashing_detector:CrashingDetector")
+    with Catalogue(data, create=True, pipeline=pipeline) as catalogue:
+        report = fleet.index_on_fleet(catalogue, [str(photos)], broker=broker, batch=3)
+        failures = catalogue.store.failures()
+    assert [(r.path, r.reason) for r in report.failed] == [(str(black), CRASHED)]
+    assert [(f.path, f.reason) for f in failures] == [(str(black), CRASHED)]
+    assert report.indexed == 2
+
+
+@pytest.mark.slow
+def test_a_run_survives_a_redis_restart(
+    broker: str, redis_server: RedisServer, workers: Workers, tmp_path: Path
+) -> None:
+    photos, data = small_photos(tmp_path / "photos", 6), tmp_path / "data"
+    workers.start(broker, data, "one@test")
+    workers.start(broker, data, "two@test")
+    workers.wait_ready()
+    seen: list[int] = []
+
+    def progress(done: int, total: int, result: object) -> None:
+        if not seen:
+            redis_server.restart()  # queue, batches in flight and results are all lost
+        seen.append(done)
+
+    with Catalogue(data, create=True) as catalogue:
+        report = fleet.index_on_fleet(
+            catalogue, [str(photos)], broker=broker, batch=1, progress=progress
+        )
+    assert seen and not report.failed
+    assert_stored_once(data, photos)
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_folder_at_once_store_each_photo_once(
+    broker: str, workers: Workers, tmp_path: Path
+) -> None:
+    photos, data = small_photos(tmp_path / "photos", 6), tmp_path / "data"
+    workers.start(broker, data, "one@test")
+    workers.start(broker, data, "two@test")
+    workers.wait_ready()
+    command = [sys.executable, "-m", "iddetective", "index", str(photos), "--data", str(data)]
+    command += ["--broker", broker, "--batch", "2"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
+    runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = [run.communicate(timeout=90) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert_stored_once(data, photos)
+
+
+def test_fleet_control(broker: str, workers: Workers, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = workers.start(broker, data, "steered@test", pool="prefork")
+    workers.wait_ready()
+    status = fleet.fleet_status(broker)
+    assert [(w.name, w.pid, w.pool, w.concurrency, w.alive, w.paused) for w in status.workers] == [
+        ("steered@test", process.pid, "prefork", 1, True, False)
+    ]
+    cli = CliRunner()
+    paused = cli.invoke(main, ["fleet", "pause", "--broker", broker])
+    assert paused.exit_code == 0 and "steered@test" in paused.output, paused.output
+    wait_for(lambda: fleet.fleet_status(broker).workers[0].paused, 5, "the pause")
+
+    # A batch sent while paused waits in the queue; resumed, the worker takes it.
+    photos = small_photos(tmp_path / "photos", 1)
+    with Catalogue(data, create=True) as catalogue:
+        run = threading.Thread(
+            target=fleet.index_on_fleet, args=(catalogue, [str(photos)]), kwargs={"broker": broker}
+        )
+        run.start()
+        wait_for(lambda: fleet.fleet_status(broker).queue_depth == 1, 10, "a queued batch")
+        assert cli.invoke(main, ["fleet", "resume", "--broker", broker]).exit_code == 0
+        run.join(30)
+        assert not run.is_alive()
+    assert fleet.fleet_status(broker).workers[0].tasks_done == 1
+
+    resized = cli.invoke(main, ["fleet", "resize", "2", "--broker", broker])
+    assert resized.exit_code == 0 and "1 -> 2 processes" in resized.output, resized.output
+    wait_for(lambda: fleet.fleet_status(broker).workers[0].concurrency == 2, 20, "2 processes")
+    shown = cli.invoke(main, ["fleet", "status", "--broker", broker, "--json"])
+    assert json.loads(shown.output)["workers"][0]["concurrency"] == 2
+    shown = cli.invoke(main, ["fleet", "status", "--broker", broker])
+    assert shown.exit_code == 0 and "queue: 0 batches waiting" in shown.output
+
+    stopped = cli.invoke(main, ["fleet", "stop", "--broker", broker])
+    assert stopped.exit_code == 0 and "steered@test: stopping" in stopped.output
+    process.wait(30)
+    assert fleet.fleet_status(broker).workers == ()
