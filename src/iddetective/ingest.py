@@ -34,7 +34,7 @@ from .faces import PipelineSettings, pipeline_for
 from .sources import PhotoJob, Plan, manifest_rows
 from .store import Store
 
-__all__ = ["IndexReport", "analyse_file", "index_plan"]
+__all__ = ["BatchWriter", "IndexReport", "analyse_file", "changed_jobs", "index_plan"]
 
 #: Outcomes are committed at least this often (count or seconds), whichever comes first.
 BATCH_SIZE = 32
@@ -149,11 +149,11 @@ def index_plan(
     """
     started = time.monotonic()
     report = IndexReport(total=len(plan.jobs) + len(plan.problems), not_photos=plan.not_photos)
-    writer = _BatchWriter(store, report, progress)
+    writer = BatchWriter(store, report, progress)
     if plan.manifest:
         store.forget_failures(manifest_rows(plan.manifest))
     writer.extend(plan.problems)
-    todo = _changed_jobs(store, plan.jobs, writer, retry_failed)
+    todo = changed_jobs(store, plan.jobs, writer, retry_failed)
     try:
         for outcome in _analyse_all(todo, settings, workers, store, store_opener):
             writer.add(outcome)
@@ -165,9 +165,12 @@ def index_plan(
     return report
 
 
-def _changed_jobs(
-    store: Store, jobs: Sequence[PhotoJob], writer: _BatchWriter, retry_failed: bool
+def changed_jobs(
+    store: Store, jobs: Sequence[PhotoJob], writer: BatchWriter, retry_failed: bool
 ) -> list[PhotoJob]:
+    """The jobs whose files are new or changed since they were stored (or failed, with
+    `retry_failed`); the others are told to `writer` as unchanged. Local runs and the
+    fleet (fleet/enqueue.py) plan the same way."""
     todo: list[PhotoJob] = []
     for job in jobs:
         record = store.file_record(job.path)
@@ -281,7 +284,7 @@ def _worker_analyse(job: PhotoJob, settings: PipelineSettings) -> Outcome:
     return analyse_file(job, settings, known)
 
 
-class _BatchWriter:
+class BatchWriter:
     """The run's single writer: commits outcomes in small transactions."""
 
     def __init__(self, store: Store, report: IndexReport, progress: ProgressCallback | None):

@@ -25,7 +25,7 @@ from celery import Celery
 from ..catalogue import CLI_ACTOR, Catalogue
 from ..entities import FailedPhoto, FileStat, Provenance, SaveResult
 from ..errors import UsageError
-from ..ingest import IndexReport, ProgressCallback, _BatchWriter, _changed_jobs
+from ..ingest import BatchWriter, IndexReport, ProgressCallback, changed_jobs
 from ..sources import PhotoJob, manifest_rows, plan_sources
 from .app import PUBLISH_RETRY, QUEUE, TASK_NAME, fleet_app
 from .tasks import job_to_json
@@ -67,11 +67,11 @@ def index_on_fleet(
     started = time.monotonic()
     report = IndexReport(total=len(plan.jobs) + len(plan.problems), not_photos=plan.not_photos)
     # The local run's own planning and writer: unchanged files skipped, bad rows recorded.
-    writer = _BatchWriter(catalogue.store, report, progress)
+    writer = BatchWriter(catalogue.store, report, progress)
     if plan.manifest:
         catalogue.store.forget_failures(manifest_rows(plan.manifest))
     writer.extend(plan.problems)
-    todo = _changed_jobs(catalogue.store, plan.jobs, writer, retry_failed)
+    todo = changed_jobs(catalogue.store, plan.jobs, writer, retry_failed)
     writer.flush()
     run = _FleetRun(app, asdict(catalogue.pipeline), batch)
     try:
@@ -93,7 +93,7 @@ def index_on_fleet(
     return report
 
 
-def _tell(writer: _BatchWriter, result: SaveResult) -> None:
+def _tell(writer: BatchWriter, result: SaveResult) -> None:
     """Count a result a worker stored, and report progress, as the local writer does."""
     writer.report.count(result)
     writer.done += 1
