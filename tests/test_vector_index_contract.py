@@ -1,8 +1,13 @@
-"""The contract every `VectorIndex` implementation passes (parametrised by registry name)."""
+"""The contract every `VectorIndex` implementation passes (parametrised by registry name).
+
+`pgvector` runs against a fresh database of the session's PostgreSQL (tests/conftest.py),
+named by $IDDETECTIVE_DB as a catalogue's would be; each index there is a table of its own.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,13 +15,28 @@ import pytest
 from iddetective import distances
 from iddetective.registry import available, resolve_class
 from iddetective.vector_index import IndexMismatch, VectorIndex
+from iddetective.vector_index.pgvector import PgvectorIndex
 
 DIM = 128
 
 
 @pytest.fixture(params=available("vector_index"))
-def index_class(request: pytest.FixtureRequest) -> type:
-    return resolve_class("vector_index", request.param)  # type: ignore[no-any-return]
+def index_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    chosen: type = resolve_class("vector_index", request.param)
+    if request.param != "pgvector":
+        return chosen
+    monkeypatch.setenv("IDDETECTIVE_DB", request.getfixturevalue("postgres_url"))
+    opened: list[PgvectorIndex] = []
+
+    class Closed(PgvectorIndex):
+        """Every index the test opens (loads included) is closed at its end."""
+
+        def __init__(self, dimension: int, **knobs: Any) -> None:
+            super().__init__(dimension, **knobs)
+            opened.append(self)
+
+    request.addfinalizer(lambda: [index.close() for index in opened])
+    return Closed
 
 
 def unit_vectors(count: int, seed: int = 0) -> np.ndarray:

@@ -45,7 +45,7 @@ from .entities import (
     Stats,
     StoredFace,
 )
-from .errors import NotFound, UsageError
+from .errors import NotFound, StoreError, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .fetch import Fetcher, FetchSettings
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
@@ -109,7 +109,7 @@ class Catalogue:
         *,
         create: bool = False,
         pipeline: PipelineSettings | None = None,
-        vector_index: str = "ivf",
+        vector_index: str | None = None,
         index_progress: IndexProgress | None = None,
         db: str | None = None,
     ) -> None:
@@ -117,7 +117,9 @@ class Catalogue:
         #: A PostgreSQL URL when the catalogue lives there (else SQLite in the data directory).
         self.db = db if db is not None else (os.environ.get(DB_ENV) or None)
         self.pipeline = pipeline or PipelineSettings()
-        self._index_name = vector_index
+        #: The vector index: by default faiss IVF in the data directory on SQLite, and
+        #: pgvector's HNSW in the catalogue's own table on PostgreSQL (docs/scaling.md).
+        self._index_name = vector_index or ("pgvector" if self.db else "ivf")
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
         path = self.data_dir / CATALOG_FILE
@@ -138,7 +140,10 @@ class Catalogue:
         return pipeline_for(self.pipeline).embedder.name
 
     def close(self) -> None:
-        """Close the store."""
+        """Close the store (and the vector index's connection, if it has one)."""
+        close_index = getattr(self._index, "close", None)
+        if close_index is not None:
+            close_index()
         self.store.close()
 
     def __enter__(self) -> Catalogue:
@@ -357,11 +362,16 @@ class Catalogue:
 
         The index file records the catalogue's face epoch. A file from an older epoch is
         caught up (faces added and removed since); a missing or unreadable one is rebuilt.
+        An index that searches the catalogue's own table (pgvector) is always up to date.
         """
+        index_class = resolve_class("vector_index", self._index_name)
+        if hasattr(index_class, "of_catalogue"):
+            if self._index is None:
+                self._index = self._index_in_store(index_class)
+            return self._index
         epoch = self.store.faces_epoch()
         if self._index is not None and self._index_epoch == epoch:
             return self._index
-        index_class = resolve_class("vector_index", self._index_name)
         path = self._index_path(index_class)
         try:
             index, saved_epoch = index_class.load(path)
@@ -383,6 +393,19 @@ class Catalogue:
             return index  # another process replaced it meanwhile: ours is as good
         return reloaded
 
+    def _index_in_store(self, index_class: Any) -> VectorIndex:
+        if not self.db:
+            raise UsageError(
+                f"the {self._index_name} vector index searches the catalogue's own table: "
+                "it needs the catalogue on PostgreSQL (--db postgresql://…)"
+            )
+        dimension = pipeline_for(self.pipeline).embedder.dimension
+        try:
+            index: VectorIndex = index_class.of_catalogue(self.db, self.model, dimension)
+        except IndexMismatch as error:
+            raise StoreError(str(error)) from None
+        return index
+
     def _new_index(self, index_class: type) -> VectorIndex:
         index: VectorIndex = index_class(pipeline_for(self.pipeline).embedder.dimension)
         return index
@@ -402,6 +425,8 @@ class Catalogue:
     def reindex(self) -> int:
         """Rebuild the vector index from the catalogue now; returns the faces it holds."""
         index_class = resolve_class("vector_index", self._index_name)
+        if hasattr(index_class, "of_catalogue"):
+            return len(self.vector_index())  # the catalogue's own table: nothing to rebuild
         index = self._new_index(index_class)
         epoch = self.store.faces_epoch()
         self._catch_up(index)

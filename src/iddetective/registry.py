@@ -27,6 +27,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "vector_index": {
         "exact": "iddetective.vector_index.exact:ExactIndex",
         "ivf": "iddetective.vector_index.ivf:IvfIndex",
+        "pgvector": "iddetective.vector_index.pgvector:PgvectorIndex",
     },
 }
 

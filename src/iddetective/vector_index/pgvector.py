@@ -1,0 +1,377 @@
+"""Face search inside PostgreSQL: pgvector's HNSW index, for catalogues on the server store.
+
+Two ways to have one:
+
+- `PgvectorIndex.of_catalogue(url, model, dimension)` searches the catalogue's own `face`
+  table (its `embedding` column has an HNSW index, store/postgres_migrations.py). Nothing is
+  copied, built or caught up: a face is searchable once the transaction saving it commits,
+  on every server at once. Faces come and go with the photos, so this index is read-only.
+- `PgvectorIndex(dimension, url=…)` keeps a table of its own (`id`, `embedding`) and is a
+  complete `VectorIndex` (add, remove, save, load); it is what the contract suite and the
+  benchmark exercise, with the same search code.
+
+HNSW is approximate. Small collections (up to `exact_max` rows, by the planner's estimate)
+and small filters (up to `exact_filter_max` allowed ids) are scanned exactly instead, as
+`IvfIndex` does; above, `hnsw.ef_search` (default 200 here, pgvector's is 40) sets the
+recall. A range search asks HNSW for more and more neighbours until one lies beyond the
+radius. Distances are pgvector's `<->` (Euclidean, float32 arithmetic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
+
+__all__ = ["PgvectorIndex"]
+
+FORMAT = "iddetective-pgvector-1"
+#: The environment variable naming the catalogue's database (as `catalogue.DB_ENV`).
+DB_ENV = "IDDETECTIVE_DB"
+#: pgvector returns at most `hnsw.ef_search` rows per index scan, and takes at most 1000.
+EF_SEARCH_MAX = 1000
+#: First number of neighbours a range search asks HNSW for; doubled while all are within.
+RANGE_FIRST = 64
+
+T = TypeVar("T")
+
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,50}")
+
+
+class PgvectorIndex:
+    """A `VectorIndex` in a PostgreSQL table searched with pgvector's HNSW index."""
+
+    #: Appended to the index's path in a data directory: a small JSON file naming the table.
+    suffix = ".pgvector.json"
+
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        url: str | None = None,
+        table: str | None = None,
+        ef_search: int = 200,
+        exact_max: int = 40_000,
+        exact_filter_max: int = 50_000,
+    ) -> None:
+        url = url or os.environ.get(DB_ENV)
+        if not url:
+            raise IndexMismatch(
+                f"the pgvector index needs a PostgreSQL database: pass url= or set {DB_ENV}"
+            )
+        self.dimension = dimension
+        self.ef_search = min(ef_search, EF_SEARCH_MAX)
+        self.exact_max = exact_max
+        self.exact_filter_max = exact_filter_max
+        self.table = table or f"iddetective_vectors_{secrets.token_hex(6)}"
+        if not _TABLE_NAME.fullmatch(self.table):
+            raise IndexMismatch(f"bad table name {self.table!r}: lower-case letters, digits, _")
+        #: Rows of another table this index reads (`of_catalogue`): then it is read-only.
+        self._model: str | None = None
+        self._url = url
+        self._db = _connect(url)
+        if table is None:
+            self._create_table()
+
+    @classmethod
+    def of_catalogue(cls, url: str, model: str, dimension: int, **knobs: Any) -> PgvectorIndex:
+        """The faces of `model` in the catalogue at `url`, searched where they are stored."""
+        index = cls(dimension, url=url, table="face", **knobs)
+        index._model = model
+        return index
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this index reads the catalogue's faces (they change only with photos)."""
+        return self._model is not None
+
+    def close(self) -> None:
+        """Close the connection (the table stays)."""
+        self._db.close()
+
+    def drop(self) -> None:
+        """Delete this index's own table (never the catalogue's)."""
+        self._writable("drop")
+        self._db.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._name))
+
+    # -- contents --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._rows("count(*)")[0][0])
+
+    def ids(self) -> np.ndarray:
+        """The ids held, ascending."""
+        rows = self._rows("id", "ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._writable("add to")
+        ids, vectors = checked_addition(ids, vectors, self.dimension, np.zeros(0, np.int64))
+        if not len(ids):
+            return
+        held = self._db.execute(
+            sql.SQL("SELECT id FROM {} WHERE id = ANY(%s) LIMIT 5").format(self._name),
+            (ids.tolist(),),
+        ).fetchall()
+        if held:
+            raise IndexMismatch(f"ids already in the index: {[r[0] for r in held]}")
+        copy = sql.SQL("COPY {} (id, embedding) FROM STDIN (FORMAT BINARY)").format(self._name)
+        with self._db.transaction(), self._db.cursor() as cursor, cursor.copy(copy) as out:
+            out.set_types(["int8", "vector"])
+            for face_id, vector in zip(ids.tolist(), vectors, strict=True):
+                out.write_row((face_id, vector))
+
+    def remove(self, ids: np.ndarray) -> int:
+        self._writable("remove from")
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1).tolist()
+        cursor = self._db.execute(
+            sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._name), (wanted,)
+        )
+        return cursor.rowcount
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        if k < 1:
+            raise IndexMismatch(f"k must be at least 1, not {k}")
+        queries = checked_vectors(queries, self.dimension, None)
+        allowed_ids = _listed(allowed)
+        if self._exact(allowed_ids) or k > EF_SEARCH_MAX:
+            return [nearest(*self._scan(q, allowed_ids), k) for q in queries]
+        return [self._hnsw_nearest(q, k, allowed_ids) for q in queries]
+
+    def range_search(
+        self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
+    ) -> list[Neighbours]:
+        queries = checked_vectors(queries, self.dimension, None)
+        allowed_ids = _listed(allowed)
+        if self._exact(allowed_ids):
+            return [within(*self._scan(q, allowed_ids), radius) for q in queries]
+        return [self._hnsw_within(q, radius, allowed_ids) for q in queries]
+
+    def _exact(self, allowed: list[int] | None) -> bool:
+        if allowed is not None and len(allowed) <= self.exact_filter_max:
+            return True
+        return self._estimated_rows() <= self.exact_max
+
+    def _estimated_rows(self) -> float:
+        """The planner's row count of the table (from its size when never analysed)."""
+        row = self._read(
+            lambda: self._db.execute(
+                "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
+                (self.table,),
+            ).fetchone()
+        )
+        if row is None:
+            return 0.0
+        reltuples, size = row
+        # A row of a 128-d vector and an id takes ~550 bytes on disk.
+        return float(reltuples) if reltuples >= 0 else size / (4 * self.dimension + 40)
+
+    def _scan(self, query: np.ndarray, allowed: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every (allowed) id and its exact distance to `query` (OFFSET 0 keeps the planner
+        from answering the ORDER BY with the approximate HNSW index)."""
+        where, params = self._where(allowed)
+        statement = sql.SQL("SELECT id, embedding <-> %s AS d FROM {} WHERE {} OFFSET 0").format(
+            self._name, where
+        )
+        rows = self._read(lambda: self._db.execute(statement, (query, *params)).fetchall())
+        return _columns(rows)
+
+    def _hnsw_nearest(self, query: np.ndarray, k: int, allowed: list[int] | None) -> Neighbours:
+        ids, dist = self._hnsw(query, k, allowed)
+        if allowed is not None and len(ids) < k:
+            # HNSW filters after its scan: too few allowed faces among them, scan them exactly.
+            return nearest(*self._scan(query, allowed), k)
+        return Neighbours(ids, dist)
+
+    def _hnsw_within(
+        self, query: np.ndarray, radius: float, allowed: list[int] | None
+    ) -> Neighbours:
+        count = RANGE_FIRST
+        while count <= EF_SEARCH_MAX:
+            ids, dist = self._hnsw(query, count, allowed)
+            if len(ids) < count or dist[-1] > radius:
+                return within(ids, dist, radius)
+            count *= 2
+        return within(*self._scan(query, allowed), radius)  # more within than HNSW returns
+
+    def _hnsw(
+        self, query: np.ndarray, count: int, allowed: list[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        where, params = self._where(allowed)
+        statement = sql.SQL(
+            "SELECT id, embedding <-> %s AS d FROM {} WHERE {} ORDER BY embedding <-> %s LIMIT %s"
+        ).format(self._name, where)
+        ef_search = str(max(self.ef_search, min(count, EF_SEARCH_MAX)))
+
+        def run() -> list[tuple[Any, ...]]:
+            with self._db.transaction():
+                self._db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
+                return self._db.execute(statement, (query, *params, query, count)).fetchall()
+
+        return _columns(self._read(run))
+
+    def _where(self, allowed: list[int] | None) -> tuple[sql.Composable, list[Any]]:
+        parts: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
+        if self._model is not None:
+            parts.append(sql.SQL("model = %s"))
+            params.append(self._model)
+        if allowed is not None:
+            parts.append(sql.SQL("id = ANY(%s)"))
+            params.append(allowed)
+        return sql.SQL(" AND ").join(parts), params
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path, epoch: int) -> None:
+        """Record which table holds the index (and the epoch): the vectors stay in the
+        database. The URL is written without its password (libpq's PGPASSWORD, ~/.pgpass or
+        $IDDETECTIVE_DB supply it on `load`)."""
+        meta = {
+            "format": FORMAT,
+            "url": _without_password(self._url),
+            "table": self.table,
+            "model": self._model,
+            "dimension": self.dimension,
+            "epoch": epoch,
+            "count": len(self),
+            "knobs": {
+                "ef_search": self.ef_search,
+                "exact_max": self.exact_max,
+                "exact_filter_max": self.exact_filter_max,
+            },
+        }
+        _write_atomically(path, json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[PgvectorIndex, int]:
+        """The index the file at `path` names, and its epoch; IndexMismatch if unusable."""
+        try:
+            meta = json.loads(path.read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"unknown format {meta.get('format')!r}")
+            url = _with_known_password(meta["url"])
+            index = cls(int(meta["dimension"]), url=url, table=meta["table"], **meta["knobs"])
+        except (OSError, ValueError, KeyError, TypeError, IndexMismatch) as error:
+            raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
+        index._model = meta.get("model")
+        try:
+            count = len(index)
+        except psycopg.Error as error:
+            index.close()
+            raise IndexMismatch(f"cannot read the index {path} names: {error}") from None
+        if count != meta["count"]:
+            index.close()
+            raise IndexMismatch(
+                f"the index at {path} is inconsistent: {count} rows, {meta['count']} saved"
+            )
+        return index, int(meta["epoch"])
+
+    # -- connection ------------------------------------------------------------------------------
+    @property
+    def _name(self) -> sql.Identifier:
+        return sql.Identifier(self.table)
+
+    def _rows(self, what: str, tail: str = "") -> list[tuple[Any, ...]]:
+        """`SELECT what` over the index's rows (then `tail`)."""
+        where, params = self._where(None)
+        statement = sql.SQL("SELECT {} FROM {} WHERE {} {}").format(
+            sql.SQL(what), self._name, where, sql.SQL(tail)
+        )
+        return self._read(lambda: self._db.execute(statement, params).fetchall())
+
+    def _create_table(self) -> None:
+        columns = "id bigint PRIMARY KEY, embedding vector({}) NOT NULL"
+        self._db.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + columns + ")").format(
+                self._name, sql.Literal(self.dimension)
+            )
+        )
+        hnsw = "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_l2_ops)"
+        self._db.execute(sql.SQL(hnsw).format(sql.Identifier(f"{self.table}_hnsw"), self._name))
+
+    def _writable(self, action: str) -> None:
+        if self.read_only:
+            raise IndexMismatch(
+                f"cannot {action} the catalogue's faces through its index: they change when "
+                "photos are saved or erased"
+            )
+
+    def _read(self, work: Callable[[], T]) -> T:
+        """Run a read, once more on a new connection if the server dropped this one (a
+        restart): reads are safe to repeat."""
+        try:
+            return work()
+        except psycopg.OperationalError:
+            if not (self._db.closed or self._db.broken):
+                raise
+        self._db = _connect(self._url)
+        return work()
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    try:
+        db = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as error:
+        raise IndexMismatch(f"cannot connect to {_without_password(url)}: {error}") from None
+    register_vector(db)
+    return db
+
+
+def _listed(allowed: np.ndarray | None) -> list[int] | None:
+    if allowed is None:
+        return None
+    return np.unique(np.asarray(allowed, dtype=np.int64)).tolist()
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    dist = np.fromiter((r[1] for r in rows), dtype=np.float32, count=len(rows))
+    return ids, dist
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _with_known_password(saved: str) -> str:
+    """`saved`, or $IDDETECTIVE_DB when that names the same database with its password."""
+    current = os.environ.get(DB_ENV)
+    if current and _without_password(current) == saved:
+        return current
+    return saved
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
