@@ -22,8 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
-from psycopg.types import TypeInfo
 
 from ..entities import (
     ApiKey,
@@ -55,7 +53,6 @@ from .postgres_sql import (
     NOCASE,
     PHOTO_LOCK_CLASS,
     Lock,
-    VectorLoader,
     iso,
     iso_or_none,
     now,
@@ -69,20 +66,22 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, PostgresClusters):
     """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it)."""
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
-        self.url = _redacted(str(url))
+        self._dsn = str(url)
+        self.url = _redacted(self._dsn)
         self.readonly = readonly
         try:
-            self._db = psycopg.connect(str(url), autocommit=True)
+            self._db = psycopg.connect(self._dsn, autocommit=True)
         except psycopg.Error as error:
             raise StoreError(f"cannot connect to {self.url}: {error}") from None
         try:
-            self._prepare()
+            self._check_schema()
+            self._configure(self._db)
         except BaseException:
             self._db.close()
             raise
 
     # -- connection and schema -----------------------------------------------------------------
-    def _prepare(self) -> None:
+    def _check_schema(self) -> None:
         if not self.readonly:
             migrate(self._db, self.url)
         version = schema_version(self._db)
@@ -93,13 +92,6 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, PostgresClusters):
             )
         if version < len(MIGRATIONS):
             raise StoreError(f"{self.url} needs migrating; open it once for writing")
-        info = TypeInfo.fetch(self._db, "vector")
-        if info is None:
-            raise StoreError(f"{self.url} has lost the vector extension; CREATE EXTENSION vector")
-        register_vector(self._db)  # numpy arrays are written as `vector`
-        self._db.adapters.register_loader(info.oid, VectorLoader)
-        if self.readonly:
-            self._db.execute("SET default_transaction_read_only = on")
 
     def close(self) -> None:
         self._db.close()

@@ -250,7 +250,7 @@ class PostgresPeople(PostgresBase):
 
     def people_matching(self, query: Query) -> list[PersonRef]:
         """The people a parsed query's filter selects, by name (query.py, docs/query.md)."""
-        return people_matching(self._db, query, self.find)
+        return self._reconnecting(lambda: people_matching(self._db, query, self.find))
 
     def _matches(self, form: str, want: int) -> list[tuple[str, str, str, int]]:
         """Up to `want` rows containing `form`, best rank first, shortest first within a rank.

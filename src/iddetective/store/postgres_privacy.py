@@ -170,7 +170,8 @@ class PostgresPrivacy(PostgresBase):
         # Deleted rows stay in their pages, marked dead, until the table is rewritten; the
         # write-ahead log keeps them until a checkpoint recycles it (backups and replicas are
         # the operator's to age out: docs/scaling.md).
-        self._db.execute(f"VACUUM (FULL, ANALYZE) {', '.join(_TABLES)}")
+        vacuum = f"VACUUM (FULL, ANALYZE) {', '.join(_TABLES)}"
+        self._reconnecting(lambda: self._db.execute(vacuum))
         # Only superusers and pg_checkpoint members may; the server checkpoints on its own.
         with contextlib.suppress(errors.InsufficientPrivilege):
-            self._db.execute("CHECKPOINT")
+            self._reconnecting(lambda: self._db.execute("CHECKPOINT"))

@@ -10,28 +10,38 @@ API keys (nothing else touches those rows). A shared save then locks the SHA-256
 of its batch (advisory locks on their hashes, in one order), so two savers of overlapping
 batches take turns instead of deadlocking over rows; a save that still loses a deadlock
 (PostgreSQL detects it after a second) is rolled back and run again whole.
+
+The connection survives a restart of the server: a statement outside a write transaction
+that finds its connection gone connects again (waiting for the server up to
+`RECONNECT_SECONDS`) and runs once more; a write transaction that loses its connection is
+run again whole by `_retrying` (saves), and otherwise fails with a `StoreError` that says
+whether the change was made.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
 from psycopg import errors
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
+from psycopg.types import TypeInfo
 
 from ..errors import StoreError
 
 __all__ = [
     "NOCASE",
+    "RECONNECT_SECONDS",
+    "LostConnection",
     "PostgresBase",
     "iso",
     "iso_or_none",
@@ -57,6 +67,9 @@ MIGRATION_LOCK = 2
 NOCASE = 'lower(%s::text COLLATE "C")'
 #: Times a save that lost a deadlock to another save is run again before giving up.
 RETRIES = 5
+#: Seconds a store keeps trying to reach its server again after losing its connection (a
+#: restart takes a few), before its statement fails with a `StoreError`.
+RECONNECT_SECONDS = 30.0
 
 
 class VectorLoader(Loader):
@@ -73,27 +86,108 @@ class PostgresBase:
     """The connection and its transactions (a base of `PostgresStore` and its mixins)."""
 
     _db: Connection
+    #: The URL as given, password included: never shown.
+    _dsn: str
     #: The URL without its password, for messages.
     url: str
     readonly: bool
+    #: True inside `_write`: there, a lost connection fails the transaction (its statements
+    #: must not run again on their own, outside it).
+    _writing = False
 
+    # -- the connection ----------------------------------------------------------------------
+    def _configure(self, db: Connection) -> None:
+        """Set up a new connection as the store's modules expect it."""
+        info = TypeInfo.fetch(db, "vector")
+        if info is None:
+            raise StoreError(f"{self.url} has lost the vector extension; CREATE EXTENSION vector")
+        register_vector(db)  # numpy arrays are written as `vector`
+        db.adapters.register_loader(info.oid, VectorLoader)
+        if self.readonly:
+            db.execute("SET default_transaction_read_only = on")
+
+    def _reconnecting(self, work: Callable[[], T]) -> T:
+        """Run `work` (statements outside a transaction, safe to repeat), and once more on a
+        new connection if the server dropped this one (it restarted, or ended the session)."""
+        if self._writing:
+            return work()
+        lost = self._db
+        try:
+            return work()
+        except psycopg.OperationalError as error:
+            if not _is_lost(lost, error):
+                raise
+        if self._db is lost:  # else a statement inside `work` has connected again already
+            self._reconnect()
+        return work()
+
+    def _reconnect(self) -> None:
+        """Replace the lost connection, trying again with backoff while the server is down."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.1
+        while True:
+            # libpq waits for an unreachable host as long as TCP does, unless told otherwise.
+            timeout = max(2, round(deadline - time.monotonic()))
+            try:
+                db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout)
+            except psycopg.OperationalError as error:
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(f"cannot reach {self.url}: {error}") from None
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                continue
+            try:
+                self._configure(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db.close()
+            self._db = db
+            return
+
+    # -- writing -----------------------------------------------------------------------------
     @contextmanager
     def _write(self, lock: Lock = "exclusive") -> Iterator[Connection]:
         """One transaction holding the writer lock: `exclusive` for changes of who is who,
         `shared` for saves of photos, `none` for rows nothing else touches (audit, keys)."""
         if self.readonly:
             raise StoreError(f"cannot write {self.url}: the catalogue was opened read-only")
-        with self._db.transaction():
+        # Nothing is written before the lock is held: BEGIN and the lock may run again.
+        transaction = self._reconnecting(lambda: self._begin(lock))
+        outer, self._writing = self._writing, True
+        committing = False
+        try:
+            with transaction:
+                yield self._db
+                committing = True
+        except psycopg.OperationalError as error:
+            if not _is_lost(self._db, error):
+                raise
+            # A transaction whose connection died before COMMIT was rolled back by the
+            # server; one that died during COMMIT may or may not have been committed.
+            made = "may or may not have been made" if committing else "was not made"
+            raise LostConnection(
+                f"lost the connection to {self.url} while writing (the change {made}): {error}"
+            ) from None
+        finally:
+            self._writing = outer
+
+    def _begin(self, lock: Lock) -> ExitStack:
+        """BEGIN, and take the writer lock; closing what it returns commits (or rolls back)."""
+        with ExitStack() as transaction:
+            transaction.enter_context(self._db.transaction())
             if lock != "none":
                 mode = "_shared" if lock == "shared" else ""
                 self._db.execute(
                     f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", (LOCK_CLASS, WRITER_LOCK)
                 )
-            yield self._db
+            return transaction.pop_all()
+        raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
     def _retrying(self, work: Callable[[], T], lock: Lock) -> T:
         """Run `work` in a write transaction, again from the start if it lost a deadlock or a
-        serialisation conflict to another writer (it must be safe to repeat: saves are)."""
+        serialisation conflict to another writer, or its connection (it must be safe to
+        repeat: saves are)."""
         for attempt in range(RETRIES):
             try:
                 with self._write(lock):
@@ -102,31 +196,53 @@ class PostgresBase:
                 if attempt == RETRIES - 1:
                     raise StoreError(f"cannot write {self.url}: {error}") from None
                 time.sleep(0.01 * 2**attempt)
+            except LostConnection:
+                # The next try connects again. Had the lost COMMIT been made, the work finds
+                # its rows there and changes nothing (a save then reports its photos as
+                # unchanged rather than indexed).
+                if attempt == RETRIES - 1:
+                    raise
         raise AssertionError("unreachable")
 
     # -- reading -------------------------------------------------------------------------
     def _all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        return self._db.execute(sql, params).fetchall()
+        return self._reconnecting(lambda: self._db.execute(sql, params).fetchall())
 
     def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        return self._db.execute(sql, params).fetchone()
+        return self._reconnecting(lambda: self._db.execute(sql, params).fetchone())
 
     def _value(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
-        row = self._db.execute(sql, params).fetchone()
+        row = self._one(sql, params)
         return row[0] if row else None
 
     def _dicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._db.cursor(row_factory=dict_row) as cursor:
-            return cursor.execute(sql, params).fetchall()
+        def fetch() -> list[dict[str, Any]]:
+            with self._db.cursor(row_factory=dict_row) as cursor:
+                return cursor.execute(sql, params).fetchall()
+
+        return self._reconnecting(fetch)
 
     def _binary(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Rows fetched in binary form: `vector` columns arrive as numpy arrays."""
-        with self._db.cursor(binary=True) as cursor:
-            return cursor.execute(sql, params).fetchall()
+
+        def fetch() -> list[tuple[Any, ...]]:
+            with self._db.cursor(binary=True) as cursor:
+                return cursor.execute(sql, params).fetchall()
+
+        return self._reconnecting(fetch)
 
     def _bump_epoch(self) -> None:
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
+
+
+class LostConnection(StoreError):
+    """A write transaction lost its connection to the server (which restarted, or ended it)."""
+
+
+def _is_lost(db: Connection, error: psycopg.OperationalError) -> bool:
+    """Whether `error` means the connection is gone, not that its statement failed."""
+    return db.broken or isinstance(error, errors.AdminShutdown | errors.CrashShutdown)
 
 
 def vectors_of(rows: list[tuple[Any, ...]], column: int) -> np.ndarray:
