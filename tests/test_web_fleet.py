@@ -1,8 +1,9 @@
 """The fleet dashboard's API (/api/fleet) against a real Redis and a real worker process.
 
 The module starts its own `redis-server` on a free port (never the machine's 6379) and an
-`iddetective worker` subprocess on an empty catalogue: steering needs no photos. Without
-redis-server the tests skip, except under CI, where they fail.
+`iddetective worker` subprocess on an empty catalogue; one photo and a file that is not one
+are enough to show its counts. Without redis-server the tests skip, except under CI, where
+they fail.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from fastapi.testclient import TestClient
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
 from iddetective.web import ServerSettings, create_app
-from iddetective.web.fleet_views import FleetMonitor
+from iddetective.web.fleet_views import FleetMonitor, fleet_totals
+
+from conftest import read_labels, require_set
 
 
 def needs_celery() -> None:
@@ -140,6 +143,12 @@ def new_data(folder: Path) -> tuple[Path, dict[str, str]]:
     return data, keys
 
 
+def smallest_photo() -> Path:
+    """The smallest photo of the face_recognition set: quick for a worker to analyse."""
+    rows = read_labels(require_set("face_recognition"))
+    return Path(min((row.path for row in rows), key=os.path.getsize))
+
+
 def bearer(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -204,27 +213,51 @@ def test_a_broker_that_does_not_answer_is_503(tmp_path: Path) -> None:
     assert "hunter2" not in answer.text and "hunter2" not in page.text  # the password stays
 
 
-def test_rates_come_from_the_samples_of_the_last_minute() -> None:
+def test_rates_come_from_the_photos_of_the_last_minute() -> None:
     needs_celery()
     from iddetective.fleet import WorkerStatus
 
     now = [1000.0]
     monitor = FleetMonitor(window=60, clock=lambda: now[0])
 
-    def seen(done: int, pid: int = 7, alive: bool = True) -> dict[str, object]:
-        worker = WorkerStatus("w@h", "h", pid, "prefork", 2, alive, 0, done, False)
+    def seen(done: int, pid: int = 7, alive: bool = True, failed: int = 0) -> dict[str, object]:
+        worker = WorkerStatus(
+            "w@h", "h", pid, "prefork", 2, alive, 0, 3, False, done, failed, 999.0
+        )
         return monitor.observe([worker])[0]
 
-    assert seen(10)["batches_per_minute"] is None  # one sample: no rate yet
+    first = seen(10, failed=2)
+    assert first["photos_per_second"] is None  # one sample: no rate yet
+    assert (first["photos_done"], first["photos_failed"], first["last_batch_at"]) == (10, 2, 999)
+    assert "tasks_done" not in first
     now[0] += 30
-    assert seen(40)["batches_per_minute"] == 60.0
+    assert seen(40)["photos_per_second"] == 1.0
     now[0] += 40  # the first sample is now 70 s old and left out
-    assert seen(60)["batches_per_minute"] == 30.0  # 20 batches in the 40 s since
+    assert seen(60)["photos_per_second"] == 0.5  # 20 photos in the 40 s since
     now[0] += 10
-    assert seen(0, pid=8)["batches_per_minute"] is None  # restarted: counts anew
+    assert seen(70, pid=8)["photos_per_second"] == 0.6  # restarted: its count goes on
+    now[0] += 10
+    assert seen(0)["photos_per_second"] is None  # Redis lost the counts: anew from 0
     silent = seen(0, alive=False)
-    assert silent["batches_per_minute"] is None and silent["last_seen"] is not None
+    assert silent["photos_per_second"] is None and silent["last_seen"] is not None
     assert monitor.observe([]) == []
+
+
+def test_totals_add_the_rates_of_the_live_workers_and_the_photos_of_all() -> None:
+    def worker(alive: bool, done: int, failed: int, rate: float | None) -> dict[str, object]:
+        counts = {"photos_done": done, "photos_failed": failed, "photos_per_second": rate}
+        return {"alive": alive, "concurrency": 2 if alive else 0, "busy": 1, **counts}
+
+    workers = [worker(True, 10, 1, 0.5), worker(True, 5, 0, None), worker(False, 7, 2, None)]
+    assert fleet_totals(workers) == {
+        "alive": 2,
+        "concurrency": 4,
+        "busy": 2,
+        "photos_done": 22,
+        "photos_failed": 3,
+        "photos_per_second": 0.5,
+    }
+    assert fleet_totals([])["photos_per_second"] is None
 
 
 # -- a real worker, steered through the API --------------------------------------------------
@@ -233,6 +266,8 @@ def test_rates_come_from_the_samples_of_the_last_minute() -> None:
 @pytest.mark.slow
 def test_the_dashboard_api_watches_and_steers_a_real_worker(redis_url: str, tmp_path: Path) -> None:
     needs_celery()
+    from iddetective import fleet as fleet_module
+
     data, keys = new_data(tmp_path)
     worker = start_worker(redis_url, data, "dash@test", tmp_path / "worker.log")
     admin = bearer(keys["admin"])
@@ -260,9 +295,25 @@ def test_the_dashboard_api_watches_and_steers_a_real_worker(redis_url: str, tmp_
                 worker.pid,
                 1,
             )
-            assert shown["alive"] and not shown["paused"] and shown["batches_done"] == 0
+            assert shown["alive"] and not shown["paused"] and shown["photos_done"] == 0
             assert shown["last_seen"] == pytest.approx(time.time(), abs=10)
-            assert only_worker()["batches_per_minute"] == 0.0  # two samples, nothing done
+            assert shown["last_batch_at"] is None
+            assert only_worker()["photos_per_second"] == 0.0  # two samples, nothing done
+
+            # A photo and a file that is no photo: both done, one of them failed.
+            photos = tmp_path / "photos"
+            photos.mkdir()
+            shutil.copy(smallest_photo(), photos / "face.jpg")
+            (photos / "broken.jpg").write_bytes(b"not a JPEG")
+            with Catalogue(data) as catalogue:
+                report = fleet_module.index_on_fleet(catalogue, [str(photos)], broker=redis_url)
+            assert (report.indexed, len(report.failed)) == (1, 1)
+            fleet = status()
+            (shown,) = fleet["workers"]
+            assert (shown["photos_done"], shown["photos_failed"]) == (2, 1)
+            assert shown["photos_per_second"] > 0 and shown["last_batch_at"] is not None
+            totals = [fleet[k] for k in ("photos_done", "photos_failed", "photos_per_second")]
+            assert totals == [2, 1, shown["photos_per_second"]]
 
             paused = client.post("/api/fleet/pause", headers=admin, json={})
             assert paused.status_code == 200, paused.text

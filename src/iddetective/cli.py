@@ -1059,17 +1059,18 @@ def fleet() -> None:
 @broker_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fleet_status(broker: str, as_json: bool) -> None:
-    """List every worker and the batches waiting in the queue."""
+    """List every worker, the photos each has done and failed, and the batches waiting."""
     with library_errors():
         status = _fleet().fleet_status(broker)
     if as_json:
         click.echo(json.dumps(asdict(status)))
         return
-    table = Table("worker", "host", "pid", "pool", "processes", "alive", "busy", "done", "paused")
+    columns = ("worker", "host", "pid", "pool", "processes", "alive", "busy", "photos")
+    table = Table(*columns, "failures", "paused")
     for w in status.workers:
         alive, paused = ("yes" if w.alive else "NO"), ("yes" if w.paused else "")
         row = (w.name, w.host, str(w.pid or ""), w.pool, str(w.concurrency), alive, str(w.busy))
-        table.add_row(*row, str(w.tasks_done), paused)
+        table.add_row(*row, str(w.photos_done), str(w.photos_failed), paused)
     out.print(table)
     out.print(f"queue: {status.queue_depth} batches waiting")
 

@@ -1,6 +1,8 @@
 """Watch and steer the workers through Celery's remote control: one function per action.
 
-Each returns plain dataclasses, so the command line and a web page show the same thing.
+Each returns plain dataclasses, so the command line and a web page show the same thing. The
+photos each worker has done are not Celery's: the ingest task counts them in Redis
+(`tasks.WORKER_COUNTS`), where they outlive the worker's restarts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from celery import Celery
 
 from .app import QUEUE, TASK_NAME, fleet_app
+from .tasks import WORKER_COUNTS
 from .worker import REGISTRY
 
 __all__ = [
@@ -46,8 +49,11 @@ class WorkerStatus:
     concurrency: int  # pool processes
     alive: bool
     busy: int  # batches running now
-    tasks_done: int  # batches done since it started
+    tasks_done: int  # batches done since it started (Celery's count)
     paused: bool  # alive but not consuming the ingestion queue
+    photos_done: int = 0  # photos its batches finished, failed ones included, across restarts
+    photos_failed: int = 0  # of those, the photos recorded as failed
+    last_batch_at: float | None = None  # Unix time it last stored a batch; None: never
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,26 @@ def fleet_status(broker: str, *, timeout: float = REPLY_SECONDS) -> FleetStatus:
         for name in sorted(stats)
     ]
     workers += [_silent(name, announced[name]) for name in sorted(set(announced) - set(stats))]
-    return FleetStatus(tuple(workers), queue_depth(app))
+    counts = _photo_counts(app, [worker.name for worker in workers])
+    return FleetStatus(tuple(replace(w, **counts[w.name]) for w in workers), queue_depth(app))
+
+
+def _photo_counts(app: Celery, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each worker's photo counts (`tasks.WORKER_COUNTS`), in one round trip for all."""
+    with app.backend.client.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.hgetall(WORKER_COUNTS.format(name=name))
+        answers = pipeline.execute()  # no round trip at all for no names
+    counts = {}
+    for name, answer in zip(names, answers, strict=True):
+        fields = {_text(key): _text(value) for key, value in answer.items()}
+        last = fields.get("last_batch_at")
+        counts[name] = {
+            "photos_done": int(fields.get("photos", 0)),
+            "photos_failed": int(fields.get("failures", 0)),
+            "last_batch_at": float(last) if last is not None else None,
+        }
+    return counts
 
 
 def _alive_names(

@@ -12,6 +12,10 @@ like any result. A photo that kills the worker process (a crash in native code) 
 the marker each batch keeps in Redis of the photo it is analysing: when a batch comes back
 after its process died `CRASH_LIMIT` times on the same photo, that photo is recorded as
 failed instead of being analysed again, so a poisonous photo is never retried forever.
+
+Once a batch is stored, its photos are counted in Redis under the worker's name
+(`WORKER_COUNTS`: every photo the batch finished, and those recorded as failed), once per
+batch: a batch stored twice (its worker killed before it was acknowledged) counts once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from ..store import Store
 __all__ = [
     "CRASHED",
     "MAX_RETRIES",
+    "WORKER_COUNTS",
     "job_from_json",
     "job_to_json",
     "register",
@@ -57,6 +63,11 @@ RETRY_BACKOFF_MAX = 60
 CRASH_LIMIT = 2
 CRASHED = "the face pipeline crashed the worker process on this photo"
 _MARKER_SECONDS = 7 * 24 * 3600
+#: The Redis hash of one worker's counts, by its name: `photos` (every photo its batches
+#: finished, failed ones included), `failures` (those recorded as failed), `last_batch_at`.
+WORKER_COUNTS = "iddetective:fleet:worker:{name}"
+#: Seconds a worker's counts outlive its last batch, and a batch's mark of being counted.
+_COUNTS_SECONDS = 7 * 24 * 3600
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -156,6 +167,7 @@ def _ingest_batch(task: Task, jobs: list[dict[str, Any]], settings: dict[str, An
         _forget_store()
         _CrashMarker.clear(task)  # a retry is not a crash: blame no photo for it
         raise
+    _count_photos(task, results)
     _CrashMarker.clear(task)
     return [_result_json(o, r) for o, r in zip(outcomes, results, strict=True)]
 
@@ -201,6 +213,30 @@ def _text(value: bytes | str) -> str:
 
 def _marker_key(task: Task) -> str:
     return f"iddetective:analysing:{task.request.id}"
+
+
+# Atomically: the batch's mark (its task id, the same on every delivery), then the counts.
+_COUNT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+  redis.call('HINCRBY', KEYS[1], 'photos', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'failures', ARGV[2])
+  redis.call('HSET', KEYS[1], 'last_batch_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+def _count_photos(task: Task, results: list[SaveResult]) -> None:
+    """Add a stored batch to its worker's counts, unless a delivery of it already did."""
+    failed = sum(result.status == "failed" for result in results)
+    counts = WORKER_COUNTS.format(name=task.request.hostname)
+    counted = f"iddetective:counted:{task.request.id}"
+    arguments = (len(results), failed, f"{time.time():.3f}", _COUNTS_SECONDS)
+    # The photos are stored: with the broker away, lose the count rather than redo the batch.
+    with contextlib.suppress(*_transient_errors()):
+        task.app.backend.client.eval(_COUNT_ONCE, 2, counts, counted, *arguments)
 
 
 # -- plain JSON for messages -------------------------------------------------------------------

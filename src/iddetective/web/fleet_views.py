@@ -1,10 +1,10 @@
 """The JSON API of the ingestion workers (docs/scaling.md): watch and steer them (admin only).
 
 Each endpoint calls the same `iddetective.fleet.control` function as `iddetective fleet …`,
-on the broker of the server's settings (`ServerSettings.broker`). The workers report the
-batches each has done since it started; the rate over the last minute is computed here from
-the successive answers this server got (`FleetMonitor`, sampled on every status request, i.e.
-every poll of the /fleet page), as is when each worker last answered.
+on the broker of the server's settings (`ServerSettings.broker`). The workers count in Redis
+the photos each has done and failed; the photos per second over the last minute are computed
+here from the successive answers this server got (`FleetMonitor`, sampled on every status
+request, i.e. every poll of the /fleet page), as is when each worker last answered.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
 if TYPE_CHECKING:
     from ..fleet import WorkerReply, WorkerStatus
 
-__all__ = ["RATE_WINDOW", "FleetMonitor", "masked_url", "router"]
+__all__ = ["RATE_WINDOW", "FleetMonitor", "fleet_totals", "masked_url", "router"]
 
 router = APIRouter(prefix="/api/fleet", tags=["fleet"], responses=ERROR_RESPONSES)
 
@@ -48,7 +48,7 @@ NO_BROKER = (
 
 
 class FleetMonitor:
-    """What this server saw of the workers over time: done counts per worker (for their
+    """What this server saw of the workers over time: photos done per worker (for their
     rates over the last `window` seconds), when each last answered, and the catalogue size."""
 
     def __init__(
@@ -57,7 +57,6 @@ class FleetMonitor:
         self.window = window
         self._clock = clock
         self._samples: dict[str, deque[tuple[float, int]]] = {}
-        self._pids: dict[str, int | None] = {}
         self._seen: dict[str, float] = {}
         self._stats: tuple[float, Stats] | None = None
         self._lock = threading.Lock()
@@ -88,25 +87,24 @@ class FleetMonitor:
             rate = self._sample(worker, now)
         return {
             **{k: v for k, v in asdict(worker).items() if k != "tasks_done"},
-            "batches_done": worker.tasks_done,
-            "batches_per_minute": rate,
+            "photos_per_second": rate,
             "last_seen": self._seen.get(worker.name),
         }
 
     def _sample(self, worker: WorkerStatus, now: float) -> float | None:
         samples = self._samples.setdefault(worker.name, deque(maxlen=256))
-        restarted = self._pids.get(worker.name, worker.pid) != worker.pid
-        if restarted or (samples and samples[-1][1] > worker.tasks_done):
-            samples.clear()  # a new process under the same name counts from 0 again
-        self._pids[worker.name] = worker.pid
-        samples.append((now, worker.tasks_done))
+        # The counts live in Redis, across the worker's restarts; they fall only when Redis
+        # lost them (a restart without persistence, a week idle): count anew from there.
+        if samples and samples[-1][1] > worker.photos_done:
+            samples.clear()
+        samples.append((now, worker.photos_done))
         while now - samples[0][0] > self.window:
             samples.popleft()
         (first, done_then), (last, done_now) = samples[0], samples[-1]
-        return (done_now - done_then) * 60.0 / (last - first) if last > first else None
+        return (done_now - done_then) / (last - first) if last > first else None
 
     def _forget(self, name: str) -> None:
-        for table in (self._samples, self._pids, self._seen):
+        for table in (self._samples, self._seen):
             table.pop(name, None)
 
 
@@ -120,16 +118,26 @@ def fleet_overview(request: Request, caller: Admin) -> dict[str, Any]:
         status = fleet_module().fleet_status(broker)
     workers = state.fleet_monitor.observe(status.workers)
     stats = state.fleet_monitor.catalogue_size(lambda: _catalogue_stats(request))
-    alive = [w for w in workers if w["alive"]]
-    rates = [w["batches_per_minute"] for w in alive if w["batches_per_minute"] is not None]
     return {
         "workers": workers,
         "queue_depth": status.queue_depth,
+        **fleet_totals(workers),
+        "catalogue": asdict(stats),
+    }
+
+
+def fleet_totals(workers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The totals of the workers as `FleetMonitor.observe` shows them: processes, batches
+    running and photos per second of the live ones; photos done and failed of all."""
+    alive = [w for w in workers if w["alive"]]
+    rates = [w["photos_per_second"] for w in alive if w["photos_per_second"] is not None]
+    return {
         "alive": len(alive),
         "concurrency": sum(w["concurrency"] for w in alive),
         "busy": sum(w["busy"] for w in alive),
-        "batches_per_minute": sum(rates) if rates else None,
-        "catalogue": asdict(stats),
+        "photos_done": sum(w["photos_done"] for w in workers),
+        "photos_failed": sum(w["photos_failed"] for w in workers),
+        "photos_per_second": sum(rates) if rates else None,
     }
 
 

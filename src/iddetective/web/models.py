@@ -376,12 +376,21 @@ class FleetWorkerModel(BaseModel):
     alive: bool = Field(description="Answered now; false: it announced itself and went silent.")
     paused: bool = Field(description="Alive but not taking batches from the queue.")
     busy: int = Field(description="Batches running now.")
-    batches_done: int = Field(description="Batches done since the worker started.")
-    batches_per_minute: float | None = Field(
-        description="Over the last minute of this server's samples; null until two samples."
+    photos_done: int = Field(
+        description="Photos its batches finished (stored, known, unchanged or failed), "
+        "counted in Redis across its restarts."
+    )
+    photos_failed: int = Field(description="Of those, the photos recorded as failed.")
+    photos_per_second: float | None = Field(
+        description="Over the last minute of this server's samples; null until two samples "
+        "and for a silent worker."
+    )
+    last_batch_at: float | None = Field(
+        description="Unix time it last stored a batch (from Redis); null: never."
     )
     last_seen: float | None = Field(
-        description="Unix time this server last had an answer from it; null: never."
+        description="Unix time this server last had an answer from it (its last heartbeat "
+        "seen here); null: never."
     )
 
 
@@ -403,7 +412,11 @@ class FleetStatusModel(BaseModel):
     alive: int
     concurrency: int = Field(description="Pool processes of the live workers.")
     busy: int
-    batches_per_minute: float | None
+    photos_done: int = Field(description="Photos done by every worker listed.")
+    photos_failed: int = Field(description="Of those, the photos recorded as failed.")
+    photos_per_second: float | None = Field(
+        description="Of the live workers; null until one has a rate."
+    )
     catalogue: FleetCatalogueModel
 
 

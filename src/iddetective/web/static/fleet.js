@@ -13,7 +13,7 @@ function bytes(count) {
   return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
 }
 function rate(value) {
-  return value === null ? "–" : value.toFixed(1);
+  return value === null ? "–" : value.toFixed(2);
 }
 function ago(unixSeconds) {
   if (unixSeconds === null) return "never";
@@ -26,16 +26,20 @@ function state(worker) {
 }
 function workerRow(worker) {
   const cells = [worker.name, worker.host, worker.pid ?? "", worker.pool, worker.concurrency,
-                 state(worker), worker.busy, worker.batches_done, rate(worker.batches_per_minute),
-                 ago(worker.last_seen)];
+                 state(worker), worker.busy, worker.photos_done, rate(worker.photos_per_second),
+                 worker.photos_failed];
   const row = element("tr", { "data-worker": worker.name, class: state(worker).replace(" ", "-") });
   for (const cell of cells) row.append(element("td", {}, String(cell)));
+  // A silent worker's last sign of life may be older than this server: its last batch.
+  const lastBatch = `last batch stored: ${ago(worker.last_batch_at)}`;
+  row.append(element("td", { title: lastBatch }, ago(worker.last_seen)));
   return row;
 }
 function show(fleet) {
   const totals = {
     alive: `${fleet.alive} of ${fleet.workers.length}`, processes: fleet.concurrency,
-    busy: fleet.busy, queue: fleet.queue_depth, rate: rate(fleet.batches_per_minute),
+    busy: fleet.busy, queue: fleet.queue_depth, done: fleet.photos_done,
+    rate: rate(fleet.photos_per_second), failures: fleet.photos_failed,
     people: fleet.catalogue.people, photos: fleet.catalogue.photos,
     faces: fleet.catalogue.faces, failed: fleet.catalogue.failed,
     bytes: bytes(fleet.catalogue.data_bytes),
