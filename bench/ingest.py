@@ -29,7 +29,7 @@ On small photos (lfw_dev, 150 px) both do the same dlib work.
 Install the baseline first, without its dependencies (pip would otherwise build dlib from
 source; dlib and the model weights are already installed with iddetective):
 
-    pip install --no-deps face_recognition==1.3.0     # or: -r bench/requirements.txt
+    pip install --no-deps -r bench/requirements-nodeps.txt
 
 Run (from the repository root, in the project's virtualenv):
 
