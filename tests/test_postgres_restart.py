@@ -31,6 +31,7 @@ from iddetective.entities import Box, FaceAnalysis, FileStat, IndexedPhoto, Phot
 from iddetective.errors import StoreError
 from iddetective.store import postgres_sql
 from iddetective.store.postgres import PostgresStore
+from iddetective.vector_index.pgvector import PgvectorIndex
 
 from conftest import EmbeddedPostgres, _new_postgres, _start_postgres
 
@@ -155,7 +156,9 @@ def test_a_store_reads_and_writes_on_after_a_restart(
     epoch, ids = store.faces_epoch(), store.face_ids("m")
     _, vectors = store.embeddings_of(ids)
     reader = PostgresStore(url, readonly=True)
+    index = PgvectorIndex.of_catalogue(url, "m", 128, exact_max=0)  # searches with HNSW
     try:
+        assert index.search(vectors, 1)[0].ids.tolist() == [ids[0]]
         restart(server)
         # Reads connect again, set up as before: vectors still arrive as float32 arrays.
         assert store.faces_epoch() == epoch
@@ -165,6 +168,7 @@ def test_a_store_reads_and_writes_on_after_a_restart(
         np.testing.assert_array_equal(again, vectors)
         assert reader.stats().photos == 1
         assert reader._value("SHOW default_transaction_read_only") == "on"
+        assert [n.ids[0] for n in index.search(vectors, 1)] == ids.tolist()  # search, too
 
         # A write whose connection is gone before it begins connects again, then writes.
         restart(server)
@@ -172,6 +176,7 @@ def test_a_store_reads_and_writes_on_after_a_restart(
         assert store.faces_epoch() == epoch + 1
         assert reader.stats().photos == 2  # a reader idle across the restart, too
     finally:
+        index.close()
         reader.close()
 
 

@@ -43,6 +43,8 @@ __all__ = [
     "RECONNECT_SECONDS",
     "LostConnection",
     "PostgresBase",
+    "connect_patiently",
+    "is_lost",
     "iso",
     "iso_or_none",
     "like_escape",
@@ -115,7 +117,7 @@ class PostgresBase:
         try:
             return work()
         except psycopg.OperationalError as error:
-            if not _is_lost(lost, error):
+            if not is_lost(lost, error):
                 raise
         if self._db is lost:  # else a statement inside `work` has connected again already
             self._reconnect()
@@ -123,27 +125,9 @@ class PostgresBase:
 
     def _reconnect(self) -> None:
         """Replace the lost connection, trying again with backoff while the server is down."""
-        deadline = time.monotonic() + RECONNECT_SECONDS
-        delay = 0.1
-        while True:
-            # libpq waits for an unreachable host as long as TCP does, unless told otherwise.
-            timeout = max(2, round(deadline - time.monotonic()))
-            try:
-                db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout)
-            except psycopg.OperationalError as error:
-                if time.monotonic() + delay > deadline:
-                    raise StoreError(f"cannot reach {self.url}: {error}") from None
-                time.sleep(delay)
-                delay = min(2 * delay, 2.0)
-                continue
-            try:
-                self._configure(db)
-            except BaseException:
-                db.close()
-                raise
-            self._db.close()
-            self._db = db
-            return
+        db = connect_patiently(self._dsn, self.url, self._configure)
+        self._db.close()
+        self._db = db
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
@@ -161,7 +145,7 @@ class PostgresBase:
                 yield self._db
                 committing = True
         except psycopg.OperationalError as error:
-            if not _is_lost(self._db, error):
+            if not is_lost(self._db, error):
                 raise
             # A transaction whose connection died before COMMIT was rolled back by the
             # server; one that died during COMMIT may or may not have been committed.
@@ -240,9 +224,34 @@ class LostConnection(StoreError):
     """A write transaction lost its connection to the server (which restarted, or ended it)."""
 
 
-def _is_lost(db: Connection, error: psycopg.OperationalError) -> bool:
+def is_lost(db: Connection, error: psycopg.OperationalError) -> bool:
     """Whether `error` means the connection is gone, not that its statement failed."""
     return db.broken or isinstance(error, errors.AdminShutdown | errors.CrashShutdown)
+
+
+def connect_patiently(dsn: str, shown: str, configure: Callable[[Connection], None]) -> Connection:
+    """A new autocommit connection to `dsn`, set up by `configure`; while the server is down
+    (a restart takes a few seconds) tried again with backoff for up to `RECONNECT_SECONDS`,
+    then a StoreError naming `shown` (the URL without its password)."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.1
+    while True:
+        # libpq waits for an unreachable host as long as TCP does, unless told otherwise.
+        timeout = max(2, round(deadline - time.monotonic()))
+        try:
+            db = psycopg.connect(dsn, autocommit=True, connect_timeout=timeout)
+        except psycopg.OperationalError as error:
+            if time.monotonic() + delay > deadline:
+                raise StoreError(f"cannot reach {shown}: {error}") from None
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+            continue
+        try:
+            configure(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
 
 def vectors_of(rows: list[tuple[Any, ...]], column: int) -> np.ndarray:

@@ -34,6 +34,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from ..store.postgres_sql import connect_patiently, is_lost
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["PgvectorIndex"]
@@ -312,14 +313,16 @@ class PgvectorIndex:
             )
 
     def _read(self, work: Callable[[], T]) -> T:
-        """Run a read, once more on a new connection if the server dropped this one (a
-        restart): reads are safe to repeat."""
+        """Run a read, once more on a new connection if the server dropped this one (it
+        restarted: reads wait for it as the store's do, store/postgres_sql.py)."""
+        lost = self._db
         try:
             return work()
-        except psycopg.OperationalError:
-            if not (self._db.closed or self._db.broken):
+        except psycopg.OperationalError as error:
+            if not is_lost(lost, error):
                 raise
-        self._db = _connect(self._url)
+        self._db = connect_patiently(self._url, _without_password(self._url), register_vector)
+        lost.close()
         return work()
 
 
