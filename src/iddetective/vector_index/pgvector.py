@@ -23,7 +23,7 @@ import json
 import os
 import re
 import secrets
-import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +34,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from ..store.postgres_sql import connect_patiently, is_lost
+from ..files import write_atomically
+from ..store.postgres_sql import connect_patiently, once_more_if_lost
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["PgvectorIndex"]
@@ -46,6 +47,8 @@ DB_ENV = "IDDETECTIVE_DB"
 EF_SEARCH_MAX = 1000
 #: First number of neighbours a range search asks HNSW for; doubled while all are within.
 RANGE_FIRST = 64
+#: Seconds the planner's estimate of the table's size is used before it is asked again.
+ESTIMATE_SECONDS = 10.0
 
 T = TypeVar("T")
 
@@ -84,6 +87,9 @@ class PgvectorIndex:
         self._model: str | None = None
         self._url = url
         self._db = _connect(url)
+        #: hnsw.ef_search as set in the connection's session; the table's size estimate.
+        self._session_ef_search: int | None = None
+        self._estimate: tuple[float, float] | None = None
         if table is None:
             self._create_table()
 
@@ -169,7 +175,14 @@ class PgvectorIndex:
         return self._estimated_rows() <= self.exact_max
 
     def _estimated_rows(self) -> float:
-        """The planner's row count of the table (from its size when never analysed)."""
+        """The planner's row count of the table (from its size when never analysed), asked
+        again every ESTIMATE_SECONDS: a query saves a round trip to the server."""
+        now = time.monotonic()
+        if self._estimate is None or now - self._estimate[0] > ESTIMATE_SECONDS:
+            self._estimate = (now, self._ask_estimated_rows())
+        return self._estimate[1]
+
+    def _ask_estimated_rows(self) -> float:
         row = self._read(
             lambda: self._db.execute(
                 "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
@@ -217,14 +230,20 @@ class PgvectorIndex:
         statement = sql.SQL(
             "SELECT id, embedding <-> %s AS d FROM {} WHERE {} ORDER BY embedding <-> %s LIMIT %s"
         ).format(self._name, where)
-        ef_search = str(max(self.ef_search, min(count, EF_SEARCH_MAX)))
+        ef_search = max(self.ef_search, min(count, EF_SEARCH_MAX))
 
         def run() -> list[tuple[Any, ...]]:
-            with self._db.transaction():
-                self._db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
-                return self._db.execute(statement, (query, *params, query, count)).fetchall()
+            self._use_ef_search(ef_search)
+            return self._db.execute(statement, (query, *params, query, count)).fetchall()
 
         return _columns(self._read(run))
+
+    def _use_ef_search(self, value: int) -> None:
+        """Set `hnsw.ef_search` for this connection's session when it is not set to `value`
+        (one statement per change, not a transaction per query)."""
+        if self._session_ef_search != value:
+            self._db.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(value),))
+            self._session_ef_search = value
 
     def _where(self, allowed: list[int] | None) -> tuple[sql.Composable, list[Any]]:
         parts: list[sql.Composable] = [sql.SQL("true")]
@@ -256,7 +275,7 @@ class PgvectorIndex:
                 "exact_filter_max": self.exact_filter_max,
             },
         }
-        _write_atomically(path, json.dumps(meta, indent=1))
+        write_atomically(path, json.dumps(meta, indent=1).encode())
 
     @classmethod
     def load(cls, path: Path) -> tuple[PgvectorIndex, int]:
@@ -315,15 +334,12 @@ class PgvectorIndex:
     def _read(self, work: Callable[[], T]) -> T:
         """Run a read, once more on a new connection if the server dropped this one (it
         restarted: reads wait for it as the store's do, store/postgres_sql.py)."""
-        lost = self._db
-        try:
-            return work()
-        except psycopg.OperationalError as error:
-            if not is_lost(lost, error):
-                raise
-        self._db = connect_patiently(self._url, _without_password(self._url), register_vector)
-        lost.close()
-        return work()
+        return once_more_if_lost(self._db, work, self._reconnect)
+
+    def _reconnect(self) -> None:
+        db = connect_patiently(self._url, _without_password(self._url), register_vector)
+        self._db.close()
+        self._db, self._session_ef_search = db, None
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -364,17 +380,3 @@ def _with_known_password(saved: str) -> str:
     if current and _without_password(current) == saved:
         return current
     return saved
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
