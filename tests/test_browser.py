@@ -330,7 +330,8 @@ def test_the_admin_sees_a_worker_and_pauses_it_in_the_browser(
     """/fleet lists a live worker with its pid; Pause makes the worker say so and the row
     show it paused at the next refresh."""
     pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")
-    from test_web_fleet import new_data, start_redis, start_worker, stop_process
+    from services import start_redis
+    from test_web_fleet import new_data, start_worker, stop_process
 
     (tmp_path / "redis").mkdir()
     redis = start_redis(tmp_path / "redis")
@@ -362,4 +363,4 @@ def test_the_admin_sees_a_worker_and_pauses_it_in_the_browser(
     finally:
         if worker is not None:
             stop_process(worker, group=True)
-        stop_process(redis.process)
+        redis.stop()

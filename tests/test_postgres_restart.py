@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +23,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from test_workers import VISIBILITY, RedisServer, Workers, small_photos, wait_for
+from services import start_redis
+from test_workers import VISIBILITY, Workers, small_photos, wait_for
 
 from iddetective.entities import Box, FaceAnalysis, FileStat, IndexedPhoto, PhotoAnalysis
 from iddetective.errors import StoreError
@@ -253,17 +252,7 @@ def test_a_store_waits_for_its_server_for_a_bounded_time(
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of this module's own."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    redis = RedisServer(binary, tmp_path_factory.mktemp("redis"), port)
-    redis.start()
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
     yield redis.url
     redis.stop()
 

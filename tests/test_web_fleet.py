@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from services import free_port, start_redis
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
@@ -46,52 +45,6 @@ ENDPOINTS = [
 # -- a Redis and a worker of our own --------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    """A `redis-server` keeping nothing on disk, on its own port."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def start_redis(folder: Path) -> RedisServer:
-    """redis-server on a free port, once it answers PING; skips (fails under CI) without it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(folder)]
-    with open(folder / "redis.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RedisServer(process, port)
-    wait_for(lambda: _pong(port) or process.poll() is not None, 10, "redis-server")
-    assert process.poll() is None, (folder / "redis.log").read_text()
-    return server
-
-
-def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def stop_process(process: subprocess.Popen[bytes], *, group: bool = False) -> None:
     """SIGTERM (the whole process group for a worker), SIGKILL if it lingers."""
     if process.poll() is None:
@@ -108,7 +61,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of this module's own Redis."""
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server.url
-    stop_process(server.process)
+    server.stop()
 
 
 def start_worker(broker: str, data: Path, name: str, log: Path) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from services import RedisServer, start_redis
 
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
@@ -43,69 +43,9 @@ VISIBILITY = 3.0
 # -- a Redis of our own -----------------------------------------------------------------------
 
 
-@dataclass
-class RedisServer:
-    """A `redis-server` keeping nothing on disk, on its own port, restartable."""
-
-    binary: str
-    folder: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
-        with open(self.folder / "redis.log", "ab") as log:  # the server keeps its own copy
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server did not start: {self.folder / 'redis.log'}")
-            time.sleep(0.05)
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
-                connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def restart(self) -> None:
-        """Kill and start again: everything in it is lost, as in a crash of the machine."""
-        self.stop()
-        self.start()
-
-    def flush(self) -> None:
-        import redis
-
-        client = redis.Redis(port=self.port)
-        client.flushall()
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"), port)
-    server.start()
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 
