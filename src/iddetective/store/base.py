@@ -241,7 +241,7 @@ class Store(Protocol):
         """Audit entries newest first, `limit` of them, with ids below `before` if given."""
         ...
 
-    # -- clusters and edits of who is who (store/sqlite_clusters.py) -------------------------
+    # -- clusters and edits of who is who (store/clusters.py) --------------------------------
     def unnamed_faces(self, model: str, only_new: bool) -> UnnamedFaces:
         """Faces of `model` with no person; only those clustering has not considered yet
         when `only_new`."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +25,6 @@ from ..entities import (
     ApiKey,
     AuditEntry,
     Box,
-    FailedPhoto,
     Failure,
     FileStat,
     IndexedPhoto,
@@ -44,8 +41,8 @@ from ..entities import (
     StoredFile,
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
-from ..labelling import choose_labelled_face
-from .postgres_clusters import PostgresClusters
+from .clusters import Clusters
+from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
 from .postgres_people import PostgresPeople
 from .postgres_privacy import PostgresPrivacy
@@ -58,11 +55,12 @@ from .postgres_sql import (
     now,
     vectors_of,
 )
+from .saving import Saving
 
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(PostgresPeople, PostgresPrivacy, PostgresClusters):
+class PostgresStore(PostgresPeople, PostgresPrivacy, Saving, Clusters, PostgresDialect):
     """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it)."""
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
@@ -140,51 +138,6 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, PostgresClusters):
             (PHOTO_LOCK_CLASS, sorted(keys)),
         )
 
-    def _save_one(self, outcome: Outcome) -> SaveResult:
-        path = outcome.file.path
-        if isinstance(outcome, KnownPhoto) and not self.has_photo(outcome.sha256):
-            # Removed by another process between the worker's look and now: read it again
-            # next run (size -1 never matches, so the file is not skipped as unchanged).
-            reason = "its photo was removed from the catalogue during this run; index it again"
-            outcome = FailedPhoto(FileStat(path, -1, -1), reason)
-        if isinstance(outcome, FailedPhoto):
-            self._db.execute(
-                "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
-                "size = excluded.size, mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
-                "failed_at = excluded.failed_at",
-                (path, outcome.file.size, outcome.file.mtime_ns, outcome.reason, now()),
-            )
-            return SaveResult(path, "failed", reason=outcome.reason)
-        self._db.execute("DELETE FROM failure WHERE path = %s", (path,))
-        outcome, withheld = self._without_opted_out(outcome)
-        photo_id, created = self._photo_id(outcome)
-        moved = self._record_file(outcome.file, photo_id)
-        review = None
-        if outcome.label and withheld:
-            # The labelled face may be the one withheld: never give its name to a bystander.
-            review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
-        elif outcome.label:
-            known = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
-            origin = known or Provenance()
-            origin = replace(origin, source=origin.source or path)
-            review = self._apply_label(photo_id, outcome.label, origin)
-        if not created:
-            return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
-        faces = int(self._value("SELECT face_count FROM photo WHERE id = %s", (photo_id,)))
-        return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
-
-    def _without_opted_out(
-        self, outcome: IndexedPhoto | KnownPhoto
-    ) -> tuple[IndexedPhoto | KnownPhoto, bool]:
-        """The outcome minus opted-out faces (dropped before anything of them is stored), and
-        whether any was dropped."""
-        if not isinstance(outcome, IndexedPhoto):
-            return outcome, False
-        blocked = self.opted_out(outcome.analysis)
-        kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
-        return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)
-
     def _photo_id(self, outcome: IndexedPhoto | KnownPhoto) -> tuple[int, bool]:
         """The photo's id, and whether this call stored it (with its faces)."""
         existing = self._value("SELECT id FROM photo WHERE sha256 = %s", (outcome.sha256,))
@@ -236,73 +189,6 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, PostgresClusters):
                 ],
             )
         return photo_id, True
-
-    def _record_file(self, file: FileStat, photo_id: int) -> bool:
-        """Record that `file` holds the photo; True unless it was already recorded so."""
-        previous = self._value("SELECT photo_id FROM photo_file WHERE path = %s", (file.path,))
-        self._db.execute(
-            "INSERT INTO photo_file (path, photo_id, size, mtime_ns, seen_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (path) DO UPDATE SET "
-            "photo_id = excluded.photo_id, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-            "seen_at = excluded.seen_at",
-            (file.path, photo_id, file.size, file.mtime_ns, now()),
-        )
-        if previous is not None and previous != photo_id:
-            # The file changed and now holds other bytes: its old photo may have no file left.
-            self._delete_orphan_photos([previous])
-        return previous is None or previous != photo_id
-
-    def _apply_label(self, photo_id: int, label: str, origin: Provenance) -> str | None:
-        """Give `label` to the photo's largest, most central face; returns a review reason."""
-        faces = self._all(
-            "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
-            "WHERE photo_id = %s ORDER BY id",
-            (photo_id,),
-        )
-        if not faces:
-            return None
-        try:
-            person = self._person_for_label(label, origin)
-        except AmbiguousPerson as error:
-            return self._flag(photo_id, f"label not applied: {error}")
-        size = self._one("SELECT width, height FROM photo WHERE id = %s", (photo_id,))
-        assert size is not None
-        boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
-        chosen = faces[choose_labelled_face(boxes, size[0], size[1])][0]
-        # No epoch bump: the vector index holds ids and vectors, not who a face is.
-        self._db.execute("UPDATE face SET person_id = %s WHERE id = %s", (person.id, chosen))
-        if len(faces) == 1:
-            return None
-        return self._flag(
-            photo_id,
-            f"{len(faces)} faces; the label {label!r} went to the largest, most central one",
-        )
-
-    def _flag(self, photo_id: int, reason: str) -> str:
-        self._db.execute("UPDATE photo SET review = %s WHERE id = %s", (reason, photo_id))
-        return reason
-
-    def _person_for_label(self, label: str, origin: Provenance) -> PersonRef:
-        try:
-            return self.resolve_person(label)
-        except NotFound:
-            person_id = "p_" + secrets.token_hex(8)
-            at = now()
-            self._db.execute(
-                "INSERT INTO person (id, name, created_at, updated_at, source, added_by, basis) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    person_id,
-                    label,
-                    at,
-                    at,
-                    f"label of {origin.source}" if origin.source else "a label",
-                    origin.added_by or None,
-                    origin.basis or None,
-                ),
-            )
-            self._write_person_text(person_id)
-            return PersonRef(person_id, label)
 
     def forget_missing_files(self, roots: Iterable[str]) -> int:
         forgotten = 0

@@ -49,6 +49,7 @@ __all__ = [
     "iso_or_none",
     "like_escape",
     "now",
+    "once_more_if_lost",
     "vectors_of",
 ]
 
@@ -114,14 +115,12 @@ class PostgresBase:
         if self._writing:
             return work()
         lost = self._db
-        try:
-            return work()
-        except psycopg.OperationalError as error:
-            if not is_lost(lost, error):
-                raise
-        if self._db is lost:  # else a statement inside `work` has connected again already
-            self._reconnect()
-        return work()
+
+        def reconnect() -> None:
+            if self._db is lost:  # else a statement inside `work` has connected again already
+                self._reconnect()
+
+        return once_more_if_lost(lost, work, reconnect)
 
     def _reconnect(self) -> None:
         """Replace the lost connection, trying again with backoff while the server is down."""
@@ -227,6 +226,18 @@ class LostConnection(StoreError):
 def is_lost(db: Connection, error: psycopg.OperationalError) -> bool:
     """Whether `error` means the connection is gone, not that its statement failed."""
     return db.broken or isinstance(error, errors.AdminShutdown | errors.CrashShutdown)
+
+
+def once_more_if_lost(db: Connection, work: Callable[[], T], reconnect: Callable[[], None]) -> T:
+    """`work()` on `db`; if `db` turns out lost (`is_lost`), `reconnect()` then `work()` again
+    (only for work that is safe to repeat: reads, BEGIN)."""
+    try:
+        return work()
+    except psycopg.OperationalError as error:
+        if not is_lost(db, error):
+            raise
+    reconnect()
+    return work()
 
 
 def connect_patiently(dsn: str, shown: str, configure: Callable[[Connection], None]) -> Connection:

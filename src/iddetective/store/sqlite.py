@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from ..entities import (
     ApiKey,
     AuditEntry,
     Box,
-    FailedPhoto,
     Failure,
     FileStat,
     IndexedPhoto,
@@ -40,19 +37,19 @@ from ..entities import (
     StoredFile,
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
-from ..labelling import choose_labelled_face
+from .clusters import Clusters
 from .migrations import MIGRATIONS
-from .sqlite_clusters import SqliteClusters
+from .saving import Saving
 from .sqlite_people import SqlitePeople
 from .sqlite_privacy import SqlitePrivacy
-from .sqlite_sql import select_in
+from .sqlite_sql import SqliteDialect, select_in
 
 __all__ = ["SqliteStore"]
 
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople, SqlitePrivacy, SqliteClusters):
+class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
@@ -159,53 +156,6 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, SqliteClusters):
                 self._bump_epoch()
         return results
 
-    def _save_one(self, outcome: Outcome) -> SaveResult:
-        path = outcome.file.path
-        if isinstance(outcome, KnownPhoto) and not self.has_photo(outcome.sha256):
-            # Removed by another process between the worker's look and now: read it again
-            # next run (size -1 never matches, so the file is not skipped as unchanged).
-            reason = "its photo was removed from the catalogue during this run; index it again"
-            outcome = FailedPhoto(FileStat(path, -1, -1), reason)
-        if isinstance(outcome, FailedPhoto):
-            self._db.execute(
-                "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
-                "mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
-                "failed_at = excluded.failed_at",
-                (path, outcome.file.size, outcome.file.mtime_ns, outcome.reason, _now()),
-            )
-            return SaveResult(path, "failed", reason=outcome.reason)
-        self._db.execute("DELETE FROM failure WHERE path = ?", (path,))
-        outcome, withheld = self._without_opted_out(outcome)
-        photo_id, created = self._photo_id(outcome)
-        moved = self._record_file(outcome.file, photo_id)
-        review = None
-        if outcome.label and withheld:
-            # The labelled face may be the one withheld: never give its name to a bystander.
-            review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
-        elif outcome.label:
-            known = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
-            origin = known or Provenance()
-            origin = replace(origin, source=origin.source or path)
-            review = self._apply_label(photo_id, outcome.label, origin)
-        if not created:
-            return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
-        faces = self._db.execute(
-            "SELECT face_count FROM photo WHERE id = ?", (photo_id,)
-        ).fetchone()[0]
-        return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
-
-    def _without_opted_out(
-        self, outcome: IndexedPhoto | KnownPhoto
-    ) -> tuple[IndexedPhoto | KnownPhoto, bool]:
-        """The outcome minus opted-out faces (dropped before anything of them is stored), and
-        whether any was dropped."""
-        if not isinstance(outcome, IndexedPhoto):
-            return outcome, False
-        blocked = self.opted_out(outcome.analysis)
-        kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
-        return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)
-
     def _photo_id(self, outcome: IndexedPhoto | KnownPhoto) -> tuple[int, bool]:
         row = self._db.execute(
             "SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,)
@@ -250,75 +200,6 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, SqliteClusters):
             ],
         )
         return photo_id, True
-
-    def _record_file(self, file: FileStat, photo_id: int) -> bool:
-        """Record that `file` holds the photo; True unless it was already recorded so."""
-        previous = self._db.execute(
-            "SELECT photo_id FROM photo_file WHERE path = ?", (file.path,)
-        ).fetchone()
-        self._db.execute(
-            "INSERT INTO photo_file (path, photo_id, size, mtime_ns, seen_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET photo_id = excluded.photo_id, "
-            "size = excluded.size, mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
-            (file.path, photo_id, file.size, file.mtime_ns, _now()),
-        )
-        if previous and previous[0] != photo_id:
-            # The file changed and now holds other bytes: its old photo may have no file left.
-            self._delete_orphan_photos([previous[0]])
-        return previous is None or previous[0] != photo_id
-
-    def _apply_label(self, photo_id: int, label: str, origin: Provenance) -> str | None:
-        """Give `label` to the photo's largest, most central face; returns a review reason."""
-        faces = self._db.execute(
-            "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
-            "WHERE photo_id = ? ORDER BY id",
-            (photo_id,),
-        ).fetchall()
-        if not faces:
-            return None
-        try:
-            person = self._person_for_label(label, origin)
-        except AmbiguousPerson as error:
-            return self._flag(photo_id, f"label not applied: {error}")
-        width, height = self._db.execute(
-            "SELECT width, height FROM photo WHERE id = ?", (photo_id,)
-        ).fetchone()
-        boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
-        chosen = faces[choose_labelled_face(boxes, width, height)]["id"]
-        # No epoch bump: the vector index holds ids and vectors, not who a face is.
-        self._db.execute("UPDATE face SET person_id = ? WHERE id = ?", (person.id, chosen))
-        if len(faces) == 1:
-            return None
-        return self._flag(
-            photo_id,
-            f"{len(faces)} faces; the label {label!r} went to the largest, most central one",
-        )
-
-    def _flag(self, photo_id: int, reason: str) -> str:
-        self._db.execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
-        return reason
-
-    def _person_for_label(self, label: str, origin: Provenance) -> PersonRef:
-        try:
-            return self.resolve_person(label)
-        except NotFound:
-            person_id = "p_" + secrets.token_hex(8)
-            now = _now()
-            self._db.execute(
-                "INSERT INTO person (id, name, created_at, updated_at, source, added_by, basis) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    person_id,
-                    label,
-                    now,
-                    now,
-                    f"label of {origin.source}" if origin.source else "a label",
-                    origin.added_by or None,
-                    origin.basis or None,
-                ),
-            )
-            self._write_person_text(person_id)
-            return PersonRef(person_id, label)
 
     def _bump_epoch(self) -> None:
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")

@@ -1,4 +1,5 @@
-"""SQL helpers shared by the SQLite store's modules."""
+"""SQL helpers shared by the SQLite store's modules, and the SQL primitives of store/dialect.py
+over its connection."""
 
 from __future__ import annotations
 
@@ -6,10 +7,43 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["chunks", "select_in"]
+import numpy as np
+
+from .dialect import Dialect, Row
+
+__all__ = ["SqliteDialect", "chunks", "select_in"]
 
 #: Values bound per statement: SQLite builds before 3.32 allow 999 variables in all.
 _CHUNK = 900
+
+
+class SqliteDialect(Dialect):
+    """The SQL primitives of the store-neutral mixins, over the SQLite store's connection."""
+
+    _db: sqlite3.Connection
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [tuple(r) for r in self._db.execute(sql, params)]
+
+    def _rows_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> list[Row]:
+        return [tuple(r) for r in select_in(self._db, sql, values, before)]
+
+    def _dict_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(sql, params)]
+
+    def _vector_rows(
+        self, sql: str, params: Sequence[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._rows(sql, params)
+        if not rows:
+            return rows, np.zeros((0, 0), np.float32)
+        return rows, np.stack([np.frombuffer(r[column], dtype="<f4") for r in rows])
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return max(self._db.executemany(sql, rows).rowcount, 0)
 
 
 def select_in(

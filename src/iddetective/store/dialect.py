@@ -1,0 +1,72 @@
+"""The SQL primitives that store-neutral mixins (store/clusters.py) run their statements with;
+each store provides them for its database (`SqliteDialect`, `PostgresDialect`).
+
+Shared statements are written in SQLite's form: `?` placeholders, and `IN ({marks})` where a
+list of values goes (`_rows_in`); the PostgreSQL store turns them into `%s` and `= ANY(%s)`.
+Otherwise they use what both databases accept: `ON CONFLICT DO NOTHING` rather than
+`INSERT OR IGNORE`, `CAST(? AS bigint)` rather than `?::bigint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Dialect", "Row", "timestamp"]
+
+Row = tuple[Any, ...]
+
+
+class Dialect:
+    """What a store-neutral mixin needs of its store: a base each store's dialect implements."""
+
+    def _write(self) -> AbstractContextManager[Any]:
+        """One write transaction, holding the store's writer lock."""
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """The rows of a statement, as tuples."""
+        raise NotImplementedError
+
+    def _rows_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> list[Row]:
+        """The rows of a statement holding `IN ({marks})`, for every one of `values` (its
+        parameters: `before`, then the values)."""
+        raise NotImplementedError
+
+    def _dict_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of a statement, as dicts by column name."""
+        raise NotImplementedError
+
+    def _vector_rows(
+        self, sql: str, params: Sequence[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        """The rows of a statement, and the embeddings in `column` stacked (n x d float32;
+        0 x 0 when there is no row)."""
+        raise NotImplementedError
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run a statement once per row of parameters; the number of rows changed in all."""
+        raise NotImplementedError
+
+    def _firsts(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The first column of each row of a statement."""
+        return [row[0] for row in self._rows(sql, params)]
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row of a statement (None when there is no row)."""
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
+
+
+def timestamp() -> str:
+    """The time to record: ISO 8601 text in UTC to the second, which SQLite keeps as it is
+    and PostgreSQL parses into its `timestamptz`."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

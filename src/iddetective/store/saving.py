@@ -1,0 +1,153 @@
+"""Storing one ingestion outcome, for both stores (a mixin over each store's SQL primitives,
+store/dialect.py).
+
+Each store runs a batch in its own write transaction (`save`) and inserts a new photo with
+its faces itself (`_photo_id`: the embeddings are stored differently); the rest is the same:
+failures recorded, opted-out faces dropped before anything of them is stored, the file's
+path recorded, and a label given to the photo's largest, most central face.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from ..entities import (
+    Box,
+    FailedPhoto,
+    FileStat,
+    IndexedPhoto,
+    KnownPhoto,
+    Outcome,
+    PersonRef,
+    PhotoAnalysis,
+    Provenance,
+    SaveResult,
+)
+from ..errors import AmbiguousPerson, NotFound
+from ..labelling import choose_labelled_face
+from .dialect import Dialect, timestamp
+
+__all__ = ["Saving"]
+
+
+class Saving(Dialect):
+    """The per-outcome part of `save` in both stores (a mixin over the store's primitives)."""
+
+    has_photo: Callable[[str], bool]
+    opted_out: Callable[[PhotoAnalysis], list[bool]]
+    resolve_person: Callable[[str], PersonRef]
+    _photo_id: Callable[[IndexedPhoto | KnownPhoto], tuple[int, bool]]
+    _delete_orphan_photos: Callable[[Sequence[int]], None]
+    _write_person_text: Callable[[str], None]
+
+    def _save_one(self, outcome: Outcome) -> SaveResult:
+        path = outcome.file.path
+        if isinstance(outcome, KnownPhoto) and not self.has_photo(outcome.sha256):
+            # Removed by another process between the worker's look and now: read it again
+            # next run (size -1 never matches, so the file is not skipped as unchanged).
+            reason = "its photo was removed from the catalogue during this run; index it again"
+            outcome = FailedPhoto(FileStat(path, -1, -1), reason)
+        if isinstance(outcome, FailedPhoto):
+            self._execute(
+                "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
+                "failed_at = excluded.failed_at",
+                (path, outcome.file.size, outcome.file.mtime_ns, outcome.reason, timestamp()),
+            )
+            return SaveResult(path, "failed", reason=outcome.reason)
+        self._execute("DELETE FROM failure WHERE path = ?", (path,))
+        outcome, withheld = self._without_opted_out(outcome)
+        photo_id, created = self._photo_id(outcome)
+        moved = self._record_file(outcome.file, photo_id)
+        review = None
+        if outcome.label and withheld:
+            # The labelled face may be the one withheld: never give its name to a bystander.
+            review = self._flag(photo_id, "label not applied: a face in this photo is withheld")
+        elif outcome.label:
+            known = outcome.provenance if isinstance(outcome, IndexedPhoto) else None
+            origin = known or Provenance()
+            origin = replace(origin, source=origin.source or path)
+            review = self._apply_label(photo_id, outcome.label, origin)
+        if not created:
+            return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
+        faces = int(self._scalar("SELECT face_count FROM photo WHERE id = ?", (photo_id,)))
+        return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
+
+    def _without_opted_out(
+        self, outcome: IndexedPhoto | KnownPhoto
+    ) -> tuple[IndexedPhoto | KnownPhoto, bool]:
+        """The outcome minus opted-out faces (dropped before anything of them is stored), and
+        whether any was dropped."""
+        if not isinstance(outcome, IndexedPhoto):
+            return outcome, False
+        blocked = self.opted_out(outcome.analysis)
+        kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
+        return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)
+
+    def _record_file(self, file: FileStat, photo_id: int) -> bool:
+        """Record that `file` holds the photo; True unless it was already recorded so."""
+        previous = self._scalar("SELECT photo_id FROM photo_file WHERE path = ?", (file.path,))
+        self._execute(
+            "INSERT INTO photo_file (path, photo_id, size, mtime_ns, seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET photo_id = excluded.photo_id, "
+            "size = excluded.size, mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
+            (file.path, photo_id, file.size, file.mtime_ns, timestamp()),
+        )
+        if previous is not None and previous != photo_id:
+            # The file changed and now holds other bytes: its old photo may have no file left.
+            self._delete_orphan_photos([previous])
+        return previous is None or previous != photo_id
+
+    def _apply_label(self, photo_id: int, label: str, origin: Provenance) -> str | None:
+        """Give `label` to the photo's largest, most central face; returns a review reason."""
+        faces = self._rows(
+            "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
+            "WHERE photo_id = ? ORDER BY id",
+            (photo_id,),
+        )
+        if not faces:
+            return None
+        try:
+            person = self._person_for_label(label, origin)
+        except AmbiguousPerson as error:
+            return self._flag(photo_id, f"label not applied: {error}")
+        ((width, height),) = self._rows("SELECT width, height FROM photo WHERE id = ?", (photo_id,))
+        boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
+        chosen = faces[choose_labelled_face(boxes, width, height)][0]
+        # No epoch bump: the vector index holds ids and vectors, not who a face is.
+        self._execute("UPDATE face SET person_id = ? WHERE id = ?", (person.id, chosen))
+        if len(faces) == 1:
+            return None
+        return self._flag(
+            photo_id,
+            f"{len(faces)} faces; the label {label!r} went to the largest, most central one",
+        )
+
+    def _flag(self, photo_id: int, reason: str) -> str:
+        self._execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
+        return reason
+
+    def _person_for_label(self, label: str, origin: Provenance) -> PersonRef:
+        try:
+            return self.resolve_person(label)
+        except NotFound:
+            person_id = "p_" + secrets.token_hex(8)
+            now = timestamp()
+            self._execute(
+                "INSERT INTO person (id, name, created_at, updated_at, source, added_by, basis) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    person_id,
+                    label,
+                    now,
+                    now,
+                    f"label of {origin.source}" if origin.source else "a label",
+                    origin.added_by or None,
+                    origin.basis or None,
+                ),
+            )
+            self._write_person_text(person_id)
+            return PersonRef(person_id, label)
