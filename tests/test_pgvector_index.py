@@ -72,20 +72,24 @@ def test_hnsw_search_finds_the_nearest_with_exact_distances(open_index: Opener) 
         want = np.linalg.norm(vectors[rows] - query, axis=1)
         np.testing.assert_allclose(neighbours.distances, want, atol=1e-5)
         assert np.all(np.diff(neighbours.distances) >= 0)
+    many = index.search(queries[:1], 1500)[0]  # past ef_search's cap, iteratively
+    assert len(many) == 1500
+    assert len(set(many.ids) & set(exact_of(ids, vectors).search(queries[:1], 1500)[0].ids)) > 1400
 
 
 def test_hnsw_range_search_asks_for_more_until_one_is_beyond(open_index: Opener) -> None:
     index = open_index(DIM, exact_max=0)
     rng = np.random.default_rng(3)
     background = clustered(2000)
-    planted = distances.prepare(background[0] + rng.normal(scale=0.01, size=(300, DIM)))
-    ids = np.arange(2300, dtype=np.int64)
+    planted = distances.prepare(background[0] + rng.normal(scale=0.01, size=(1200, DIM)))
+    ids = np.arange(3200, dtype=np.int64)
     vectors = np.concatenate([background, planted])
     index.add(ids, vectors)
     found = index.range_search(background[:1], 0.15)[0]
     truth = exact_of(ids, vectors).range_search(background[:1], 0.15)[0]
-    # More than the first three rounds ask for; HNSW is approximate, so nearly all of them.
-    assert len(found) > 256 and len(found) >= 0.98 * len(truth)
+    # More than ef_search's cap of 1,000: pgvector 0.8's iterative scan goes on past it.
+    # HNSW is approximate, so nearly all of them.
+    assert len(found) > 1000 and len(found) >= 0.9 * len(truth)
     assert set(found.ids.tolist()) <= set(truth.ids.tolist())
 
 

@@ -47,6 +47,9 @@ DB_ENV = "IDDETECTIVE_DB"
 EF_SEARCH_MAX = 1000
 #: First number of neighbours a range search asks HNSW for; doubled while all are within.
 RANGE_FIRST = 64
+#: With pgvector 0.8's iterative scans, the most neighbours one HNSW scan is asked for (it
+#: may visit 4x as many rows) before a search or range search scans exactly instead.
+ITERATIVE_MAX = 16_384
 #: Seconds the planner's estimate of the table's size is used before it is asked again.
 ESTIMATE_SECONDS = 10.0
 
@@ -86,7 +89,10 @@ class PgvectorIndex:
         #: Rows of another table this index reads (`of_catalogue`): then it is read-only.
         self._model: str | None = None
         self._url = url
-        self._db = _connect(url)
+        #: Whether the server's pgvector (0.8+) scans HNSW iteratively: past ef_search rows,
+        #: and on past rows a filter removed (set for each connection, `_configure`).
+        self._iterative = False
+        self._db = _connect(url, self._configure)
         #: hnsw.ef_search as set in the connection's session; the table's size estimate.
         self._session_ef_search: int | None = None
         self._estimate: tuple[float, float] | None = None
@@ -156,7 +162,7 @@ class PgvectorIndex:
             raise IndexMismatch(f"k must be at least 1, not {k}")
         queries = checked_vectors(queries, self.dimension, None)
         allowed_ids = _listed(allowed)
-        if self._exact(allowed_ids) or k > EF_SEARCH_MAX:
+        if self._exact(allowed_ids) or k > self._hnsw_max:
             return [nearest(*self._scan(q, allowed_ids), k) for q in queries]
         return [self._hnsw_nearest(q, k, allowed_ids) for q in queries]
 
@@ -216,7 +222,7 @@ class PgvectorIndex:
         self, query: np.ndarray, radius: float, allowed: list[int] | None
     ) -> Neighbours:
         count = RANGE_FIRST
-        while count <= EF_SEARCH_MAX:
+        while count <= self._hnsw_max:
             ids, dist = self._hnsw(query, count, allowed)
             if len(ids) < count or dist[-1] > radius:
                 return within(ids, dist, radius)
@@ -337,17 +343,39 @@ class PgvectorIndex:
         return once_more_if_lost(self._db, work, self._reconnect)
 
     def _reconnect(self) -> None:
-        db = connect_patiently(self._url, _without_password(self._url), register_vector)
+        db = connect_patiently(self._url, _without_password(self._url), self._configure)
         self._db.close()
         self._db, self._session_ef_search = db, None
 
+    def _configure(self, db: psycopg.Connection[Any]) -> None:
+        """Set up a new connection: numpy arrays as `vector`, and iterative HNSW scans in
+        strict distance order where pgvector has them (0.8+; users may run 0.7)."""
+        register_vector(db)
+        row = db.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        version = tuple(int(part) for part in row[0].split(".")[:2]) if row else (0, 0)
+        self._iterative = version >= (0, 8)
+        if self._iterative:
+            db.execute("SET hnsw.iterative_scan = strict_order")
+            db.execute(f"SET hnsw.max_scan_tuples = {4 * ITERATIVE_MAX}")
 
-def _connect(url: str) -> psycopg.Connection[Any]:
+    @property
+    def _hnsw_max(self) -> int:
+        """The most neighbours one HNSW scan returns."""
+        return ITERATIVE_MAX if self._iterative else EF_SEARCH_MAX
+
+
+def _connect(
+    url: str, configure: Callable[[psycopg.Connection[Any]], None]
+) -> psycopg.Connection[Any]:
     try:
         db = psycopg.connect(url, autocommit=True)
     except psycopg.Error as error:
         raise IndexMismatch(f"cannot connect to {_without_password(url)}: {error}") from None
-    register_vector(db)
+    try:
+        configure(db)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
