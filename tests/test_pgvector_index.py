@@ -204,3 +204,11 @@ def test_pgvector_needs_the_catalogue_on_postgresql(tmp_path: Path) -> None:
         pytest.raises(UsageError, match="needs the catalogue on PostgreSQL"),
     ):
         catalogue.vector_index()
+
+
+def test_the_vector_index_can_be_chosen_in_the_environment(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDDETECTIVE_VECTOR_INDEX", "exact")
+    with Catalogue(tmp_path, db=postgres_url) as catalogue:
+        assert isinstance(catalogue.vector_index(), ExactIndex)

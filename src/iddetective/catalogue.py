@@ -63,6 +63,7 @@ __all__ = [
     "CATALOG_FILE",
     "CLI_ACTOR",
     "DB_ENV",
+    "VECTOR_INDEX_ENV",
     "Catalogue",
     "QueryAnswer",
     "default_data_dir",
@@ -72,6 +73,8 @@ __all__ = [
 CATALOG_FILE = "catalog.sqlite"
 #: The environment variable naming a PostgreSQL catalogue (what --db sets).
 DB_ENV = "IDDETECTIVE_DB"
+#: The environment variable choosing the vector index (`ivf`, `exact`, `pgvector`).
+VECTOR_INDEX_ENV = "IDDETECTIVE_VECTOR_INDEX"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
@@ -119,7 +122,9 @@ class Catalogue:
         self.pipeline = pipeline or PipelineSettings()
         #: The vector index: by default faiss IVF in the data directory on SQLite, and
         #: pgvector's HNSW in the catalogue's own table on PostgreSQL (docs/scaling.md).
-        self._index_name = vector_index or ("pgvector" if self.db else "ivf")
+        self._index_name = (
+            vector_index or os.environ.get(VECTOR_INDEX_ENV) or ("pgvector" if self.db else "ivf")
+        )
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
         path = self.data_dir / CATALOG_FILE
