@@ -43,6 +43,7 @@ __all__ = [
     "RECONNECT_SECONDS",
     "LostConnection",
     "PostgresBase",
+    "configured",
     "connect_patiently",
     "is_lost",
     "iso",
@@ -257,12 +258,17 @@ def connect_patiently(dsn: str, shown: str, configure: Callable[[Connection], No
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
             continue
-        try:
-            configure(db)
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return configured(db, configure)
+
+
+def configured(db: Connection, configure: Callable[[Connection], None]) -> Connection:
+    """`db` once `configure` has set it up; closed if that fails."""
+    try:
+        configure(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def vectors_of(rows: list[tuple[Any, ...]], column: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from ..files import write_atomically
-from ..store.postgres_sql import connect_patiently, once_more_if_lost
+from ..store.postgres_sql import configured, connect_patiently, once_more_if_lost
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["PgvectorIndex"]
@@ -371,12 +371,7 @@ def _connect(
         db = psycopg.connect(url, autocommit=True)
     except psycopg.Error as error:
         raise IndexMismatch(f"cannot connect to {_without_password(url)}: {error}") from None
-    try:
-        configure(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
+    return configured(db, configure)
 
 
 def _listed(allowed: np.ndarray | None) -> list[int] | None:
