@@ -345,3 +345,57 @@ def test_the_documented_hosts_file_reads(tmp_path: Path) -> None:
     assert sorted(hosts) == ["gpu1", "gpu2"]
     assert hosts["gpu1"].env["IDDETECTIVE_BROKER"] == "redis://broker.lan:6379/0"
     assert hosts["gpu1"].identity == Path("~/.ssh/iddetective_fleet").expanduser()
+
+
+# -- the same from the dashboard's API ---------------------------------------------------------
+
+
+def test_the_dashboard_starts_and_ends_workers_on_a_host(sshd: Server, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from test_web_fleet import bearer, new_data
+
+    from iddetective.web import ServerSettings, create_app
+
+    broker = '[hosts.local.env]\nIDDETECTIVE_BROKER = "redis://broker.lan:6379/0"\n'
+    hosts = sshd.hosts_file(extra=broker, iddetective=SLEEPER)
+    data, keys = new_data(tmp_path)
+    settings = ServerSettings(data, analysis_workers=0, broker=None, hosts_file=hosts)
+    with TestClient(create_app(settings)) as client:
+        admin = bearer(keys["admin"])
+        for role in ("search", "ingest"):
+            assert client.get("/api/fleet/hosts", headers=bearer(keys[role])).status_code == 403
+            refused = client.post(
+                "/api/fleet/hosts/local/up", headers=bearer(keys[role]), json={"workers": 1}
+            )
+            assert refused.status_code == 403
+        listed = client.get("/api/fleet/hosts", headers=admin).json()
+        assert listed["hosts_file"] == str(hosts) and listed["exists"]
+        assert [(h["name"], h["address"], h["port"]) for h in listed["hosts"]] == [
+            ("local", "127.0.0.1", sshd.port)
+        ]
+
+        started = client.post("/api/fleet/hosts/local/up", headers=admin, json={"workers": 2})
+        assert started.status_code == 200, started.text
+        pids = sorted(started.json()["pids"])
+        assert len(pids) == 2 and all(_running(pid) for pid in pids)
+        ended = client.post("/api/fleet/hosts/local/down", headers=admin)
+        assert ended.status_code == 200 and sorted(ended.json()["pids"]) == pids
+        assert all(_wait_gone(pid) for pid in pids)
+
+        unknown = client.post("/api/fleet/hosts/nowhere/up", headers=admin, json={"workers": 1})
+        assert unknown.status_code == 400 and "nowhere" in unknown.json()["error"]["message"]
+        zero = client.post("/api/fleet/hosts/local/up", headers=admin, json={"workers": 0})
+        assert zero.status_code == 422
+    settings = ServerSettings(
+        data, analysis_workers=0, broker=None, hosts_file=tmp_path / "none.toml"
+    )
+    with TestClient(create_app(settings)) as client:
+        missing = client.get("/api/fleet/hosts", headers=admin).json()
+        assert missing == {"hosts_file": str(tmp_path / "none.toml"), "exists": False, "hosts": []}
+    closed = sshd.hosts_file(extra=broker, iddetective=SLEEPER, port=_free_port())
+    settings = ServerSettings(data, analysis_workers=0, broker=None, hosts_file=closed)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/api/fleet/hosts/local/up", headers=admin, json={"workers": 1})
+        assert answer.status_code == 502, answer.text
+        assert answer.json()["error"]["code"] == "remote_host"
+        assert "host 'local'" in answer.json()["error"]["message"]

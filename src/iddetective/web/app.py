@@ -51,6 +51,9 @@ class ServerSettings:
     #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None
     #: (no $IDDETECTIVE_BROKER either): the dashboard says how to configure it.
     broker: str | None = field(default_factory=lambda: os.environ.get(BROKER_ENV) or None)
+    #: The hosts file the dashboard starts and stops workers with (None: the default one,
+    #: $IDDETECTIVE_HOSTS or ~/.config/iddetective/hosts.toml, as `fleet up` reads).
+    hosts_file: Path | None = None
 
 
 def create_app(settings: ServerSettings) -> FastAPI:

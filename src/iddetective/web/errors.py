@@ -25,6 +25,7 @@ from ..errors import (
     UsageError,
 )
 from ..query import QueryError
+from ..remote_hosts import RemoteHostError
 from .analysis import Busy
 from .models import ErrorBody
 
@@ -66,6 +67,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (StoreError, 503, "store_unavailable"),
     (QueryError, 400, "query_error"),
     (UsageError, 400, "bad_request"),
+    (RemoteHostError, 502, "remote_host"),
     (IDDetectiveError, 422, "unprocessable"),
 ]
 
@@ -77,6 +79,7 @@ _DESCRIPTIONS = {
     409: "A name matches several people (use a person id); no broker for the workers.",
     413: "The upload is larger than the server's limit.",
     422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter).",
+    502: "A host of the hosts file cannot be reached or refused (the message names it).",
     503: "Busy, or the catalogue or the workers' broker is unavailable (the message says which).",
 }
 

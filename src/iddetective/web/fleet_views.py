@@ -15,12 +15,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Request
 
+from .. import remote_hosts
 from ..entities import Stats
 from ..errors import UsageError
 from . import models
@@ -172,6 +174,44 @@ def stop_fleet(
 ) -> dict[str, Any]:
     """Stop workers warmly: each finishes the batches it is running, then exits."""
     return _act(request, "stop_workers", body or models.FleetAction())
+
+
+@router.get("/hosts", response_model=models.FleetHosts)
+def fleet_hosts(request: Request, caller: Admin) -> dict[str, Any]:
+    """The machines of the server's hosts file, which workers can be started on (none while
+    there is no hosts file: not an error, the dashboard says where to write one)."""
+    path = hosts_file_of(request)
+    if not path.exists():
+        return {"hosts_file": str(path), "exists": False, "hosts": []}
+    hosts = remote_hosts.load_hosts(path)
+    return {
+        "hosts_file": str(path),
+        "exists": True,
+        "hosts": [
+            {"name": h.name, "address": h.address, "port": h.port, "user": h.user}
+            for h in hosts.values()
+        ],
+    }
+
+
+@router.post("/hosts/{name}/up", response_model=models.FleetHostWorkers)
+def host_up(name: str, body: models.FleetHostUp, request: Request, caller: Admin) -> dict[str, Any]:
+    """Start `workers` worker processes on the host over SSH (as `iddetective fleet up`:
+    with the broker and catalogue of the host's own environment in the hosts file)."""
+    started = remote_hosts.fleet_up(hosts_file_of(request), name, body.workers)
+    return {"host": name, "pids": [worker.pid for worker in started]}
+
+
+@router.post("/hosts/{name}/down", response_model=models.FleetHostWorkers)
+def host_down(name: str, request: Request, caller: Admin) -> dict[str, Any]:
+    """End the worker processes started on the host (as `iddetective fleet down`)."""
+    return {"host": name, "pids": remote_hosts.fleet_down(hosts_file_of(request), name)}
+
+
+def hosts_file_of(request: Request) -> Path:
+    """The server's hosts file (the default one when its settings name none)."""
+    path: Path | None = request.app.state.settings.hosts_file
+    return path or remote_hosts.default_hosts_file()
 
 
 def broker_of(request: Request) -> str:

@@ -448,3 +448,35 @@ class FleetReplies(BaseModel):
     """The answers of the workers an action reached (empty: no worker answered)."""
 
     replies: list[FleetReply]
+
+
+class FleetHost(BaseModel):
+    """A machine of the server's hosts file (docs/scaling.md, "Remote hosts")."""
+
+    name: str
+    address: str
+    port: int
+    user: str | None
+
+
+class FleetHosts(BaseModel):
+    """The hosts file the server reads, whether it exists, and its machines."""
+
+    hosts_file: str
+    exists: bool
+    hosts: list[FleetHost]
+
+
+class FleetHostUp(BaseModel):
+    """How many worker processes to start on a host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(ge=1, le=256, description="Worker processes to start there.")
+
+
+class FleetHostWorkers(BaseModel):
+    """The worker processes an action on a host started or stopped (their pids there)."""
+
+    host: str
+    pids: list[int]

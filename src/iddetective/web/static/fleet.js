@@ -98,4 +98,52 @@ document.getElementById("fleet-controls").addEventListener("submit", (event) => 
   const processes = Number(processesInput.value);
   act("resize", { processes }, document.getElementById("resize"));
 });
+// -- hosts of the hosts file: start and end worker processes over SSH -------------------
+const hostFlash = document.getElementById("host-flash");
+function hostRow(host) {
+  const row = element("tr", { "data-host": host.name });
+  const where = `${host.user ? `${host.user}@` : ""}${host.address}:${host.port}`;
+  const count = element("input", { type: "number", min: "1", max: "256", value: "1",
+                                   "aria-label": `Workers to start on ${host.name}` });
+  const start = element("button", { type: "button" }, "Start");
+  const end = element("button", { type: "button" }, "End");
+  start.addEventListener("click", () => hostAction(host.name, "up", { workers: Number(count.value) }, start));
+  end.addEventListener("click", () => {
+    if (window.confirm(`End the workers started on ${host.name}?`)) hostAction(host.name, "down", {}, end);
+  });
+  row.append(element("td", {}, host.name), element("td", {}, where),
+             element("td", {}, count), element("td", {}, start, end));
+  return row;
+}
+async function hostAction(name, action, body, button) {
+  button.disabled = true;
+  try {
+    const answer = await api("POST", `/api/fleet/hosts/${encodeURIComponent(name)}/${action}`, body);
+    const verb = action === "up" ? "started" : "ended";
+    hostFlash.className = "flash";
+    hostFlash.textContent = answer.pids.length
+      ? `${name}: ${verb} worker processes ${answer.pids.join(", ")}`
+      : `${name}: no worker process was running there`;
+  } catch (error) {
+    hostFlash.className = "flash error";
+    hostFlash.textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+async function loadHosts() {
+  try {
+    const answer = await api("GET", "/api/fleet/hosts");
+    document.querySelector("#hosts tbody").replaceChildren(...answer.hosts.map(hostRow));
+    if (!answer.exists) {
+      hostFlash.className = "flash";
+      hostFlash.textContent = `No hosts file at ${answer.hosts_file}: write one to start workers ` +
+        "on other machines from here (docs/scaling.md, \"Remote hosts\").";
+    }
+  } catch (error) {
+    hostFlash.className = "flash error";
+    hostFlash.textContent = error.message;
+  }
+}
 refresh();
+loadHosts();
