@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -41,6 +40,7 @@ from ..entities import (
     StoredFile,
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..urls import masked_url
 from .clusters import Clusters
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
@@ -65,7 +65,7 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, Saving, Clusters, PostgresD
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         self._dsn = str(url)
-        self.url = _redacted(self._dsn)
+        self.url = masked_url(self._dsn)
         self.readonly = readonly
         try:
             self._db = psycopg.connect(self._dsn, autocommit=True)
@@ -448,13 +448,3 @@ def _id_vectors(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     return ids, vectors_of(rows, 1)
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

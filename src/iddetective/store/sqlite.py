@@ -12,7 +12,6 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +37,12 @@ from ..entities import (
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
 from .clusters import Clusters
+from .dialect import timestamp
 from .migrations import MIGRATIONS
 from .saving import Saving
 from .sqlite_people import SqlitePeople
 from .sqlite_privacy import SqlitePrivacy
-from .sqlite_sql import SqliteDialect, select_in
+from .sqlite_sql import SqliteDialect, blob_vectors, select_in
 
 __all__ = ["SqliteStore"]
 
@@ -173,7 +173,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
                 analysis.width,
                 analysis.height,
                 len(analysis.faces),
-                _now(),
+                timestamp(),
                 origin.source or None,
                 origin.added_by or None,
                 origin.basis or None,
@@ -418,7 +418,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
         with self._write() as db:
             db.execute(
                 "UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (_now(), key_id),
+                (timestamp(), key_id),
             )
         key = self.key(key_id)
         if key is None:
@@ -437,7 +437,7 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
             db.execute(
                 "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (_now(), actor, kind, query_sha256, query_text, results),
+                (timestamp(), actor, kind, query_sha256, query_text, results),
             )
 
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
@@ -458,12 +458,7 @@ def _id_vectors(rows: Sequence[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-    return ids, vectors.reshape(len(rows), -1).astype(np.float32)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return ids, blob_vectors([r[1] for r in rows])
 
 
 def _statements(script: str) -> list[str]:

@@ -13,7 +13,6 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 
 from ..entities import (
     Account,
@@ -26,6 +25,7 @@ from ..entities import (
 from ..errors import NotFound, UsageError
 from ..query import Query
 from ..textfold import search_forms
+from .dialect import timestamp
 from .sqlite_query import people_matching
 
 __all__ = ["SqlitePeople"]
@@ -55,7 +55,7 @@ class SqlitePeople:
             created = row is None
             person_id = row[0] if row else "p_" + secrets.token_hex(8)
             self._check_accounts(person_id, record.accounts)
-            now = _now()
+            now = timestamp()
             if created:
                 origin = record.provenance or Provenance()
                 db.execute(
@@ -110,7 +110,7 @@ class SqlitePeople:
         for name in record.lists:
             db.execute(
                 "INSERT OR IGNORE INTO list (id, name, created_at) VALUES (?, ?, ?)",
-                ("l_" + secrets.token_hex(8), name, _now()),
+                ("l_" + secrets.token_hex(8), name, timestamp()),
             )
             db.execute(
                 "INSERT OR IGNORE INTO list_member (list_id, person_id) "
@@ -340,7 +340,3 @@ _TIERS: tuple[tuple[Callable[[str], str], str], ...] = (
 )
 #: person_text rowids are (length << _SEQ_BITS) | sequence number.
 _SEQ_BITS = 40
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -18,7 +18,8 @@ import numpy as np
 from .. import distances
 from ..entities import Erasure, OptOut, PhotoAnalysis, PhotoRef
 from ..errors import NotFound
-from .sqlite_sql import chunks
+from .dialect import timestamp
+from .sqlite_sql import blob_vectors, chunks
 
 __all__ = ["SqlitePrivacy"]
 
@@ -94,7 +95,7 @@ class SqlitePrivacy:
         self._db.execute(
             "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
             "VALUES (?, ?, ?, NULL, ?, ?)",
-            (_now(), actor, kind, token, results),
+            (timestamp(), actor, kind, token, results),
         )
         return token
 
@@ -104,7 +105,7 @@ class SqlitePrivacy:
         vector = np.asarray(embedding, dtype="<f4")
         with self._write() as db:
             token = self._audit_token("optout", actor, 1)
-            created = _now()
+            created = timestamp()
             db.execute(
                 "INSERT INTO optout (token, model, embedding, created_at) VALUES (?, ?, ?, ?)",
                 (token, model, vector.tobytes(), created),
@@ -133,9 +134,7 @@ class SqlitePrivacy:
         rows = self._db.execute(
             "SELECT embedding FROM optout WHERE model = ? ORDER BY id", (model,)
         ).fetchall()
-        if not rows:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows]).astype(np.float32)
+        return blob_vectors([r[0] for r in rows])
 
     def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
         """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
@@ -161,7 +160,3 @@ class SqlitePrivacy:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

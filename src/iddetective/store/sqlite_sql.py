@@ -11,7 +11,7 @@ import numpy as np
 
 from .dialect import Dialect, Row
 
-__all__ = ["SqliteDialect", "chunks", "select_in"]
+__all__ = ["SqliteDialect", "blob_vectors", "chunks", "select_in"]
 
 #: Values bound per statement: SQLite builds before 3.32 allow 999 variables in all.
 _CHUNK = 900
@@ -35,15 +35,22 @@ class SqliteDialect(Dialect):
         self, sql: str, params: Sequence[Any], column: int
     ) -> tuple[list[Row], np.ndarray]:
         rows = self._rows(sql, params)
-        if not rows:
-            return rows, np.zeros((0, 0), np.float32)
-        return rows, np.stack([np.frombuffer(r[column], dtype="<f4") for r in rows])
+        return rows, blob_vectors([r[column] for r in rows])
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(sql, params).rowcount
 
     def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         return max(self._db.executemany(sql, rows).rowcount, 0)
+
+
+def blob_vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    """Embeddings stored as little-endian float32 blobs, stacked (n x d float32; 0 x 0 when
+    there is none)."""
+    if not blobs:
+        return np.zeros((0, 0), np.float32)
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4")
+    return vectors.reshape(len(blobs), -1).astype(np.float32)
 
 
 def select_in(

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -36,6 +35,7 @@ from psycopg import sql
 
 from ..files import write_atomically
 from ..store.postgres_sql import configured, connect_patiently, once_more_if_lost
+from ..urls import without_password
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 
 __all__ = ["PgvectorIndex"]
@@ -269,7 +269,7 @@ class PgvectorIndex:
         $IDDETECTIVE_DB supply it on `load`)."""
         meta = {
             "format": FORMAT,
-            "url": _without_password(self._url),
+            "url": without_password(self._url),
             "table": self.table,
             "model": self._model,
             "dimension": self.dimension,
@@ -343,7 +343,7 @@ class PgvectorIndex:
         return once_more_if_lost(self._db, work, self._reconnect)
 
     def _reconnect(self) -> None:
-        db = connect_patiently(self._url, _without_password(self._url), self._configure)
+        db = connect_patiently(self._url, without_password(self._url), self._configure)
         self._db.close()
         self._db, self._session_ef_search = db, None
 
@@ -370,7 +370,7 @@ def _connect(
     try:
         db = psycopg.connect(url, autocommit=True)
     except psycopg.Error as error:
-        raise IndexMismatch(f"cannot connect to {_without_password(url)}: {error}") from None
+        raise IndexMismatch(f"cannot connect to {without_password(url)}: {error}") from None
     return configured(db, configure)
 
 
@@ -386,20 +386,9 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
     return ids, dist
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _with_known_password(saved: str) -> str:
     """`saved`, or $IDDETECTIVE_DB when that names the same database with its password."""
     current = os.environ.get(DB_ENV)
-    if current and _without_password(current) == saved:
+    if current and without_password(current) == saved:
         return current
     return saved

@@ -18,13 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Request
 
 from .. import remote_hosts
 from ..entities import Stats
 from ..errors import UsageError
+from ..urls import masked_url
 from . import models
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
@@ -32,7 +32,7 @@ from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
 if TYPE_CHECKING:
     from ..fleet import WorkerReply, WorkerStatus
 
-__all__ = ["RATE_WINDOW", "FleetMonitor", "fleet_totals", "masked_url", "router"]
+__all__ = ["RATE_WINDOW", "FleetMonitor", "fleet_totals", "router"]
 
 router = APIRouter(prefix="/api/fleet", tags=["fleet"], responses=ERROR_RESPONSES)
 
@@ -245,16 +245,6 @@ def reaching(broker: str) -> Iterator[None]:
         raise FleetUnavailable(f"the broker {where} does not answer: {error}") from None
     except UsageError as error:
         raise FleetUnavailable(f"the server's broker setting is wrong: {error}") from None
-
-
-def masked_url(url: str) -> str:
-    """`url` with its password, if any, replaced by `***`: fit to show on a page or in a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def _act(request: Request, action: str, body: models.FleetAction) -> dict[str, Any]:

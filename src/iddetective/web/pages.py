@@ -16,9 +16,9 @@ from fastapi.templating import Jinja2Templates
 
 from .. import access
 from ..errors import Forbidden, Unauthorized
+from ..urls import masked_url
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
 from .curation import crop_url
-from .fleet_views import masked_url
 
 __all__ = ["router"]
 
