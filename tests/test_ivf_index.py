@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from iddetective import distances
+from iddetective.vector_index import IndexDamaged, IndexMismatch
 from iddetective.vector_index.exact import ExactIndex
 from iddetective.vector_index.ivf import IvfIndex
 
@@ -108,3 +110,61 @@ def test_trained_again_when_the_collection_has_grown() -> None:
     assert 0 < first < ivf.lists and len(ivf) == 4000
     found = ivf.search(vectors[3999:], 1)[0]
     assert found.ids.tolist() == [3999]
+
+
+def test_a_trained_index_with_a_damaged_file_is_refused_before_faiss_reads_it(
+    tmp_path: Path,
+) -> None:
+    ivf, _, vectors = pair(count=1000)
+    path = tmp_path / "ivf"
+    ivf.save(path, epoch=2)
+    folder = tmp_path / path.read_text()
+    for name in ("ivf.faiss", "vectors.npy", "ids.npy", "meta.json"):
+        original = (folder / name).read_bytes()
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0x10
+        (folder / name).write_bytes(bytes(damaged))
+        with pytest.raises(IndexDamaged):
+            IvfIndex.load(path)
+        (folder / name).write_bytes(original)
+    rows = np.load(folder / "vectors.npy")
+    rows[[0, 1]] = rows[[1, 0]]  # two faces' vectors swapped: same bytes, other order
+    np.save(folder / "vectors.npy", rows)
+    with pytest.raises(IndexDamaged, match="vectors.npy is damaged"):
+        IvfIndex.load(path)
+
+
+@pytest.mark.parametrize("pointer", ["..", "../victim", "ABSOLUTE", "ivf.1.x/../..", "", "ivf.1.x"])
+def test_a_pointer_naming_anything_but_its_own_folder_is_never_followed_or_deleted(
+    tmp_path: Path, pointer: str
+) -> None:
+    vectors_dir, victim = tmp_path / "data" / "vectors", tmp_path / "data" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    (tmp_path / "data" / "ivf.1.x").mkdir()  # the right shape, in the wrong folder
+    vectors_dir.mkdir()
+    index = IvfIndex(DIM)
+    index.add(np.arange(3), clustered(3, people=3))
+    path = vectors_dir / "ivf"
+    path.write_text(str(victim) if pointer == "ABSOLUTE" else pointer)
+    with pytest.raises(IndexMismatch):
+        IvfIndex.load(path)
+    index.save(path, epoch=1)  # replaces the pointer: deletes what it named only if its own
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert (tmp_path / "data" / "ivf.1.x").is_dir() and (tmp_path / "data").is_dir()
+    assert len(IvfIndex.load(path)[0]) == 3
+
+
+def test_a_symlinked_index_folder_is_refused(tmp_path: Path) -> None:
+    index = IvfIndex(DIM)
+    index.add(np.arange(3), clustered(3, people=3))
+    path = tmp_path / "ivf"
+    index.save(path, epoch=1)
+    outside = tmp_path / "outside"
+    (tmp_path / path.read_text()).rename(outside)
+    (tmp_path / "ivf.1.link").symlink_to(outside)
+    path.write_text("ivf.1.link")
+    with pytest.raises(IndexMismatch):
+        IvfIndex.load(path)
+    index.save(path, epoch=2)
+    assert outside.is_dir()  # a symlink is never followed to delete

@@ -153,11 +153,40 @@ def test_persistence_and_epoch(index_class: type, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def saved_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
+    index_class: type, tmp_path: Path
+) -> None:
+    """Damage anywhere in a saved index never changes an answer: the file is refused."""
+    index, ids, vectors = filled(index_class, count=60)
+    path = tmp_path / "index.npz"
+    index.save(path, epoch=3)
+    want = [(hits.ids.tolist(), hits.distances.tolist()) for hits in index.search(vectors, 3)]
+    rng = np.random.default_rng(1)
+    for saved in saved_files(tmp_path):
+        original = saved.read_bytes()
+        for offset in rng.choice(len(original), size=min(12, len(original)), replace=False):
+            damaged = bytearray(original)
+            damaged[offset] ^= 1 << int(rng.integers(8))
+            saved.write_bytes(bytes(damaged))
+            try:
+                loaded, _ = index_class.load(path)
+            except IndexMismatch:
+                continue
+            got = [(h.ids.tolist(), h.distances.tolist()) for h in loaded.search(vectors, 3)]
+            assert got == want, f"{saved.name} byte {offset} flipped changed the answers"
+        saved.write_bytes(original)
+    assert index_class.load(path)[1] == 3  # the undamaged files still load
+
+
 def test_corrupt_file_is_reported(index_class: type, tmp_path: Path) -> None:
     index, _, _ = filled(index_class, count=50)
     path = tmp_path / "index.npz"
     index.save(path, epoch=1)
     for saved in [p for p in tmp_path.rglob("*") if p.is_file()]:
         saved.write_bytes(saved.read_bytes()[:100])  # every file an index keeps, truncated
-    with pytest.raises(IndexMismatch, match="cannot read"):
+    with pytest.raises(IndexMismatch, match="cannot read|damaged"):
         index_class.load(path)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,10 +55,10 @@ from .importing import ImportReport, apply_rows, fetch_photos, read_import
 from .ingest import IndexReport, ProgressCallback, index_plan
 from .query import Query, parse_query
 from .registry import resolve_class
-from .search import SearchResult, match_faces
+from .search import SearchResult, check_against_catalogue, match_faces
 from .sources import Plan, plan_sources
 from .store import Store
-from .vector_index import IndexMismatch, VectorIndex
+from .vector_index import IndexDamaged, IndexMismatch, Neighbours, VectorIndex
 
 __all__ = [
     "CATALOG_FILE",
@@ -79,6 +80,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
 IndexProgress = Callable[[int, int], None]
+T = TypeVar("T")
 VECTORS_DIR = "vectors"
 
 
@@ -115,6 +117,7 @@ class Catalogue:
         vector_index: str | None = None,
         index_progress: IndexProgress | None = None,
         db: str | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         #: A PostgreSQL URL when the catalogue lives there (else SQLite in the data directory).
@@ -127,6 +130,8 @@ class Catalogue:
         )
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
+        #: Told, in one line, of damage found and repaired (a vector index rebuilt ...).
+        self.notice = notice or _log_notice
         path = self.data_dir / CATALOG_FILE
         if self.db is None and not create and not path.exists():
             raise NotFound(
@@ -299,8 +304,10 @@ class Catalogue:
         threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
-        faces = match_faces(
-            self.store, self.vector_index(), analysis, top=top, threshold=threshold, allowed=allowed
+        faces = self._with_index(
+            lambda index: match_faces(
+                self.store, index, analysis, top=top, threshold=threshold, allowed=allowed
+            )
         )
         blocked = self.store.opted_out(analysis)
         # An opted-out face matches nobody, and nothing says why.
@@ -362,6 +369,31 @@ class Catalogue:
         chosen = [self.store.resolve_person(ref).id for ref in people]
         return self.store.face_ids_of_people(chosen)
 
+    def faces_within(self, embedding: np.ndarray, radius: float) -> Neighbours:
+        """Every catalogue face within `radius` of `embedding`, nearest first, with distances
+        checked against the catalogue's own embeddings (what opt-out and erasure act on)."""
+        query = np.asarray(embedding, np.float32).reshape(1, -1)
+
+        def within(index: VectorIndex) -> Neighbours:
+            found = index.range_search(query, radius)
+            check_against_catalogue(self.store, query, found)
+            return found[0]
+
+        return self._with_index(within)
+
+    def _with_index(self, work: Callable[[VectorIndex], T]) -> T:
+        """`work` over the vector index; if the index proves damaged (answers disagree with the
+        catalogue), it is rebuilt from the catalogue and `work` runs once more."""
+        try:
+            return work(self.vector_index())
+        except IndexDamaged as error:
+            self.notice(f"{error}; rebuilding the vector index from the catalogue")
+        self.reindex()
+        try:
+            return work(self.vector_index())
+        except IndexDamaged as error:
+            raise StoreError(f"{error}, even after rebuilding the vector index") from None
+
     def vector_index(self) -> VectorIndex:
         """The vector index, brought up to date with the catalogue before it is used.
 
@@ -380,7 +412,9 @@ class Catalogue:
         path = self._index_path(index_class)
         try:
             index, saved_epoch = index_class.load(path)
-        except IndexMismatch:
+        except IndexMismatch as error:
+            if path.exists() or path.is_symlink():  # a missing index is only a first run
+                self.notice(f"{error}; rebuilding the vector index from the catalogue")
             index, saved_epoch = self._new_index(index_class), -1
         if saved_epoch != epoch:
             self._catch_up(index)
@@ -622,6 +656,10 @@ class Catalogue:
         stats = self.store.stats()
         size = sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
         return Stats(**{**stats.__dict__, "data_bytes": size})
+
+
+def _log_notice(message: str) -> None:
+    logging.getLogger("iddetective").warning(message)
 
 
 def open_store(where: Path | str, readonly: bool = False) -> Store:

@@ -8,6 +8,7 @@ name, catalogue problem); 2 bad arguments (missing path, unreadable manifest or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -127,6 +128,20 @@ def library_errors() -> Iterator[None]:
 @click.version_option(package_name="iddetective")
 def main() -> None:
     """ID-Detective: index photos, then find people by photo."""
+    _print_notices()
+
+
+class _NoticePrinter(logging.Handler):
+    """Prints the library's notices (damage found and repaired ...) as warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(Text("warning: ", style="yellow") + Text(record.getMessage()))
+
+
+def _print_notices() -> None:
+    logger = logging.getLogger("iddetective")
+    if not any(isinstance(handler, _NoticePrinter) for handler in logger.handlers):
+        logger.addHandler(_NoticePrinter(logging.WARNING))
 
 
 @main.command()

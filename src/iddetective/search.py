@@ -18,7 +18,7 @@ import numpy as np
 from . import calibration, distances
 from .entities import Box, PersonRef, PhotoAnalysis, PhotoRef, StoredFace
 from .store import Store
-from .vector_index import Neighbours, VectorIndex
+from .vector_index import IndexDamaged, Neighbours, VectorIndex
 
 __all__ = [
     "SCHEMA_ID",
@@ -26,6 +26,7 @@ __all__ = [
     "PersonMatch",
     "PhotoHit",
     "SearchResult",
+    "check_against_catalogue",
     "match_faces",
     "to_json",
 ]
@@ -106,11 +107,39 @@ def match_faces(
     within = index.range_search(queries, threshold, allowed)
     nearest = index.search(queries, top * _CANDIDATES_PER_PERSON, allowed)
     wanted = {int(i) for hits in (*within, *nearest) for i in hits.ids}
+    check_against_catalogue(store, queries, within + nearest)
     stored = store.faces(sorted(wanted))
     return [
         FaceResult(face.box, face.score, _group(inside, near, stored, top, threshold))
         for face, inside, near in zip(analysis.faces, within, nearest, strict=True)
     ]
+
+
+def check_against_catalogue(
+    store: Store, queries: np.ndarray, found: list[Neighbours], tolerance: float = 1e-3
+) -> None:
+    """Raise `IndexDamaged` if any distance the index reported differs from the distance to
+    the catalogue's own embedding of that face: the catalogue is the source of truth, and a
+    damaged index must never be reported as a confident match. `found[i]` answers
+    `queries[i % len(queries)]`. Faces removed since the index was read are skipped."""
+    ids = np.concatenate([hits.ids for hits in found]).astype(np.int64)
+    if not len(ids):
+        return
+    reported = np.concatenate([hits.distances for hits in found])
+    owners = np.repeat(np.arange(len(found)) % len(queries), [len(hits) for hits in found])
+    known, vectors = store.embeddings_of(np.unique(ids))
+    rows = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
+    present = known[rows] == ids if len(known) else np.zeros(len(ids), bool)
+    difference = vectors[rows[present]] - queries[owners[present]]
+    actual = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+    wrong = np.flatnonzero(np.abs(actual - reported[present]) > tolerance)
+    if len(wrong):
+        first = wrong[0]
+        raise IndexDamaged(
+            f"the vector index reported face {ids[present][first]} at distance "
+            f"{reported[present][first]:.4f}, but the catalogue's embedding of it is at "
+            f"{actual[first]:.4f}"
+        )
 
 
 def _group(

@@ -40,6 +40,7 @@ from .clusters import Clusters
 from .dialect import timestamp
 from .migrations import MIGRATIONS
 from .saving import Saving
+from .sqlite_file import checked_connect, create_whole, refuse_foreign
 from .sqlite_people import SqlitePeople
 from .sqlite_privacy import SqlitePrivacy
 from .sqlite_sql import SqliteDialect, blob_vectors, select_in
@@ -55,42 +56,50 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        if readonly and not self.path.exists():
+        if self.path.exists() or self.path.is_symlink():
+            refuse_foreign(self.path)
+        elif readonly:
             raise NotFound(f"no catalogue at {self.path}")
+        else:
+            self._make_folder()
+            create_whole(self.path, self._build)
         self._db = self._connect()
-        if not readonly:
-            self._migrate()
-        self._check_version()
+        try:
+            if not readonly:
+                self._migrate()
+            self._check_version()
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- connection and schema -----------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
-            uri = f"file:{self.path}?mode=ro"
-            db = sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        else:
+    def _make_folder(self) -> None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Threads may share the connection (the web app serialises its calls with a lock).
-            db = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys = ON")
-        if not self.readonly:
-            db.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a killed process never loses a committed transaction.
-            db.execute("PRAGMA synchronous = NORMAL")
-            # Deleted rows are overwritten with zeros (an erased person must be gone from
-            # the file); some SQLite builds default to off.
-            db.execute("PRAGMA secure_delete = ON")
+        except OSError as error:
+            raise StoreError(f"cannot create {self.path.parent}: {error.strerror}") from None
+
+    def _build(self, db: sqlite3.Connection) -> None:
+        """The schema of a new catalogue, on the file `create_whole` links into place."""
+        _configure(db, readonly=False)
+        self._db = db
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        # Threads may share the connection (the web app serialises its calls with a lock).
+        db = checked_connect(
+            self.path,
+            readonly=self.readonly,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            _refuse_other_databases(db, self.path)  # before anything writes to it
+            _configure(db, self.readonly)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _migrate(self) -> None:
@@ -119,14 +128,12 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            raise StoreError(f"cannot write {self.path}: {error}") from None
+        self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
@@ -446,6 +453,29 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
             (before if before is not None else 2**62, limit),
         ).fetchall()
         return [AuditEntry(**dict(r)) for r in rows]
+
+
+def _refuse_other_databases(db: sqlite3.Connection, path: Path) -> None:
+    """A SQLite file with tables but no schema version is another program's database."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if version == 0 and tables:
+        raise StoreError(
+            f"{path} is a SQLite database of another program, not a catalogue; "
+            "refusing to open it; nothing was written"
+        )
+
+
+def _configure(db: sqlite3.Connection, readonly: bool) -> None:
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        db.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: a killed process never loses a committed transaction.
+        db.execute("PRAGMA synchronous = NORMAL")
+        # Deleted rows are overwritten with zeros (an erased person must be gone from
+        # the file); some SQLite builds default to off.
+        db.execute("PRAGMA secure_delete = ON")
 
 
 def _api_key(row: sqlite3.Row) -> ApiKey:

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "IndexDamaged",
     "IndexMismatch",
     "Neighbours",
     "VectorIndex",
@@ -38,7 +39,13 @@ class Neighbours:
 
 
 class IndexMismatch(ValueError):
-    """Bad input to an index: wrong dimension, duplicate ids, unknown ids."""
+    """Bad input to an index: wrong dimension, duplicate ids, unknown ids; or an index file
+    that cannot be used (the catalogue then rebuilds the index)."""
+
+
+class IndexDamaged(IndexMismatch):
+    """An index file whose bytes are not the ones saved, or an index whose answers disagree
+    with the catalogue's own embeddings: it must be rebuilt, never trusted."""
 
 
 @runtime_checkable

@@ -6,15 +6,17 @@ vectors, so every distance and verdict reported is exact. Until the collection i
 enough to train the coarse quantiser (`train_min` faces), and for filters small enough to
 scan, the search is the exact scan itself.
 
-On disk an index is a directory `<name>.<epoch>/` (faiss index, ids, float32 vectors) and a
-pointer file `<name>` naming the current directory, replaced atomically.
+On disk an index is a directory `<name>.<epoch>.<random>/` (faiss index, ids, float32
+vectors, and metadata with their SHA-256 digests) and a pointer file `<name>` naming the
+current directory, replaced atomically. Loading refuses a pointer to anything else and files
+whose digests changed (integrity.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,8 +27,9 @@ import numpy as np
 
 from .. import distances
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
+from .integrity import file_digests, sealed, unsealed, verify_files
 
-__all__ = ["IvfIndex"]
+__all__ = ["IvfIndex", "remove_abandoned"]
 
 FORMAT = "iddetective-ivf-1"
 #: Vectors the coarse quantiser is trained on (a random sample when there are more): at
@@ -34,6 +37,9 @@ FORMAT = "iddetective-ivf-1"
 TRAIN_SAMPLE = 100_000
 TRAIN_PER_LIST = 64
 #: Search settings saved with an index and restored by `load`.
+#: The files of a saved index: always, and once trained.
+_FILES = {"ids.npy", "vectors.npy"}
+_IVF_FILE = "ivf.faiss"
 KNOBS = ("train_min", "nprobe", "candidates", "exact_filter_max", "range_margin", "retrain_growth")
 
 
@@ -225,10 +231,12 @@ class IvfIndex:
         folder = Path(tempfile.mkdtemp(prefix=f"{path.name}.{epoch}.", dir=path.parent))
         np.save(folder / "ids.npy", self._ids)
         np.save(folder / "vectors.npy", self._vectors)
+        files = sorted(_FILES)
         if self._ivf is not None:
             import faiss
 
-            faiss.write_index(self._ivf, str(folder / "ivf.faiss"))
+            faiss.write_index(self._ivf, str(folder / _IVF_FILE))
+            files.append(_IVF_FILE)
         meta = {
             "format": FORMAT,
             "epoch": epoch,
@@ -236,28 +244,37 @@ class IvfIndex:
             "count": len(self),
             "trained_at": self._trained_at,
             "knobs": {name: getattr(self, name) for name in KNOBS},
+            "sha256": file_digests(folder, files),
         }
-        (folder / "meta.json").write_text(json.dumps(meta))
+        (folder / "meta.json").write_text(sealed(meta))
         _replace_pointer(path, folder.name)
 
     @classmethod
     def load(cls, path: Path) -> tuple[IvfIndex, int]:
-        """The index whose directory the pointer file `path` names, and its epoch."""
+        """The index whose directory the pointer file `path` names, and its epoch.
+
+        Raises `IndexMismatch` for a pointer that names anything but a directory of this
+        index beside it, and `IndexDamaged` for files whose checksums changed since `save`.
+        """
         try:
-            folder = path.parent / path.read_text().strip()
-            meta = json.loads((folder / "meta.json").read_text())
+            folder = _pointed_folder(path)
+            meta = unsealed((folder / "meta.json").read_text(), folder / "meta.json")
             if meta.get("format") != FORMAT:
                 raise ValueError(f"unknown format {meta.get('format')!r}")
+            # Checked before faiss parses anything: a damaged faiss file can crash the process.
+            verify_files(folder, meta["sha256"], _FILES, {_IVF_FILE})
             index = cls(int(meta["dimension"]), **meta.get("knobs", {}))
             index._ids = np.load(folder / "ids.npy", allow_pickle=False)
             index._trained_at = int(meta.get("trained_at", 0))
             # Memory-mapped: only the rows of re-ranked candidates are ever read.
             index._vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
-            if (folder / "ivf.faiss").exists():
+            if _IVF_FILE in meta["sha256"]:
                 import faiss
 
-                index._ivf = faiss.read_index(str(folder / "ivf.faiss"))
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
+                index._ivf = faiss.read_index(str(folder / _IVF_FILE))
+        except IndexMismatch:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
             raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
         expected = (meta["count"], meta["dimension"])
         if len(index._ids) != meta["count"] or index._vectors.shape != expected:
@@ -280,15 +297,37 @@ def _merged(
     return merged[order], np.concatenate([vectors, new_vectors])[order]
 
 
+def _folder_name_pattern(path: Path) -> re.Pattern[str]:
+    """The names `save` gives an index's directories: `<pointer name>.<epoch>.<random>`."""
+    return re.compile(re.escape(path.name) + r"\.\d+\.[A-Za-z0-9_]+")
+
+
+def _pointed_folder(path: Path) -> Path:
+    """The directory the pointer file `path` names, which must be one `save` made beside it.
+
+    The pointer is a file anyone with access to the data directory can write: a name of any
+    other shape (`..`, `../victim`, an absolute path, a symlink) is refused, never followed.
+    """
+    if path.is_symlink() or not path.is_file():
+        raise IndexMismatch(f"the index pointer {path} is not a plain file")
+    with open(path, "rb") as handle:
+        name = handle.read(256).decode("utf-8", "replace").strip()
+    folder = path.parent / name
+    if not _folder_name_pattern(path).fullmatch(name) or folder.is_symlink():
+        raise IndexMismatch(f"the index pointer {path} names {name[:80]!r}, not an index of it")
+    return folder
+
+
 def _replace_pointer(path: Path, target: str) -> None:
     """Point `path` at the directory `target`, then delete the directory it named before.
 
     Only that directory goes (and abandoned ones over an hour old): another process may be
-    writing its own directory beside it right now.
+    writing its own directory beside it right now. Only directories of the shape `save`
+    names are ever deleted, whatever the pointer file said.
     """
     try:
-        previous: str | None = path.read_text().strip()
-    except OSError:
+        previous: Path | None = _pointed_folder(path)
+    except (OSError, IndexMismatch):
         previous = None
     handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(handle, "w") as out:
@@ -296,8 +335,19 @@ def _replace_pointer(path: Path, target: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    if previous and previous != target:
-        shutil.rmtree(path.parent / previous, ignore_errors=True)
-    for old in path.parent.glob(f"{path.name}.*"):
-        if old.is_dir() and old.name != target and time.time() - old.stat().st_mtime > 3600:
+    if previous is not None and previous.name != target:
+        shutil.rmtree(previous, ignore_errors=True)
+    remove_abandoned(path, keep=target, older_than=3600)
+
+
+def remove_abandoned(path: Path, *, keep: str, older_than: float) -> int:
+    """Delete this index's directories other than `keep` last changed over `older_than`
+    seconds ago (left by killed saves, or by an index since replaced); returns how many."""
+    pattern, removed = _folder_name_pattern(path), 0
+    for old in path.parent.iterdir():
+        if not pattern.fullmatch(old.name) or old.name == keep or old.is_symlink():
+            continue
+        if old.is_dir() and time.time() - old.stat().st_mtime > older_than:
             shutil.rmtree(old, ignore_errors=True)
+            removed += 1
+    return removed

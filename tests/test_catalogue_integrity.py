@@ -1,0 +1,216 @@
+"""A damaged or foreign data directory is refused or repaired, never taken as empty or trusted.
+
+Each test damages a real catalogue of the face_recognition photos the way a crash, a bad copy
+or a hostile operator would, then runs what a user runs (`iddetective ...`, the library).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from iddetective.catalogue import CATALOG_FILE, Catalogue
+from iddetective.cli import main
+from iddetective.errors import StoreError
+
+from conftest import Labelled, copy_data, read_labels, require_set, split_enrol_probe
+
+
+@pytest.fixture(scope="module")
+def fr_rows() -> tuple[list[Labelled], list[Labelled]]:
+    rows = read_labels(require_set("face_recognition"))
+    return split_enrol_probe([r for r in rows if r.person != "lin_manuel_miranda"])
+
+
+@pytest.fixture
+def data(
+    built_catalogue: Callable[[str, list[Labelled], list[str]], Path],
+    fr_rows: tuple[list[Labelled], list[Labelled]],
+    tmp_path: Path,
+) -> Path:
+    """A private copy of the face_recognition catalogue (built once per run, as the web's)."""
+    source = built_catalogue("face_recognition", fr_rows[0], [])
+    return copy_data(source, tmp_path / "data")
+
+
+def probe_of(rows: tuple[list[Labelled], list[Labelled]], person: str) -> str:
+    return next(p.path for p in rows[1] if p.person == person)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def best_person(data: Path, photo: str) -> str | None:
+    with Catalogue(data) as catalogue:
+        (face,) = catalogue.search_photo(photo).faces
+    best = face.matches[0]
+    return best.person.name if best.person and best.verdict == "match" else None
+
+
+def index_pointer(data: Path) -> Path:
+    (pointer,) = [p for p in (data / "vectors").glob("ivf-*") if p.is_file()]
+    return pointer
+
+
+def index_folder(data: Path) -> Path:
+    pointer = index_pointer(data)
+    return pointer.parent / pointer.read_text()
+
+
+# -- the vector index's pointer file (item 1) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("pointer", ["../../victim", "..", "../.."])
+def test_a_hostile_index_pointer_deletes_nothing_and_the_index_is_rebuilt(
+    data: Path, fr_rows: tuple[list[Labelled], list[Labelled]], pointer: str
+) -> None:
+    victim = data.parent / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    index_pointer(data).write_text(pointer)
+    code, out, err = run("search", probe_of(fr_rows, "obama"), "--data", str(data))
+    assert code == 0, err
+    assert "MATCH" in out and "obama" in out
+    assert "rebuilding the vector index" in err
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert (data / CATALOG_FILE).is_file() and data.parent.is_dir()
+    assert index_folder(data).is_dir()
+
+
+# -- the catalogue file (item 2) ----------------------------------------------------------------
+
+
+def damage_catalogue(data: Path, how: str) -> None:
+    path = data / CATALOG_FILE
+    content = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(content[: len(content) // 3])
+    elif how == "not sqlite":
+        path.write_bytes(b"%PDF-1.7 a document that landed here by mistake\n" * 100)
+    elif how == "another program's":
+        path.unlink()
+        with sqlite3.connect(path) as other:
+            other.execute("CREATE TABLE notes (text TEXT)")
+            other.execute("INSERT INTO notes VALUES ('mine')")
+        other.close()
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "not sqlite", "another program's"])
+@pytest.mark.parametrize(
+    "command", [["stats"], ["search", "PROBE"], ["find", "obama"], ["index", "PROBE"], ["people"]]
+)
+def test_a_catalogue_that_is_not_one_is_refused_and_nothing_is_written(
+    data: Path,
+    fr_rows: tuple[list[Labelled], list[Labelled]],
+    how: str,
+    command: list[str],
+) -> None:
+    damage_catalogue(data, how)
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    probe = probe_of(fr_rows, "obama")
+    code, out, err = run(*[probe if a == "PROBE" else a for a in command], "--data", str(data))
+    assert code == 1, (out, err)
+    assert str(data / CATALOG_FILE) in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line: what and where
+    assert "refusing" in err or "not a catalogue" in err
+    after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    assert after == before  # no new catalogue, no new index, no key
+
+
+def test_serve_refuses_a_damaged_catalogue_without_minting_a_key(data: Path) -> None:
+    damage_catalogue(data, "empty")
+    code, _, err = run("serve", "--data", str(data), "--port", "8999")
+    assert code == 1 and "empty (0 bytes)" in err
+    assert (data / CATALOG_FILE).stat().st_size == 0
+
+
+def test_a_catalogue_damaged_inside_fails_with_one_line(data: Path) -> None:
+    """Pages overwritten in the middle: SQLite finds it mid-query; the user gets one line."""
+    path = data / CATALOG_FILE
+    content = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(2 * page, len(content) - page, 2 * page):
+        content[start : start + page] = b"\xa5" * page
+    path.write_bytes(bytes(content))
+    for command in (["stats"], ["people"], ["find", "obama"], ["maintenance"]):
+        code, _, err = run(*command, "--data", str(data))
+        assert code == 1, (command, err)
+        assert "Traceback" not in err and str(path) in err, (command, err)
+
+
+def test_a_new_catalogue_is_never_left_empty(tmp_path: Path) -> None:
+    with Catalogue(tmp_path / "data", create=True) as catalogue:
+        assert catalogue.stats().photos == 0
+    assert (tmp_path / "data" / CATALOG_FILE).stat().st_size > 0
+    assert not [p.name for p in (tmp_path / "data").iterdir() if p.name.endswith(".new")]
+
+
+# -- the vector index's contents (item 3) -------------------------------------------------------
+
+
+def faces_of(data: Path, name: str) -> list[int]:
+    with Catalogue(data) as catalogue:
+        return [face.id for face in catalogue.person(name)[1]]
+
+
+def swap_rows(folder: Path, data: Path, first: int, second: int) -> None:
+    ids = np.load(folder / "ids.npy")
+    vectors = np.load(folder / "vectors.npy")
+    a, b = int(np.flatnonzero(ids == first)[0]), int(np.flatnonzero(ids == second)[0])
+    vectors[[a, b]] = vectors[[b, a]]
+    np.save(folder / "vectors.npy", vectors)
+
+
+def test_swapped_vector_rows_never_give_a_wrong_match(
+    data: Path, fr_rows: tuple[list[Labelled], list[Labelled]]
+) -> None:
+    obama, biden = faces_of(data, "obama")[0], faces_of(data, "biden")[0]
+    swap_rows(index_folder(data), data, obama, biden)
+    code, out, err = run("search", probe_of(fr_rows, "obama"), "--data", str(data))
+    assert code == 0, err
+    assert "MATCH" in out and "obama" in out and "biden" not in out.split("no match")[0]
+    assert "damaged" in err and "rebuilding the vector index" in err
+
+
+@pytest.mark.parametrize("name", ["vectors.npy", "ids.npy", "meta.json"])
+def test_zeroed_index_files_are_rebuilt_not_trusted(
+    data: Path, fr_rows: tuple[list[Labelled], list[Labelled]], name: str
+) -> None:
+    target = index_folder(data) / name
+    target.write_bytes(bytes(target.stat().st_size))
+    assert best_person(data, probe_of(fr_rows, "biden")) == "biden"
+
+
+def test_an_index_changed_after_it_was_loaded_is_caught_by_the_catalogue(
+    data: Path, fr_rows: tuple[list[Labelled], list[Labelled]]
+) -> None:
+    """Memory-mapped vectors rewritten under a running server: no checksum sees it then, but
+    every reported distance is checked against the catalogue's own embedding."""
+    notices: list[str] = []
+    obama, biden = faces_of(data, "obama")[0], faces_of(data, "biden")[0]
+    with Catalogue(data, notice=notices.append) as catalogue:
+        index = catalogue.vector_index()
+        vectors = np.array(index._vectors)  # type: ignore[attr-defined]
+        ids = index.ids()
+        a, b = int(np.flatnonzero(ids == obama)[0]), int(np.flatnonzero(ids == biden)[0])
+        vectors[[a, b]] = vectors[[b, a]]
+        index._vectors = vectors  # type: ignore[attr-defined]
+        (face,) = catalogue.search_photo(probe_of(fr_rows, "biden")).faces
+    assert face.matches[0].person is not None and face.matches[0].person.name == "biden"
+    assert face.matches[0].verdict == "match"
+    assert any("catalogue's embedding" in n for n in notices), notices
+
+
+def test_the_library_refuses_a_damaged_catalogue_with_store_error(data: Path) -> None:
+    damage_catalogue(data, "not sqlite")
+    with pytest.raises(StoreError, match="not a catalogue"):
+        Catalogue(data)
