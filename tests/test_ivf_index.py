@@ -115,7 +115,7 @@ def test_trained_again_when_the_collection_has_grown() -> None:
 def test_a_trained_index_with_a_damaged_file_is_refused_before_faiss_reads_it(
     tmp_path: Path,
 ) -> None:
-    ivf, _, vectors = pair(count=1000)
+    ivf, _, _ = pair(count=1000)
     path = tmp_path / "ivf"
     ivf.save(path, epoch=2)
     folder = tmp_path / path.read_text()
@@ -130,7 +130,7 @@ def test_a_trained_index_with_a_damaged_file_is_refused_before_faiss_reads_it(
     rows = np.load(folder / "vectors.npy")
     rows[[0, 1]] = rows[[1, 0]]  # two faces' vectors swapped: same bytes, other order
     np.save(folder / "vectors.npy", rows)
-    with pytest.raises(IndexDamaged, match="vectors.npy is damaged"):
+    with pytest.raises(IndexDamaged, match=r"vectors\.npy is damaged"):
         IvfIndex.load(path)
 
 

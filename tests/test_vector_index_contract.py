@@ -161,7 +161,7 @@ def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
     index_class: type, tmp_path: Path
 ) -> None:
     """Damage anywhere in a saved index never changes an answer: the file is refused."""
-    index, ids, vectors = filled(index_class, count=60)
+    index, _, vectors = filled(index_class, count=60)
     path = tmp_path / "index.npz"
     index.save(path, epoch=3)
     want = [(hits.ids.tolist(), hits.distances.tolist()) for hits in index.search(vectors, 3)]
@@ -188,5 +188,5 @@ def test_corrupt_file_is_reported(index_class: type, tmp_path: Path) -> None:
     index.save(path, epoch=1)
     for saved in [p for p in tmp_path.rglob("*") if p.is_file()]:
         saved.write_bytes(saved.read_bytes()[:100])  # every file an index keeps, truncated
-    with pytest.raises(IndexMismatch, match="cannot read|damaged"):
+    with pytest.raises(IndexMismatch, match=r"cannot read|damaged"):
         index_class.load(path)
