@@ -6,6 +6,7 @@ or a hostile operator would, then runs what a user runs (`iddetective ...`, the 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.errors import StoreError
+from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, copy_data, read_labels, require_set, split_enrol_probe
 
@@ -214,3 +217,56 @@ def test_the_library_refuses_a_damaged_catalogue_with_store_error(data: Path) ->
     damage_catalogue(data, "not sqlite")
     with pytest.raises(StoreError, match="not a catalogue"):
         Catalogue(data)
+
+
+# -- thumbnails and crops (item 6) --------------------------------------------------------------
+
+
+@pytest.fixture
+def own_photos(fr_rows: tuple[list[Labelled], list[Labelled]], tmp_path: Path) -> Path:
+    """Copies of one photo each of obama and biden, indexed: files the test may overwrite."""
+    folder = tmp_path / "photos"
+    for person in ("obama", "biden"):
+        (folder / person).mkdir(parents=True)
+        source = Path(next(r.path for r in fr_rows[0] if r.person == person))
+        (folder / person / source.name).write_bytes(source.read_bytes())
+    code, out, err = run(
+        "index", str(folder), "--people-from-folders", "--data", str(tmp_path / "data")
+    )
+    assert code == 0, (out, err)
+    return folder
+
+
+def rewrite_keeping_size_and_time(path: Path, data: bytes) -> None:
+    info = path.stat()
+    data = (data + bytes(info.st_size))[: info.st_size]
+    path.write_bytes(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+@pytest.mark.parametrize("rewrite", ["another photo", "same size and time"])
+def test_a_photo_overwritten_after_indexing_is_reported_not_rendered(
+    own_photos: Path, tmp_path: Path, rewrite: str
+) -> None:
+    data = tmp_path / "data"
+    with Catalogue(data) as catalogue:
+        key, _ = catalogue.create_key("admin")
+        (face,) = catalogue.person("obama")[1]
+    (obama,) = (own_photos / "obama").iterdir()
+    (biden,) = (own_photos / "biden").iterdir()
+    if rewrite == "another photo":
+        obama.write_bytes(biden.read_bytes())
+    else:
+        original = bytearray(obama.read_bytes())
+        original[len(original) // 2 :] = biden.read_bytes()[len(original) // 2 :]
+        rewrite_keeping_size_and_time(obama, bytes(original))
+    app = create_app(ServerSettings(data, analysis_workers=0, broker=None))
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        crop = client.get(f"/api/faces/{face.id}/crop", headers=headers)
+        thumb = client.get(f"/api/photos/{face.photo.sha256}/thumbnail", headers=headers)
+    for answer in (crop, thumb):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"]["code"] == "photo_changed"
+        assert str(obama) in answer.json()["error"]["message"]
+    assert not list((data / "media").rglob("*.jpg"))  # nothing cached from the other bytes

@@ -9,6 +9,7 @@ __all__ = [
     "Forbidden",
     "IDDetectiveError",
     "NotFound",
+    "PhotoChanged",
     "StoreError",
     "Unauthorized",
     "UsageError",
@@ -45,6 +46,11 @@ class BadManifest(UsageError):
 
 class NotFound(IDDetectiveError):
     """A person, photo or data directory named by the user does not exist."""
+
+
+class PhotoChanged(IDDetectiveError):
+    """A photo's file no longer holds the bytes that were indexed (overwritten or edited):
+    nothing is rendered from it until it is indexed again."""
 
 
 class AmbiguousPerson(IDDetectiveError):

@@ -1,12 +1,15 @@
 """Thumbnails of stored photos and crops of stored faces, made once and cached as JPEG files.
 
 They are re-encoded from decoded pixels, so no EXIF (GPS, camera, owner) ever leaves the
-server. The cache lives under `<data>/media/`: a thumbnail is named by the photo's SHA-256 and
-size, a crop by the face id (face ids are never reused), so a cached file never goes stale.
+server. They are made only from files whose bytes still have the photo's SHA-256, so a file
+overwritten since indexing is refused (`PhotoChanged`), never shown. The cache lives under
+`<data>/media/`: a thumbnail is named by the photo's SHA-256 and size, a crop by the face id
+(face ids are never reused), so a cached file never goes stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from .entities import Box, PhotoRef
-from .errors import BadImage, NotFound
+from .errors import BadImage, NotFound, PhotoChanged
 from .files import write_atomically
 from .imaging import decode_image, read_photo_bytes
 
@@ -76,13 +79,27 @@ def _crop_path(data_dir: Path, face_id: int) -> Path:
 
 
 def _photo_bytes(photo: PhotoRef) -> bytes:
-    """The bytes of the first of the photo's files that can still be read."""
-    reasons = []
+    """The bytes of the first of the photo's files that still holds exactly what was indexed.
+
+    A file rewritten since (another photo saved over it, an edit) has other bytes: rendering
+    it would show whoever is in it now under the indexed face's name, so it is refused.
+    """
+    reasons, changed = [], []
     for path in photo.paths:
         try:
-            return read_photo_bytes(path)
+            data = read_photo_bytes(path)
         except BadImage as error:
             reasons.append(error.reason)
+            continue
+        if hashlib.sha256(data).hexdigest() == photo.sha256:
+            return data
+        changed.append(path)
+    if changed:
+        raise PhotoChanged(
+            f"{changed[0]} changed since it was indexed (its SHA-256 is no longer "
+            f"{photo.sha256[:12]}…): nothing is shown from it until `iddetective index` "
+            "reads it again"
+        )
     detail = "; ".join(reasons) or "no file is recorded for it"
     raise NotFound(f"the files of photo {photo.sha256} cannot be read: {detail}")
 
