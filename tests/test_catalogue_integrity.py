@@ -7,8 +7,10 @@ or a hostile operator would, then runs what a user runs (`iddetective ...`, the 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,11 @@ def probe_of(rows: tuple[list[Labelled], list[Labelled]], person: str) -> str:
 
 
 def run(*args: str) -> tuple[int, str, str]:
+    """Run the command; an exception it did not turn into a message (a traceback for the
+    user) fails the test."""
     result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"{args}: uncaught {result.exception!r}") from result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -270,3 +276,82 @@ def test_a_photo_overwritten_after_indexing_is_reported_not_rendered(
         assert answer.json()["error"]["code"] == "photo_changed"
         assert str(obama) in answer.json()["error"]["message"]
     assert not list((data / "media").rglob("*.jpg"))  # nothing cached from the other bytes
+
+
+# -- a full disk and a read-only data directory (item 12) -------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB file system of its own (tmpfs), so a test can fill it or make it read-only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> None:
+    """Take every free byte of `disk`."""
+    with open(disk / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(bytes(65536))
+                handle.flush()
+        except OSError:
+            pass
+    while True:  # and the last few blocks
+        try:
+            with open(disk / f"filler-{os.urandom(4).hex()}", "wb") as handle:
+                handle.write(bytes(4096))
+        except OSError:
+            break
+
+
+def photo_count(data: Path) -> int:
+    with Catalogue(data) as catalogue:
+        return catalogue.stats().photos
+
+
+def test_a_full_disk_gives_one_line_and_loses_nothing(
+    data: Path, small_disk: Path, fr_rows: tuple[list[Labelled], list[Labelled]]
+) -> None:
+    on_disk = copy_data(data, small_disk / "data")
+    before = photo_count(on_disk)
+    shutil.rmtree(on_disk / "vectors")  # the next command must rebuild and save it
+    fill(small_disk)
+    new_photo = next(p.path for p in fr_rows[1] if p.person == "biden")
+    commands = [
+        ["stats"],
+        ["search", probe_of(fr_rows, "obama")],
+        ["find", "obama"],
+        ["index", new_photo],
+        ["maintenance"],
+        ["reindex"],
+    ]
+    for command in commands:
+        code, out, err = run(*command, "--data", str(on_disk))
+        assert "Traceback" not in err, (command, err)
+        assert code in (0, 1, 3), (command, code, err)
+        if code:
+            assert str(small_disk) in err or "disk is full" in err, (command, err)
+            assert len(err.strip().splitlines()) <= 2, (command, err)  # progress + one line
+    for filler in small_disk.glob("filler*"):
+        filler.unlink()
+    assert photo_count(on_disk) >= before
+    assert best_person(on_disk, probe_of(fr_rows, "obama")) == "obama"
+
+
+def test_a_read_only_data_directory_gives_one_line(
+    data: Path, small_disk: Path, fr_rows: tuple[list[Labelled], list[Labelled]]
+) -> None:
+    on_disk = copy_data(data, small_disk / "data")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for command in (["stats"], ["search", probe_of(fr_rows, "obama")], ["index", str(on_disk)]):
+        code, _, err = run(*command, "--data", str(on_disk))
+        assert code == 1 and "Traceback" not in err, (command, err)
+        assert str(on_disk) in err and len(err.strip().splitlines()) == 1, (command, err)

@@ -46,7 +46,7 @@ from .entities import (
     Stats,
     StoredFace,
 )
-from .errors import NotFound, StoreError, UsageError
+from .errors import NotFound, StoreError, UsageError, from_os_error
 from .faces import PipelineSettings, pipeline_for
 from .fetch import Fetcher, FetchSettings
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
@@ -418,10 +418,20 @@ class Catalogue:
             index, saved_epoch = self._new_index(index_class), -1
         if saved_epoch != epoch:
             self._catch_up(index)
-            index.save(path, epoch)
-            index = self._reloaded(index_class, path, index)
+            if self._saved(index, path, epoch):
+                index = self._reloaded(index_class, path, index)
         self._index, self._index_epoch = index, epoch
         return index
+
+    def _saved(self, index: VectorIndex, path: Path, epoch: int) -> bool:
+        """Save the index; a cache that cannot be written (full disk, read-only folder) is
+        said, not fatal: the index in memory answers, and the next run catches up again."""
+        try:
+            index.save(path, epoch)
+        except OSError as error:
+            self.notice(f"cannot save the vector index: {from_os_error(error)}")
+            return False
+        return True
 
     @staticmethod
     def _reloaded(index_class: Any, path: Path, index: VectorIndex) -> VectorIndex:

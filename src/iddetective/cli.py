@@ -38,7 +38,7 @@ from .catalogue import CATALOG_FILE, DB_ENV, POSTGRES_SCHEMES, Catalogue, defaul
 from .detection_study import parse_detector_settings
 from .discovery import ClusterReport
 from .entities import Edit, SaveResult
-from .errors import IDDetectiveError, UsageError
+from .errors import IDDetectiveError, UsageError, from_os_error
 from .eval_report import report_markdown, write_report
 from .evaluation import default_cache_dir, evaluate, with_detector_trials
 from .faces import PipelineSettings
@@ -122,6 +122,9 @@ def library_errors() -> Iterator[None]:
     except IDDetectiveError as error:
         err.print(Text("error: ", style="red") + Text(str(error)))
         sys.exit(error.exit_code)
+    except OSError as error:  # a full disk, a read-only data directory ...
+        err.print(Text("error: ", style="red") + Text(str(from_os_error(error))))
+        sys.exit(1)
 
 
 @click.group()

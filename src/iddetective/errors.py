@@ -13,6 +13,7 @@ __all__ = [
     "StoreError",
     "Unauthorized",
     "UsageError",
+    "from_os_error",
 ]
 
 
@@ -75,3 +76,10 @@ class Unauthorized(IDDetectiveError):
 
 class Forbidden(IDDetectiveError):
     """A valid API key whose role does not allow the action."""
+
+
+def from_os_error(error: OSError) -> StoreError:
+    """An operating-system failure (a full disk, a read-only or vanished folder) as a
+    `StoreError` saying what and where in one line, for the front-ends to show."""
+    where = f"{error.filename}: " if error.filename else ""
+    return StoreError(f"{where}{error.strerror or error}")

@@ -12,6 +12,7 @@ read-only folder) becomes a one-line `StoreError` naming the file.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
@@ -136,12 +137,23 @@ def storage_error(path: Path) -> Iterator[None]:
 
 def _in_words(path: Path, error: sqlite3.DatabaseError) -> str:
     text = str(error)
+    if "disk I/O error" in text and _free_bytes(path.parent) < _NEARLY_FULL:
+        text = "disk is full"  # SQLite cannot map its shared-memory file on a full disk
     for phrase, meaning in _MEANINGS:
         if phrase in text:
             return meaning.format(path=path, error=text)
     return f"{path}: {text}"
 
 
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return _NEARLY_FULL
+
+
+#: Less free space than this on the catalogue's disk explains an I/O error.
+_NEARLY_FULL = 1 << 20
 _MEANINGS = (
     ("file is not a database", "{path} is not a catalogue (not a SQLite database)"),
     ("malformed", "{path} is damaged ({error}): restore it from a backup"),

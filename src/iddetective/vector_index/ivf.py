@@ -229,13 +229,24 @@ class IvfIndex:
     def save(self, path: Path, epoch: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"{path.name}.{epoch}.", dir=path.parent))
+        try:
+            self._write_files(folder, epoch)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a full disk leaves no half index
+            raise
+        _replace_pointer(path, folder.name)
+
+    def _write_files(self, folder: Path, epoch: int) -> None:
         np.save(folder / "ids.npy", self._ids)
         np.save(folder / "vectors.npy", self._vectors)
         files = sorted(_FILES)
         if self._ivf is not None:
             import faiss
 
-            faiss.write_index(self._ivf, str(folder / _IVF_FILE))
+            try:
+                faiss.write_index(self._ivf, str(folder / _IVF_FILE))
+            except RuntimeError as error:  # faiss says "No space left on device" this way
+                raise OSError(f"cannot write {folder / _IVF_FILE}: {error}") from None
             files.append(_IVF_FILE)
         meta = {
             "format": FORMAT,
@@ -247,7 +258,6 @@ class IvfIndex:
             "sha256": file_digests(folder, files),
         }
         (folder / "meta.json").write_text(sealed(meta))
-        _replace_pointer(path, folder.name)
 
     @classmethod
     def load(cls, path: Path) -> tuple[IvfIndex, int]:

@@ -24,6 +24,7 @@ from ..errors import (
     StoreError,
     Unauthorized,
     UsageError,
+    from_os_error,
 )
 from ..query import QueryError
 from ..remote_hosts import RemoteHostError
@@ -110,6 +111,7 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error as JSON with a specific status."""
     app.add_exception_handler(IDDetectiveError, _library_error)
+    app.add_exception_handler(OSError, _environment_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -129,6 +131,13 @@ async def _library_error(request: Request, error: Exception) -> Response:
     if isinstance(error, QueryError):
         return error_response(status, code, str(error), line=error.line, column=error.column)
     return error_response(status, code, str(error), headers=headers)
+
+
+async def _environment_error(request: Request, error: Exception) -> Response:
+    """A full disk or a read-only data directory: 503 store_unavailable, saying where."""
+    assert isinstance(error, OSError)
+    log.error("environment failure: %s", error)
+    return await _library_error(request, from_os_error(error))
 
 
 def _wants_page(request: Request) -> bool:
