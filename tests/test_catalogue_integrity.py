@@ -334,7 +334,7 @@ def test_a_full_disk_gives_one_line_and_loses_nothing(
         ["reindex"],
     ]
     for command in commands:
-        code, out, err = run(*command, "--data", str(on_disk))
+        code, _, err = run(*command, "--data", str(on_disk))
         assert "Traceback" not in err, (command, err)
         assert code in (0, 1, 3), (command, code, err)
         if code:
