@@ -6,6 +6,7 @@ or a hostile operator would, then runs what a user runs (`iddetective ...`, the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.errors import StoreError
+from iddetective.vector_index.integrity import file_digests, sealed
 from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, copy_data, read_labels, require_set, split_enrol_probe
@@ -355,3 +357,72 @@ def test_a_read_only_data_directory_gives_one_line(
         code, _, err = run(*command, "--data", str(on_disk))
         assert code == 1 and "Traceback" not in err, (command, err)
         assert str(on_disk) in err and len(err.strip().splitlines()) == 1, (command, err)
+
+
+# -- iddetective check (item 12) ----------------------------------------------------------------
+
+
+def test_check_passes_an_intact_data_directory(data: Path) -> None:
+    code, out, err = run("check", "--data", str(data))
+    assert code == 0, (out, err)
+    for part in ("catalogue", "vector index", "photo files", "media cache"):
+        assert f"{part}: " in out and "problems" not in out
+
+
+def reseal(folder: Path) -> None:
+    """Recompute the index's checksums, as someone altering it on purpose would."""
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.pop("seal")
+    meta["sha256"] = file_digests(folder, sorted(meta["sha256"]))
+    (folder / "meta.json").write_text(sealed(meta))
+
+
+def test_check_finds_each_kind_of_damage_and_changes_nothing(
+    own_photos: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    obama, biden = faces_of(data, "obama")[0], faces_of(data, "biden")[0]
+    folder = index_folder(data)
+    swap_rows(folder, data, obama, biden)
+    code, out, _ = run("check", "--data", str(data))
+    assert code == 1 and f"vector index: {index_pointer(data)}" in out and "damaged" in out
+    reseal(folder)  # checksums that agree with the swapped rows: the catalogue still differs
+    code, out, _ = run("check", "--data", str(data))
+    assert code == 1 and "2 faces' vectors differ from the catalogue's" in out
+    (photo,) = (own_photos / "obama").iterdir()
+    rewrite_keeping_size_and_time(photo, photo.read_bytes()[::-1])
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    code, out, _ = run("check", "--data", str(data))
+    assert code == 1 and f"photo files: {photo}: changed since it was indexed" in out
+    code, out, _ = run("check", "--quick", "--data", str(data))
+    assert f"{photo}" not in out  # same size and time: only reading it tells
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+def test_check_reports_damage_inside_the_catalogue(data: Path) -> None:
+    with sqlite3.connect(data / CATALOG_FILE) as db:
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("DELETE FROM photo WHERE id = (SELECT min(photo_id) FROM face)")
+    db.close()
+    code, out, _ = run("check", "--data", str(data))
+    assert code == 1 and f"catalogue: {data / CATALOG_FILE}" in out
+    assert "refers to a missing photo" in out
+
+
+def test_the_server_answers_503_when_the_disk_fills(data: Path, small_disk: Path) -> None:
+    on_disk = copy_data(data, small_disk / "data")
+    with Catalogue(on_disk) as catalogue:
+        key, _ = catalogue.create_key("admin")
+        catalogue.vector_index()
+    app = create_app(ServerSettings(on_disk, analysis_workers=0, broker=None))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        fill(small_disk)
+        headers = {"Authorization": f"Bearer {key}"}
+        answers = [client.get(f"/api/find?q=obama{n}", headers=headers) for n in range(50)]
+    failed = [a for a in answers if a.status_code != 200]
+    assert failed, "50 audited searches on a full disk all succeeded"
+    for answer in failed:  # the audit cannot be written: the search is refused, not unaudited
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "store_unavailable"
+        assert str(on_disk / CATALOG_FILE) in answer.json()["error"]["message"]

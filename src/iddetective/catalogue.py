@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import access, discovery, distances, privacy
+from .checkup import CheckReport, check_data_dir
 from .entities import (
     ApiKey,
     AuditEntry,
@@ -58,7 +59,8 @@ from .registry import resolve_class
 from .search import SearchResult, check_against_catalogue, match_faces
 from .sources import Plan, plan_sources
 from .store import Store
-from .vector_index import IndexDamaged, IndexMismatch, Neighbours, VectorIndex
+from .urls import masked_url
+from .vector_index import IndexDamaged, IndexMismatch, IndexOutdated, Neighbours, VectorIndex
 
 __all__ = [
     "CATALOG_FILE",
@@ -412,6 +414,8 @@ class Catalogue:
         path = self._index_path(index_class)
         try:
             index, saved_epoch = index_class.load(path)
+        except IndexOutdated:
+            index, saved_epoch = self._new_index(index_class), -1
         except IndexMismatch as error:
             if path.exists() or path.is_symlink():  # a missing index is only a first run
                 self.notice(f"{error}; rebuilding the vector index from the catalogue")
@@ -470,6 +474,35 @@ class Catalogue:
                 index.add(ids, vectors)
             if self.index_progress:
                 self.index_progress(min(start + 65536, len(missing)), len(missing))
+
+    def saved_vector_index(self) -> tuple[VectorIndex, int] | None:
+        """The vector index as saved in the data directory and the epoch it reflects, loaded
+        as it is (not caught up); None when no file is saved, or the index is the
+        catalogue's own table. Raises `IndexMismatch` for a foreign or damaged file."""
+        index_class = resolve_class("vector_index", self._index_name)
+        path = self._index_path(index_class)
+        if hasattr(index_class, "of_catalogue") or not (path.exists() or path.is_symlink()):
+            return None
+        saved: tuple[VectorIndex, int] = index_class.load(path)
+        return saved
+
+    @property
+    def vector_index_location(self) -> str:
+        """Where the vector index lives, for messages."""
+        index_class = resolve_class("vector_index", self._index_name)
+        if hasattr(index_class, "of_catalogue"):
+            return f"the face table of {self.store_location}"
+        return str(self._index_path(index_class))
+
+    @property
+    def store_location(self) -> str:
+        """Where the catalogue lives, for messages (a URL without its password)."""
+        return masked_url(self.db) if self.db else str(self.data_dir / CATALOG_FILE)
+
+    def check(self, *, quick: bool = False, progress: IndexProgress | None = None) -> CheckReport:
+        """Verify the catalogue, the vector index file, the photo files (SHA-256; size and
+        time only if `quick`) and the media cache in one run; nothing is changed."""
+        return check_data_dir(self, quick=quick, progress=progress)
 
     def reindex(self) -> int:
         """Rebuild the vector index from the catalogue now; returns the faces it holds."""

@@ -876,6 +876,34 @@ def maintenance(data_dir: Path, audit_days: int) -> None:
 
 @main.command()
 @data_option
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Compare photo files by size and time only, without reading them.",
+)
+def check(data_dir: Path, quick: bool) -> None:
+    """Verify the catalogue, the vector index, the photo files and the media cache; change
+    nothing. Exits 1 if anything is wrong, naming what and where."""
+    with (
+        library_errors(),
+        Catalogue(data_dir) as catalogue,
+        _progress_bar("reading photo files", "files") as update,
+    ):
+        report = catalogue.check(quick=quick, progress=update)
+    for part, count in report.checked.items():
+        found = sum(problem.part == part for problem in report.problems)
+        verdict = Text("ok", style="green") if not found else Text(f"{found} problems", "red")
+        out.print(Text(f"{part}: {count} checked, ") + verdict)
+    for problem in report.problems:
+        out.print(Text(f"{problem.part}: ", style="red") + Text(f"{problem.where}: {problem.what}"))
+    for note in report.notes:
+        out.print(f"note: {note}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@data_option
 def reindex(data_dir: Path) -> None:
     """Rebuild the vector index from the catalogue (it is otherwise kept up to date)."""
     with library_errors(), _opened(data_dir) as catalogue:

@@ -13,6 +13,7 @@ import hashlib
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -21,7 +22,18 @@ from .errors import BadImage, NotFound, PhotoChanged
 from .files import write_atomically
 from .imaging import decode_image, read_photo_bytes
 
-__all__ = ["CROP_SIDE", "MEDIA_DIR", "THUMB_SIDES", "face_crop", "forget", "thumbnail"]
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "CROP_SIDE",
+    "MEDIA_DIR",
+    "THUMB_SIDES",
+    "face_crop",
+    "forget",
+    "orphans",
+    "thumbnail",
+]
 
 MEDIA_DIR = "media"
 #: Thumbnail sizes (longest side in pixels) the API serves.
@@ -68,6 +80,21 @@ def forget(data_dir: Path, face_ids: Iterable[int], photos: Iterable[PhotoRef]) 
         except FileNotFoundError:
             pass
     return removed
+
+
+def orphans(root: Path, store: Store, model: str) -> list[Path]:
+    """Cached crops of faces and thumbnails of photos that are no longer in the catalogue,
+    under the media folder `root`."""
+    faces = {int(i) for i in store.face_ids(model)}
+    found = [
+        crop
+        for crop in root.glob("face/*/*.jpg")
+        if crop.stem.isdigit() and int(crop.stem) not in faces
+    ]
+    for thumb in root.glob("thumb/*/*.jpg"):
+        if not store.has_photo(thumb.stem.split("-")[0]):
+            found.append(thumb)
+    return found
 
 
 def _thumb_path(data_dir: Path, sha256: str, side: int) -> Path:

@@ -104,20 +104,10 @@ def _clean_up(catalogue: Catalogue, erasure: Erasure) -> None:
 
 def _orphan_media(catalogue: Catalogue) -> int:
     """Delete cached crops of faces and thumbnails of photos no longer in the catalogue."""
-    root = catalogue.data_dir / media.MEDIA_DIR
-    model = pipeline_for(catalogue.pipeline).embedder.name
-    faces = {int(i) for i in catalogue.store.face_ids(model)}
-    removed = 0
-    for crop in root.glob("face/*/*.jpg"):
-        if crop.stem.isdigit() and int(crop.stem) not in faces:
-            crop.unlink(missing_ok=True)
-            removed += 1
-    for thumb in root.glob("thumb/*/*.jpg"):
-        sha256 = thumb.stem.split("-")[0]
-        if not catalogue.store.has_photo(sha256):
-            thumb.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    found = media.orphans(catalogue.data_dir / media.MEDIA_DIR, catalogue.store, catalogue.model)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 def _stale_partial_files(data_dir: Path) -> int:

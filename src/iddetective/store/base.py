@@ -47,6 +47,15 @@ class Store(Protocol):
         """Release connections and files."""
         ...
 
+    # -- checking (iddetective check) ----------------------------------------------------------
+    def stored_files(self) -> Iterator[StoredFile]:
+        """Every file of every stored photo as indexed (size, mtime, SHA-256), by path."""
+        ...
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong inside the database itself (empty when it is intact)."""
+        ...
+
     # -- ingestion ---------------------------------------------------------------------------
     def file_record(self, path: str) -> StoredFile | None:
         """The size and mtime the file at `path` had when it was last stored (or failed)."""

@@ -41,6 +41,7 @@ from ..entities import (
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
 from ..urls import masked_url
+from .checking import Checking
 from .clusters import Clusters
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
@@ -60,7 +61,9 @@ from .saving import Saving
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(PostgresPeople, PostgresPrivacy, Saving, Clusters, PostgresDialect):
+class PostgresStore(
+    PostgresPeople, PostgresPrivacy, Saving, Clusters, Checking, PostgresDialect
+):
     """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it)."""
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
@@ -383,6 +386,11 @@ class PostgresStore(PostgresPeople, PostgresPrivacy, Saving, Clusters, PostgresD
             to_review=to_review,
             data_bytes=0,
         )
+
+    def _engine_problems(self) -> list[str]:
+        """None to find from here: PostgreSQL checks its own pages (data checksums, amcheck)
+        and the schema enforces what SQLite's foreign key check looks for."""
+        return []
 
     # -- API keys and audit --------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:

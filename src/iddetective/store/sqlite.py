@@ -36,6 +36,7 @@ from ..entities import (
     StoredFile,
 )
 from ..errors import AmbiguousPerson, NotFound, StoreError
+from .checking import Checking
 from .clusters import Clusters
 from .dialect import timestamp
 from .migrations import MIGRATIONS
@@ -50,7 +51,7 @@ __all__ = ["SqliteStore"]
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
+class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, Checking, SqliteDialect):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
@@ -404,6 +405,13 @@ class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
             to_review=one("SELECT count(*) FROM photo WHERE review IS NOT NULL").fetchone()[0],
             data_bytes=0,
         )
+
+    def _engine_problems(self) -> list[str]:
+        pages = [row[0] for row in self._db.execute("PRAGMA integrity_check").fetchall()]
+        problems = [f"{self.path}: {text}" for text in pages if text != "ok"]
+        for table, rowid, parent, _ in self._db.execute("PRAGMA foreign_key_check").fetchall():
+            problems.append(f"{self.path}: {table} row {rowid} refers to a missing {parent}")
+        return problems
 
     # -- API keys and audit --------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:

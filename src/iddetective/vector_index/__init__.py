@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import IndexDamaged, IndexMismatch, Neighbours, VectorIndex
+from .base import IndexDamaged, IndexMismatch, IndexOutdated, Neighbours, VectorIndex
 
-__all__ = ["IndexDamaged", "IndexMismatch", "Neighbours", "VectorIndex"]
+__all__ = ["IndexDamaged", "IndexMismatch", "IndexOutdated", "Neighbours", "VectorIndex"]

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "IndexDamaged",
     "IndexMismatch",
+    "IndexOutdated",
     "Neighbours",
     "VectorIndex",
     "checked_addition",
@@ -41,6 +42,11 @@ class Neighbours:
 class IndexMismatch(ValueError):
     """Bad input to an index: wrong dimension, duplicate ids, unknown ids; or an index file
     that cannot be used (the catalogue then rebuilds the index)."""
+
+
+class IndexOutdated(IndexMismatch):
+    """An index file an earlier version wrote, in a form this one no longer reads: rebuilt
+    from the catalogue at its next use, nothing is wrong."""
 
 
 class IndexDamaged(IndexMismatch):

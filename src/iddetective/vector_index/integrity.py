@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import IndexDamaged
+from .base import IndexDamaged, IndexOutdated
 
 __all__ = ["file_digests", "sealed", "unsealed", "verify_files"]
 
@@ -51,6 +51,8 @@ def unsealed(text: str, where: Path) -> dict[str, Any]:
         meta = json.loads(text)
     except ValueError as error:
         raise IndexDamaged(f"the index metadata {where} is damaged: {error}") from None
+    if isinstance(meta, dict) and "seal" not in meta and "sha256" not in meta:
+        raise IndexOutdated(f"the index at {where.parent} was saved by an earlier iddetective")
     if not isinstance(meta, dict) or meta.pop("seal", None) != _seal(meta):
         raise IndexDamaged(f"the index metadata {where} is damaged (its checksum changed)")
     return meta

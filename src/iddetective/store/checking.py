@@ -1,0 +1,42 @@
+"""What `iddetective check` asks of a store, written once over the SQL dialect both provide:
+the files the catalogue recorded, and whether the database itself is intact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..entities import FileStat, StoredFile
+from .dialect import Dialect
+
+__all__ = ["Checking"]
+
+#: Files read per statement while listing them all.
+_PAGE = 10_000
+
+
+class Checking(Dialect):
+    """A mixin of both stores: the records `check` compares the data directory with."""
+
+    def stored_files(self) -> Iterator[StoredFile]:
+        """Every file of every stored photo with the size, mtime and SHA-256 it was indexed
+        with, in path order (read a page at a time)."""
+        after = ""
+        while True:
+            rows = self._rows(
+                "SELECT f.path, f.size, f.mtime_ns, p.sha256 FROM photo_file f "
+                "JOIN photo p ON p.id = f.photo_id WHERE f.path > ? ORDER BY f.path LIMIT ?",
+                (after, _PAGE),
+            )
+            for path, size, mtime_ns, sha256 in rows:
+                yield StoredFile(FileStat(path, size, mtime_ns), sha256)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong inside the database (empty when it is intact)."""
+        return self._engine_problems()
+
+    def _engine_problems(self) -> list[str]:
+        """The database engine's own verdict on its files."""
+        raise NotImplementedError
