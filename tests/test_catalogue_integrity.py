@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -426,3 +427,48 @@ def test_the_server_answers_503_when_the_disk_fills(data: Path, small_disk: Path
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "store_unavailable"
         assert str(on_disk / CATALOG_FILE) in answer.json()["error"]["message"]
+
+
+# -- an erasure interrupted by a crash (item 15) ------------------------------------------------
+
+#: Erase a person (argv 2) in the data directory (argv 1), dying as the vector index is saved:
+#: the catalogue has committed the erasure, the index files still hold the faces.
+ERASE_THEN_DIE = """
+import os, sys
+from iddetective.catalogue import Catalogue
+from iddetective.vector_index.ivf import IvfIndex
+
+IvfIndex.save = lambda self, path, epoch: os._exit(9)
+with Catalogue(sys.argv[1]) as catalogue:
+    catalogue.erase_person(sys.argv[2])
+"""
+
+
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_an_erasure_killed_before_the_index_is_saved_leaves_no_vector_after_maintenance(
+    data: Path, fr_rows: tuple[list[Labelled], list[Labelled]]
+) -> None:
+    with Catalogue(data) as catalogue:
+        faces = catalogue.person("biden")[1]
+        _, vectors = catalogue.store.embeddings_of(np.array([f.id for f in faces]))
+    needle = vectors[0].astype("<f4").tobytes()
+    # A save killed earlier left a directory of the index beside the current one.
+    abandoned = index_folder(data).with_name(f"{index_pointer(data).name}.1.abandoned")
+    shutil.copytree(index_folder(data), abandoned)
+    os.utime(abandoned, (1, 1))
+    died = subprocess.run(
+        [sys.executable, "-c", ERASE_THEN_DIE, str(data), "biden"], check=False, timeout=300
+    )
+    assert died.returncode == 9
+    assert files_holding(data / "vectors", needle)  # the crash left the erased vectors
+    code, out, _ = run("search", probe_of(fr_rows, "biden"), "--data", str(data), "--json")
+    matches = [m for face in json.loads(out)["faces"] for m in face["matches"]]
+    named = {m["person"]["name"] for m in matches if m["person"]}
+    assert code == 0 and "biden" not in named  # caught up before any answer
+    code, _, err = run("maintenance", "--data", str(data))
+    assert code == 0, err
+    assert not files_holding(data, needle)
+    assert not abandoned.exists()

@@ -516,6 +516,18 @@ class Catalogue:
         self._index, self._index_epoch = index, epoch
         return len(index)
 
+    def sweep_vector_files(self, older_than: float = 60) -> int:
+        """Bring the vector index up to date, then delete what killed saves of it left (over
+        `older_than` seconds old): after an erasure no file may keep the erased faces.
+        Returns the files or directories deleted."""
+        self.vector_index()
+        index_class = resolve_class("vector_index", self._index_name)
+        remove = getattr(index_class, "remove_abandoned", None)
+        if remove is None:
+            return 0  # the catalogue's own table: nothing beside it
+        removed: int = remove(self._index_path(index_class), older_than)
+        return removed
+
     def _index_path(self, index_class: type) -> Path:
         model = self.model
         suffix = getattr(index_class, "suffix", "")

@@ -85,6 +85,7 @@ def run_maintenance(catalogue: Catalogue, audit_days: int) -> MaintenanceReport:
     if audit_days < 1:
         raise UsageError(f"--audit-days must be at least 1, not {audit_days}")
     purged = catalogue.store.purge_audit(audit_days)
+    catalogue.sweep_vector_files()  # an erasure a crash interrupted leaves no vectors behind
     media_files = _orphan_media(catalogue)
     partial = _stale_partial_files(catalogue.data_dir)
     catalogue.store.compact()
@@ -92,7 +93,7 @@ def run_maintenance(catalogue: Catalogue, audit_days: int) -> MaintenanceReport:
 
 
 def _clean_up(catalogue: Catalogue, erasure: Erasure) -> None:
-    catalogue.vector_index()  # caught up: the erased faces leave the index files
+    catalogue.sweep_vector_files()  # caught up: the erased faces leave the index files
     media.forget(catalogue.data_dir, erasure.faces, erasure.photos)
     ours = [(catalogue.data_dir / folder).resolve() for folder in OWN_PHOTO_DIRS]
     for photo in erasure.photos:

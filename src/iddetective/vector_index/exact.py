@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -92,6 +93,17 @@ class ExactIndex:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    @classmethod
+    def remove_abandoned(cls, path: Path, older_than: float) -> int:
+        """Delete partly written files of killed saves of `path` over `older_than` seconds
+        old; returns how many."""
+        removed = 0
+        for partial in path.parent.glob(f"{path.name}*.tmp"):
+            if partial.is_file() and time.time() - partial.stat().st_mtime > older_than:
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     @classmethod
     def load(cls, path: Path) -> tuple[ExactIndex, int]:

@@ -29,7 +29,7 @@ from .. import distances
 from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
 from .integrity import file_digests, sealed, unsealed, verify_files
 
-__all__ = ["IvfIndex", "remove_abandoned"]
+__all__ = ["IvfIndex"]
 
 FORMAT = "iddetective-ivf-1"
 #: Vectors the coarse quantiser is trained on (a random sample when there are more): at
@@ -260,6 +260,16 @@ class IvfIndex:
         (folder / "meta.json").write_text(sealed(meta))
 
     @classmethod
+    def remove_abandoned(cls, path: Path, older_than: float) -> int:
+        """Delete the directories of this index that the pointer `path` does not name (left
+        by killed saves) last changed over `older_than` seconds ago; returns how many."""
+        try:
+            keep = _pointed_folder(path).name
+        except (OSError, IndexMismatch):
+            keep = ""
+        return _remove_abandoned(path, keep=keep, older_than=older_than)
+
+    @classmethod
     def load(cls, path: Path) -> tuple[IvfIndex, int]:
         """The index whose directory the pointer file `path` names, and its epoch.
 
@@ -347,10 +357,10 @@ def _replace_pointer(path: Path, target: str) -> None:
     os.replace(temporary, path)
     if previous is not None and previous.name != target:
         shutil.rmtree(previous, ignore_errors=True)
-    remove_abandoned(path, keep=target, older_than=3600)
+    _remove_abandoned(path, keep=target, older_than=3600)
 
 
-def remove_abandoned(path: Path, *, keep: str, older_than: float) -> int:
+def _remove_abandoned(path: Path, *, keep: str, older_than: float) -> int:
     """Delete this index's directories other than `keep` last changed over `older_than`
     seconds ago (left by killed saves, or by an index since replaced); returns how many."""
     pattern, removed = _folder_name_pattern(path), 0
