@@ -113,7 +113,7 @@ def test_optout_commands_list_and_withdraw(web_catalogue: WebCatalogue, tmp_path
 def test_the_blocked_embedding_is_never_shown(opted_out: tuple[Catalogue, list[str]]) -> None:
     catalogue, _ = opted_out
     shown = catalogue.optouts()
-    assert len(shown) == 1 and set(vars(shown[0])) == {"token", "created_at"}
+    assert len(shown) == 1 and set(vars(shown[0])) == {"token", "created_at", "faces"}
     catalogue.close()
 
 

@@ -512,12 +512,31 @@ class Catalogue:
         return self.store.edits(limit)
 
     # -- privacy (privacy.py, docs/privacy.md) ------------------------------------------------
-    def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:
-        """Erase a person everywhere: catalogue rows, faces and embeddings, vector index entries,
-        cached crops and thumbnails, our copies of photos in which they were the only face;
-        then compact the catalogue file so the bytes are gone. Other people's faces stay.
+    def preview_erasure(
+        self, ref: str, *, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
+    ) -> privacy.ErasurePreview:
+        """What erasing a person (id or unambiguous name) would remove: their faces and the
+        unnamed faces within `unnamed_within` of one of them (0: none)."""
+        return privacy.preview_erasure(self, ref, unnamed_within)
+
+    def erase_person(
+        self,
+        ref: str | privacy.ErasurePreview,
+        *,
+        unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD,
+        optout: bool = False,
+        actor: str = CLI_ACTOR,
+    ) -> Erasure:
+        """Erase a person (or a preview of the erasure) everywhere: catalogue rows, faces and
+        embeddings with the unnamed faces within `unnamed_within` of theirs, vector index
+        entries, cached crops and thumbnails, our copies of photos left with no face;
+        mentions in the audit log and review notes are redacted and the catalogue file
+        compacted, so the bytes are gone. Other people's faces stay. `optout` also opts their
+        faces out, so re-indexing the operator's files (which stay) never brings them back.
         """
-        return privacy.erase_person(self, ref, actor)
+        if isinstance(ref, str):
+            ref = self.preview_erasure(ref, unnamed_within=unnamed_within)
+        return privacy.erase_person(self, ref, actor, optout=optout)
 
     def add_optout(self, photo: str, *, actor: str = CLI_ACTOR) -> privacy.OptOutResult:
         """Opt out the one face in `photo`: no search will match it or anyone within the

@@ -631,22 +631,59 @@ def review(data_dir: Path) -> None:
 @main.command()
 @click.argument("person")
 @data_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def erase(person: str, data_dir: Path, yes: bool) -> None:
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option(
+    "--optout",
+    "opt_out",
+    is_flag=True,
+    help="Also opt their faces out, so re-indexing your files never brings them back.",
+)
+@click.option(
+    "--unnamed-within",
+    type=float,
+    default=distances.ERASE_UNNAMED_THRESHOLD,
+    show_default=True,
+    help="Unnamed faces at most this far from one of theirs are erased with them (0: none).",
+)
+def erase(person: str, data_dir: Path, yes: bool, opt_out: bool, unnamed_within: float) -> None:
     """Erase PERSON (id or unambiguous name) everywhere: faces, embeddings, index, crops."""
     with library_errors(), _opened(data_dir) as catalogue:
-        found, faces = catalogue.person(person)
-        if not yes:
-            click.confirm(
-                f"Erase {found.name} ({found.id}) and their {len(faces)} faces for good?",
-                abort=True,
-                err=True,
-            )
-        erasure = catalogue.erase_person(found.id)
+        preview = catalogue.preview_erasure(person, unnamed_within=unnamed_within)
+        found = preview.person
+        out.print(
+            f"{found.name} ({found.id}): {len(preview.faces)} faces, and {len(preview.unnamed)} "
+            f"unnamed faces within {unnamed_within} of one of them, erased with them"
+        )
+        total = len(preview.faces) + len(preview.unnamed)
+        _confirm_or_refuse(f"Erase {found.name} and {total} faces for good?", yes, "erase")
+        erasure = catalogue.erase_person(preview, optout=opt_out)
     out.print(
-        f"erased {len(erasure.faces)} faces and {len(erasure.photos)} photos left with no face; "
+        f"erased {len(erasure.faces)} faces ({erasure.unnamed} unnamed) and "
+        f"{len(erasure.photos)} photos left with no face; "
         f"the audit log names this erasure {erasure.token}"
     )
+    if erasure.optout:
+        out.print(f"opted their faces out as {erasure.optout}")
+    else:
+        out.print(
+            "your photo files are not touched: indexing them again stores these faces again "
+            "(unnamed; labels naming them are refused); erase with --optout, or "
+            "`iddetective optout add`, to keep them out"
+        )
+
+
+def _confirm_or_refuse(question: str, yes: bool, command: str) -> None:
+    """Ask before a destructive step; without a terminal, refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{command} erases for good and asks first, but there is no terminal to ask on; "
+            "check what it lists above and pass --yes"
+        )
+    click.confirm(question, abort=True, err=True)
 
 
 # -- discovering people (docs/clustering.md) -----------------------------------------------------
@@ -821,7 +858,7 @@ def optout_list(data_dir: Path) -> None:
     with library_errors(), Catalogue(data_dir) as catalogue:
         found = catalogue.optouts()
     for item in found:
-        out.print(f"{item.token}  {item.created_at}")
+        out.print(f"{item.token}  {item.created_at}  {item.faces} faces")
     if not found:
         out.print("no opt-outs")
 

@@ -1,21 +1,25 @@
 """Privacy operations over a data directory: erase a person, opt a face out, keep retention.
 
-Each one changes the catalogue through the store (one transaction, audited by an opaque
-token), then removes what lies beside it: vector index entries (the index is caught up),
-cached crops and thumbnails, and our own copies of photos (uploads/, fetched/); then it
-compacts the catalogue file so deleted bytes are gone. docs/privacy.md is the user's view.
+Erasing is previewed first (`preview_erasure`: what would go) so that front-ends can show it
+and ask. Then each one changes the
+catalogue through the store (one transaction, audited by an opaque token), then removes what
+lies beside it: vector index entries (the index is caught up), cached crops and thumbnails,
+and our own copies of photos (uploads/, fetched/); then it compacts the catalogue file so
+deleted bytes are gone. docs/privacy.md is the user's view.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from . import distances, media
-from .entities import Erasure, OptOut
+from .entities import Erasure, OptOut, PersonRef
 from .errors import UsageError
 from .faces import pipeline_for
 from .files import OWN_PHOTO_DIRS, PARTIAL_GLOB
@@ -25,10 +29,12 @@ if TYPE_CHECKING:
     from .catalogue import Catalogue
 
 __all__ = [
+    "ErasurePreview",
     "MaintenanceReport",
     "OptOutResult",
     "add_optout",
     "erase_person",
+    "preview_erasure",
     "run_maintenance",
 ]
 
@@ -45,6 +51,17 @@ class OptOutResult:
 
 
 @dataclass(frozen=True)
+class ErasurePreview:
+    """What erasing a person would remove: their faces and the unnamed faces that look like
+    them (within `unnamed_within` of one of theirs)."""
+
+    person: PersonRef
+    faces: tuple[int, ...]
+    unnamed: tuple[int, ...]
+    unnamed_within: float
+
+
+@dataclass(frozen=True)
 class MaintenanceReport:
     """What `run_maintenance` removed."""
 
@@ -53,12 +70,42 @@ class MaintenanceReport:
     partial_files: int
 
 
-def erase_person(catalogue: Catalogue, ref: str, actor: str) -> Erasure:
-    """Erase a person (id or unambiguous name) everywhere; other people's faces stay."""
+def preview_erasure(
+    catalogue: Catalogue, ref: str, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
+) -> ErasurePreview:
+    """The person (id or unambiguous name), their faces, and the unnamed faces within
+    `unnamed_within` of one of them (not those rejected from them; 0: none)."""
+    if not 0 <= unnamed_within <= distances.OPTOUT_THRESHOLD:
+        raise UsageError(
+            f"--unnamed-within must be between 0 and {distances.OPTOUT_THRESHOLD}, "
+            f"not {unnamed_within}"
+        )
     person = catalogue.store.resolve_person(ref)
-    erasure = catalogue.store.erase_person(person.id, actor)
+    faces = tuple(f.id for f in catalogue.store.faces_of_person(person.id))
+    if not faces or unnamed_within == 0:
+        return ErasurePreview(person, faces, (), unnamed_within)
+    _, vectors = catalogue.store.embeddings_of(np.array(faces, dtype=np.int64))
+    near = catalogue.vector_index().range_search(vectors, unnamed_within)
+    candidates = {int(i) for found in near for i in found.ids} - set(faces)
+    unnamed = catalogue.store.erasable_unnamed(person.id, sorted(candidates))
+    return ErasurePreview(person, faces, tuple(unnamed), unnamed_within)
+
+
+def erase_person(
+    catalogue: Catalogue, preview: ErasurePreview, actor: str, *, optout: bool = False
+) -> Erasure:
+    """Erase a previewed person everywhere, with the unnamed faces it lists; other people's
+    faces stay. With `optout`, their faces' embeddings are opted out first (one token), so
+    re-indexing the operator's files never brings them back."""
+    blocked = None
+    if optout and preview.faces:
+        ids, vectors = catalogue.store.embeddings_of(np.array(preview.faces, dtype=np.int64))
+        if len(ids):
+            # Before the erasure: a crash between the two leaves faces blocked, never back.
+            blocked = catalogue.store.add_optout(catalogue.model, vectors, actor).token
+    erasure = catalogue.store.erase_person(preview.person.id, actor, preview.unnamed)
     _clean_up(catalogue, erasure)
-    return erasure
+    return replace(erasure, optout=blocked)
 
 
 def add_optout(catalogue: Catalogue, photo: str, actor: str) -> OptOutResult:

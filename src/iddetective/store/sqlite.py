@@ -38,6 +38,7 @@ from ..entities import (
 from ..errors import AmbiguousPerson, NotFound, StoreError
 from .clusters import Clusters
 from .dialect import timestamp
+from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .saving import Saving
 from .sqlite_people import SqlitePeople
@@ -49,7 +50,7 @@ __all__ = ["SqliteStore"]
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, SqliteDialect):
+class SqliteStore(SqlitePeople, SqlitePrivacy, Erasing, Saving, Clusters, SqliteDialect):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
