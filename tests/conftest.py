@@ -71,6 +71,29 @@ def split_enrol_probe(
     return enrol, probes
 
 
+@dataclass(frozen=True)
+class LfwSubset:
+    """lfw_dev's crowded subset: 50 people with 4+ photos (one enrolled, three probes each),
+    150 people enrolled with their only photo (distractors), 50 more never enrolled."""
+
+    enrol: list[Labelled]
+    probes: list[Labelled]
+    distractors: list[Labelled]
+    strangers: list[Labelled]
+
+
+def lfw_subset() -> LfwSubset:
+    """The subset (tests/test_search_accuracy.py and tests/test_optout.py enrol the same
+    photos, so the catalogue is built once per run: `built_catalogue("lfw_dev", ...)`)."""
+    by_person: dict[str, list[Labelled]] = defaultdict(list)
+    for row in read_labels(require_set("lfw_dev")):
+        by_person[row.person].append(row)
+    several = [p for p in by_person.values() if len(p) >= 4][:50]
+    singles = [p[0] for p in by_person.values() if len(p) == 1]
+    enrol, probes = split_enrol_probe([r for p in several for r in p], probes_per_person=3)
+    return LfwSubset(enrol, probes, singles[:150], singles[150:200])
+
+
 @pytest.fixture(scope="session")
 def built_catalogue(
     tmp_path_factory: pytest.TempPathFactory,

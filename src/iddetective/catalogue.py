@@ -538,10 +538,25 @@ class Catalogue:
             ref = self.preview_erasure(ref, unnamed_within=unnamed_within)
         return privacy.erase_person(self, ref, actor, optout=optout)
 
-    def add_optout(self, photo: str, *, actor: str = CLI_ACTOR) -> privacy.OptOutResult:
-        """Opt out the one face in `photo`: no search will match it or anyone within the
-        opt-out threshold of it, ingestion drops such faces, and stored ones are erased now."""
-        return privacy.add_optout(self, photo, actor)
+    def preview_optout(self, photo: str, *, person: str | None = None) -> privacy.OptOutPreview:
+        """What opting out the one face in `photo` would erase, grouped by person; `person`
+        names who is opting out (default: the person of the nearest face, if a match)."""
+        return privacy.preview_optout(self, photo, person)
+
+    def add_optout(
+        self,
+        photo: str | privacy.OptOutPreview,
+        *,
+        person: str | None = None,
+        erase_others: bool = False,
+        actor: str = CLI_ACTOR,
+    ) -> privacy.OptOutResult:
+        """Opt out the one face in `photo` (or a preview of it): no search will match it or
+        anyone within the opt-out threshold of it, ingestion drops such faces, and stored ones
+        are erased now, except faces labelled as someone else unless `erase_others`."""
+        if isinstance(photo, str):
+            photo = self.preview_optout(photo, person=person)
+        return privacy.add_optout(self, photo, actor, erase_others=erase_others)
 
     def optouts(self) -> list[OptOut]:
         """The opt-outs (tokens and times; never the faces)."""

@@ -43,6 +43,7 @@ from .evaluation import default_cache_dir, evaluate, with_detector_trials
 from .faces import PipelineSettings
 from .fetch import FetchSettings
 from .ingest import IndexReport
+from .privacy import OptOutPreview
 from .search import SearchResult, to_json
 
 __all__ = ["main"]
@@ -841,14 +842,62 @@ def optout() -> None:
 @optout.command("add")
 @click.argument("photo", type=click.Path(path_type=str, readable=False))
 @data_option
-def optout_add(photo: str, data_dir: Path) -> None:
+@click.option(
+    "--person",
+    "person",
+    default=None,
+    help="Who is opting out (id or name) [default: the person of the nearest face, if a match].",
+)
+@click.option(
+    "--erase-others",
+    is_flag=True,
+    help="Also erase faces within reach that are labelled as someone else (kept by default).",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+def optout_add(
+    photo: str, data_dir: Path, person: str | None, erase_others: bool, yes: bool
+) -> None:
     """Opt out the one face in PHOTO: erase matching faces now, block them from now on."""
     with library_errors(), _opened(data_dir, create=True) as catalogue:
-        result = catalogue.add_optout(photo)
+        preview = catalogue.preview_optout(photo, person=person)
+        _print_optout_preview(preview, erase_others)
+        erased = len(preview.to_erase(erase_others))
+        _confirm_or_refuse(
+            f"Block this face from now on and erase {erased} faces?", yes, "optout add"
+        )
+        result = catalogue.add_optout(preview, erase_others=erase_others)
+    gone = result.erased
     out.print(
-        f"opted out as {result.optout.token}; erased {len(result.erased.faces)} matching faces "
-        f"and {len(result.erased.photos)} photos left with no face"
+        f"opted out as {result.optout.token}; erased {len(gone.faces)} faces "
+        f"({gone.people} people's, {gone.unnamed} unnamed) and {len(gone.photos)} photos "
+        "left with no face"
     )
+    kept = sum(len(g.faces) for g in result.kept)
+    if kept:
+        out.print(
+            f"kept {kept} faces of {len(result.kept)} people labelled as someone else "
+            "(--erase-others erases them too)"
+        )
+
+
+def _print_optout_preview(preview: OptOutPreview, erase_others: bool) -> None:
+    out.print(f"faces within {distances.OPTOUT_THRESHOLD} of the face in {preview.photo}:")
+    if not preview.groups:
+        out.print("  none")
+    others = preview.others
+    for group in preview.groups:
+        if group.person is None:
+            who, fate = "unnamed", "erased"
+        elif group not in others:
+            who, fate = f"{group.person.name} ({group.person.id})", "erased: the person opting out"
+        else:
+            who = f"{group.person.name} ({group.person.id})"
+            fate = "erased (--erase-others)" if erase_others else "kept: labelled as someone else"
+        out.print(f"  {who}: {len(group.faces)} faces, nearest {group.nearest:.3f}; {fate}")
+    if preview.subject is None:
+        out.print("  (no stored face is a match: pass --person to say who is opting out)")
 
 
 @optout.command("list")

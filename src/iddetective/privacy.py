@@ -1,7 +1,7 @@
 """Privacy operations over a data directory: erase a person, opt a face out, keep retention.
 
-Erasing is previewed first (`preview_erasure`: what would go) so that front-ends can show it
-and ask. Then each one changes the
+Erasing and opting out are previewed first (`preview_erasure`, `preview_optout`: what would
+go, grouped by person) so that front-ends can show it and ask. Then each one changes the
 catalogue through the store (one transaction, audited by an opaque token), then removes what
 lies beside it: vector index entries (the index is caught up), cached crops and thumbnails,
 and our own copies of photos (uploads/, fetched/); then it compacts the catalogue file so
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +30,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ErasurePreview",
+    "FaceGroup",
     "MaintenanceReport",
+    "OptOutPreview",
     "OptOutResult",
     "add_optout",
     "erase_person",
     "preview_erasure",
+    "preview_optout",
     "run_maintenance",
 ]
 
@@ -43,11 +46,45 @@ _STALE_PART_SECONDS = 3600
 
 
 @dataclass(frozen=True)
+class FaceGroup:
+    """Stored faces within reach of an opt-out: those of one person, or of nobody."""
+
+    person: PersonRef | None
+    faces: tuple[int, ...]
+    nearest: float  # distance of the nearest of them to the opted-out face
+
+
+@dataclass(frozen=True, eq=False)
+class OptOutPreview:
+    """What opting out the face of `photo` would erase, grouped by person, before it does."""
+
+    photo: str
+    model: str
+    embedding: np.ndarray = field(repr=False)  # for matching only, never shown
+    subject: PersonRef | None  # the person taken to be opting out (their faces are erased)
+    groups: tuple[FaceGroup, ...]  # the subject's, then unnamed faces, then other people's
+
+    @property
+    def others(self) -> tuple[FaceGroup, ...]:
+        """Groups of faces labelled as someone other than the subject."""
+        return tuple(g for g in self.groups if g.person is not None and g.person != self.subject)
+
+    def to_erase(self, erase_others: bool) -> list[int]:
+        """The faces the opt-out erases: the subject's and unnamed ones, and other people's
+        only when told to."""
+        return sorted(
+            f for g in self.groups if erase_others or g not in self.others for f in g.faces
+        )
+
+
+@dataclass(frozen=True)
 class OptOutResult:
-    """An opt-out just added, and the faces already in the catalogue it erased."""
+    """An opt-out just added, the faces already in the catalogue it erased, and the faces
+    within reach of it that it kept because they are labelled as someone else."""
 
     optout: OptOut
     erased: Erasure
+    kept: tuple[FaceGroup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,22 +145,54 @@ def erase_person(
     return replace(erasure, optout=blocked)
 
 
-def add_optout(catalogue: Catalogue, photo: str, actor: str) -> OptOutResult:
-    """Opt out the one face in `photo`: blocklist it, erase the faces already stored within
-    the opt-out threshold of it; from now on searches and ingestion skip such faces."""
+def preview_optout(catalogue: Catalogue, photo: str, person: str | None = None) -> OptOutPreview:
+    """What opting out the one face in `photo` would erase, grouped by person. The subject
+    (whose faces go) is `person` if given, else the person of the nearest stored face when it
+    is a match; faces of other people are listed but kept unless the operator says so."""
     data = read_photo_bytes(photo)
     analysis = pipeline_for(catalogue.pipeline).analyse(data, photo)
     if len(analysis.faces) != 1:
         found = "no face" if not analysis.faces else f"{len(analysis.faces)} faces"
         raise UsageError(f"{photo}: an opt-out photo must show exactly one face; it shows {found}")
     embedding = analysis.faces[0].embedding
-    optout = catalogue.store.add_optout(analysis.model, embedding, actor)
-    within = catalogue.vector_index().range_search(embedding[None, :], distances.OPTOUT_THRESHOLD)[
-        0
-    ]
-    erased = catalogue.store.erase_faces(within.ids.tolist(), actor, "optout_erase")
+    within = catalogue.vector_index().range_search(embedding[None, :], distances.OPTOUT_THRESHOLD)
+    groups = _by_person(catalogue, within[0].ids, within[0].distances)
+    if person is not None:
+        subject: PersonRef | None = catalogue.store.resolve_person(person)
+    else:
+        named = [g for g in groups if g.person is not None]
+        nearest = min(named, key=lambda g: g.nearest, default=None)
+        matched = nearest is not None and distances.is_match(nearest.nearest)
+        subject = nearest.person if matched and nearest is not None else None
+    ordered = sorted(groups, key=lambda g: (g.person != subject, g.person is not None, g.nearest))
+    return OptOutPreview(photo, analysis.model, embedding, subject, tuple(ordered))
+
+
+def add_optout(
+    catalogue: Catalogue, preview: OptOutPreview, actor: str, *, erase_others: bool = False
+) -> OptOutResult:
+    """Opt out a previewed face: blocklist it and erase the faces listed for erasure (other
+    people's too only with `erase_others`); from now on searches and ingestion skip faces
+    within the opt-out threshold of it."""
+    optout = catalogue.store.add_optout(preview.model, preview.embedding, actor)
+    erased = catalogue.store.erase_faces(preview.to_erase(erase_others), actor, "optout_erase")
     _clean_up(catalogue, erased)
-    return OptOutResult(optout, erased)
+    return OptOutResult(optout, erased, () if erase_others else preview.others)
+
+
+def _by_person(catalogue: Catalogue, ids: np.ndarray, found: np.ndarray) -> list[FaceGroup]:
+    faces = catalogue.store.faces([int(i) for i in ids])
+    nearest = {int(i): float(d) for i, d in zip(ids, found, strict=True)}
+    grouped: dict[str | None, list[int]] = {}
+    people: dict[str | None, PersonRef | None] = {None: None}
+    for face in faces.values():
+        key = face.person.id if face.person else None
+        grouped.setdefault(key, []).append(face.id)
+        people[key] = face.person
+    return [
+        FaceGroup(people[key], tuple(sorted(ids)), min(nearest[i] for i in ids))
+        for key, ids in grouped.items()
+    ]
 
 
 def run_maintenance(catalogue: Catalogue, audit_days: int) -> MaintenanceReport:
