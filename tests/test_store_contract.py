@@ -660,6 +660,8 @@ def test_erasing_redacts_audit_texts_and_review_notes_that_mention_them(store: S
     ]
     moved = next(f.id for f in other if f.person is not None)
     store.move_faces([moved], None, "Bo Chan", "admin")  # the label went to the wrong face
+    row = FailedPhoto(FileStat("people.csv line 3", -1, -1), "x.jpg is already labelled 'Ann Lee'")
+    store.save([row, FailedPhoto(FileStat("/photos/y.jpg", 1, 1), "not an image")])
     erased = store.erase_person(ann, "admin")
     texts = [e.query_text for e in reversed(store.audit(20)) if e.kind == "text"]
     redacted = f"redacted at {erased.token}: it named an erased person"
@@ -667,6 +669,7 @@ def test_erasing_redacts_audit_texts_and_review_notes_that_mention_them(store: S
     reviews = {r.photo.paths[0]: r.reason for r in store.reviews()}
     # group.jpg lost Ann's face: its note is moot; other.jpg's still asks for a look.
     assert reviews == {"/photos/other.jpg": redacted}
+    assert sorted(f.reason for f in store.failures()) == ["not an image", redacted]
 
 
 def test_labels_naming_an_erased_person_are_refused_and_reported(store: Store) -> None:

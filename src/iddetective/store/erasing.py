@@ -10,8 +10,9 @@ people it removed. Erasing a person also leaves, on purpose:
   the photo listed for review, so re-indexing the same folder never gives the name to the
   bystander left in a group photo.
 - **Redaction.** Audit entries whose query text mentions the person (name, alias, handle,
-  external id or person id, folded as search folds them) lose the text, and review notes
-  that mention them are cleared (the photo lost their face) or redacted.
+  external id or person id, folded as search folds them) lose the text, review notes that
+  mention them are cleared (the photo lost their face) or redacted, and so are the reasons
+  of recorded failures (a manifest row "already labelled 'Ann Lee'").
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ class Erasing(Dialect):
         return None if secret is None else str(secret)
 
     def _redact_mentions(self, terms: Sequence[str], token: str, touched: Iterable[int]) -> None:
-        """Redact audit query texts and review notes that mention one of `terms`; review
-        notes of photos in `touched` (they lost an erased face) are cleared instead."""
+        """Redact audit query texts, review notes and failure reasons that mention one of
+        `terms`; review notes of photos in `touched` (they lost an erased face) are cleared
+        instead."""
         wanted = {form for term in terms for form in search_forms(term) if len(form) >= _MIN_TERM}
         if not wanted:
             return
@@ -167,6 +169,9 @@ class Erasing(Dialect):
             if _mentions(row[1], wanted)
         ]
         self._execute_many("UPDATE photo SET review = ? WHERE id = ?", notes)
+        failures = self._rows("SELECT path, reason FROM failure")
+        reasons = [(redacted, row[0]) for row in failures if _mentions(row[1], wanted)]
+        self._execute_many("UPDATE failure SET reason = ? WHERE path = ?", reasons)
 
 
 def new_token(kind: str) -> str:
