@@ -169,6 +169,9 @@ def test_optout_add_shows_what_it_would_erase_and_asks(
     with Catalogue(data) as catalogue:
         _, faces = catalogue.person("Barry")
         assert len(faces) == 1 and catalogue.person("obama")[1] == []
+    logged = runner.invoke(main, ["audit", "--data", str(data)])
+    (row,) = [line for line in logged.output.splitlines() if "optout_erase" in line]
+    assert "1 (1 people)" in row
 
 
 def test_an_optout_photo_must_show_one_face(web_catalogue: WebCatalogue, tmp_path: Path) -> None:

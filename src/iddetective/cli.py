@@ -1051,7 +1051,10 @@ def audit(data_dir: Path, limit: int, as_json: bool) -> None:
     table = Table("when", "who", "kind", "query", "results")
     for entry in entries:
         query = f"photo {entry.query_sha256}" if entry.query_sha256 else repr(entry.query_text)
-        table.add_row(entry.at, entry.actor, entry.kind, query, str(entry.results))
+        results = str(entry.results)
+        if entry.people is not None:  # erasures: faces, of how many named people
+            results += f" ({entry.people} people)"
+        table.add_row(entry.at, entry.actor, entry.kind, query, results)
     out.print(table)
 
 

@@ -190,8 +190,8 @@ def _by_person(catalogue: Catalogue, ids: np.ndarray, found: np.ndarray) -> list
         grouped.setdefault(key, []).append(face.id)
         people[key] = face.person
     return [
-        FaceGroup(people[key], tuple(sorted(ids)), min(nearest[i] for i in ids))
-        for key, ids in grouped.items()
+        FaceGroup(people[key], tuple(sorted(members)), min(nearest[i] for i in members))
+        for key, members in grouped.items()
     ]
 
 
