@@ -18,8 +18,10 @@ from click.testing import CliRunner
 from iddetective import distances
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
-from iddetective.entities import StoredFace
+from iddetective.entities import OptOut, StoredFace
 from iddetective.errors import UsageError
+from iddetective.store.migrations import MIGRATIONS
+from iddetective.store.sqlite import SqliteStore
 
 from conftest import (
     Labelled,
@@ -200,6 +202,26 @@ def test_optout_commands_list_and_withdraw(web_catalogue: WebCatalogue, tmp_path
         kinds = [e.kind for e in catalogue.audit(limit=10)]
         assert {"optout", "optout_erase", "optout_removed"} <= set(kinds)
         assert all(e.query_text is None or "rose" not in e.query_text for e in catalogue.audit())
+
+
+def test_opt_outs_made_before_several_faces_per_token_survive_the_migration(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:5]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 5")
+        blocked = (np.ones(128) / np.sqrt(128)).astype("<f4")
+        db.execute(
+            "INSERT INTO optout (token, model, embedding, created_at) VALUES (?, ?, ?, ?)",
+            ("optout_old", "m", blocked.tobytes(), "2024-01-01T00:00:00+00:00"),
+        )
+    db.close()
+    store = SqliteStore(path)
+    assert store.optouts() == [OptOut("optout_old", "2024-01-01T00:00:00+00:00", 1)]
+    assert np.array_equal(store.optout_embeddings("m"), blocked[None])
+    store.close()
 
 
 def test_the_blocked_embedding_is_never_shown(opted_out: tuple[Catalogue, list[str]]) -> None:
