@@ -71,6 +71,29 @@ def split_enrol_probe(
     return enrol, probes
 
 
+@dataclass(frozen=True)
+class LfwSubset:
+    """lfw_dev's crowded subset: 50 people with 4+ photos (one enrolled, three probes each),
+    150 people enrolled with their only photo (distractors), 50 more never enrolled."""
+
+    enrol: list[Labelled]
+    probes: list[Labelled]
+    distractors: list[Labelled]
+    strangers: list[Labelled]
+
+
+def lfw_subset() -> LfwSubset:
+    """The subset (tests/test_search_accuracy.py and tests/test_optout.py enrol the same
+    photos, so the catalogue is built once per run: `built_catalogue("lfw_dev", ...)`)."""
+    by_person: dict[str, list[Labelled]] = defaultdict(list)
+    for row in read_labels(require_set("lfw_dev")):
+        by_person[row.person].append(row)
+    several = [p for p in by_person.values() if len(p) >= 4][:50]
+    singles = [p[0] for p in by_person.values() if len(p) == 1]
+    enrol, probes = split_enrol_probe([r for p in several for r in p], probes_per_person=3)
+    return LfwSubset(enrol, probes, singles[:150], singles[150:200])
+
+
 @pytest.fixture(scope="session")
 def built_catalogue(
     tmp_path_factory: pytest.TempPathFactory,
@@ -301,3 +324,57 @@ def postgres_url(postgres_server: EmbeddedPostgres, request: pytest.FixtureReque
     name = postgres_server.new_database()
     request.addfinalizer(lambda: postgres_server.drop_database(name))
     return postgres_server.url(name)
+
+
+# -- the command line in a terminal ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerminalRun:
+    """What `iddetective` did when run in a terminal: exit code, standard output, and what
+    it wrote to the terminal (prompts go to standard error, which is the terminal too)."""
+
+    exit_code: int
+    stdout: str
+    terminal: str
+
+
+def run_in_terminal(args: list[str], answer: str, timeout: float = 300) -> TerminalRun:
+    """Run `python -m iddetective ARGS` with a pseudo-terminal as its standard input and
+    error (so it may ask), typing `answer` and Enter; standard output is captured apart."""
+    import subprocess
+    import sys
+    import threading
+
+    master, slave = os.openpty()
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:  # drained as it runs, so the program never blocks on it
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the program and we closed the terminal's other side
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        os.write(master, answer.encode() + b"\n")  # waits in the terminal until it is read
+        done = subprocess.run(
+            [sys.executable, "-m", "iddetective", *args],
+            stdin=slave,
+            stderr=slave,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return TerminalRun(done.returncode, done.stdout, b"".join(seen).decode(errors="replace"))

@@ -7,8 +7,6 @@ figure so a real regression fails while the figure itself is not hard-coded.
 
 from __future__ import annotations
 
-import itertools
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from iddetective.labelling import choose_labelled_face
 from iddetective.schemas import search_schema
 from iddetective.search import SearchResult, to_json
 
-from conftest import Labelled, read_labels, require_set, split_enrol_probe
+from conftest import Labelled, lfw_subset, read_labels, require_set, split_enrol_probe
 
 Build = Callable[[str, list[Labelled], list[str]], Path]
 
@@ -118,16 +116,9 @@ def test_one_face_sets(
 
 
 def test_lfw_subset_with_distractors(built_catalogue: Build) -> None:
-    folder = require_set("lfw_dev")
-    rows = read_labels(folder)
-    by_person: dict[str, list[Labelled]] = defaultdict(list)
-    for row in rows:
-        by_person[row.person].append(row)
-    several = [p for p in by_person.values() if len(p) >= 4][:50]
-    singles = [p[0] for p in by_person.values() if len(p) == 1]
-    distractors, strangers = singles[:150], singles[150:200]
-    enrol, probes = split_enrol_probe(list(itertools.chain(*several)), probes_per_person=3)
-    data = built_catalogue("lfw_dev", enrol + distractors, [])
+    subset = lfw_subset()
+    probes, strangers = subset.probes, subset.strangers
+    data = built_catalogue("lfw_dev", subset.enrol + subset.distractors, [])
     with Catalogue(data) as catalogue:
         rank1, matched = shares(catalogue, probes)
         quiet = no_match_share(catalogue, [s.path for s in strangers])

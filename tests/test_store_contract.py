@@ -626,6 +626,87 @@ def test_opted_out_faces_are_never_stored(store: Store) -> None:
     assert kinds == ["optout_removed", "optout"]
 
 
+def test_erasing_takes_the_unnamed_faces_asked_for_but_not_rejected_ones(store: Store) -> None:
+    store.save([photo("ann.jpg", label="Ann", seeds=[1]), photo("pair.jpg", faces=2, seeds=[2, 3])])
+    store.save([photo("bo.jpg", label="Bo", seeds=[4])])
+    ann, bo = store.resolve_person("Ann").id, store.resolve_person("Bo").id
+    first, second, third, bos = face_ids(store)
+    store.move_faces([second], ann, None, "admin")
+    store.reject_faces([second], "admin")  # someone said: not Ann
+    assert store.erasable_unnamed(ann, [second, third, bos]) == [third]
+    erased = store.erase_person(ann, "admin", unnamed=[second, third, bos])
+    assert (erased.faces, erased.unnamed, erased.people) == ((first, third), 1, 1)
+    assert face_ids(store) == [second, bos] and store.resolve_person("Bo").id == bo
+    (entry,) = [e for e in store.audit(10) if e.kind == "erase"]
+    assert (entry.results, entry.people) == (2, 1)
+
+
+def test_erasing_faces_counts_the_people_they_were_of(store: Store) -> None:
+    store.save([photo("a.jpg", label="Ann"), photo("bb.jpg", label="Bo"), photo("ccc.jpg")])
+    erased = store.erase_faces(face_ids(store), "admin", "optout_erase")
+    assert (len(erased.faces), erased.people, erased.unnamed) == (3, 2, 1)
+    (entry,) = store.audit(1)
+    assert (entry.kind, entry.results, entry.people) == ("optout_erase", 3, 2)
+
+
+def test_erasing_redacts_audit_texts_and_review_notes_that_mention_them(store: Store) -> None:
+    ann = add(store, "crm-7", "Ann Lee", aliases=["Annie Q"], accounts=[Account("x", "annlee_x")])
+    for text in ("where is ANN LÉE", "annie q", "annlee_x", f"id:{ann}", "Ann", "Bo Chan"):
+        store.record_search("key k_1", "text", 1, query_text=text)
+    store.save([photo("group.jpg", faces=2, seeds=[1, 2], label="Ann Lee")])
+    store.save([photo("other.jpg", faces=2, seeds=[3, 4], label="Ann Lee")])
+    other = [
+        f for f in store.faces(face_ids(store)).values() if f.photo.paths[0].endswith("other.jpg")
+    ]
+    moved = next(f.id for f in other if f.person is not None)
+    store.move_faces([moved], None, "Bo Chan", "admin")  # the label went to the wrong face
+    row = FailedPhoto(FileStat("people.csv line 3", -1, -1), "x.jpg is already labelled 'Ann Lee'")
+    store.save([row, FailedPhoto(FileStat("/photos/y.jpg", 1, 1), "not an image")])
+    erased = store.erase_person(ann, "admin")
+    texts = [e.query_text for e in reversed(store.audit(20)) if e.kind == "text"]
+    redacted = f"redacted at {erased.token}: it named an erased person"
+    assert texts == [redacted] * 4 + ["Ann", "Bo Chan"]
+    reviews = {r.photo.paths[0]: r.reason for r in store.reviews()}
+    # group.jpg lost Ann's face: its note is moot; other.jpg's still asks for a look.
+    assert reviews == {"/photos/other.jpg": redacted}
+    assert sorted(f.reason for f in store.failures()) == ["not an image", redacted]
+
+
+def test_labels_naming_an_erased_person_are_refused_and_reported(store: Store) -> None:
+    ann = add(store, "crm-7", "Ann Lee", aliases=["Annie"])
+    store.save([photo("group.jpg", faces=2, seeds=[1, 2], label="ann lee")])
+    erased = store.erase_person(ann, "admin")
+    refused = f"label not applied: it names a person who was erased ({erased.token})"
+    again = store.save(
+        [KnownPhoto(FileStat("/photos/group.jpg", 100, 2), photo("group.jpg").sha256, "Ann Lee")]
+    )
+    assert again[0].review == refused
+    (new,) = store.save([photo("new.jpg", label="ANNIE", content="new")])
+    assert new.review == refused and store.people() == []
+    # An import that creates them again: its photos' labels (the new id) are refused too.
+    back = add(store, "crm-7", "A. Lee")
+    (imported,) = store.save([photo("imported.jpg", label=back, content="imported")])
+    assert imported.review == refused and not store.faces_of_person(back)
+    (someone,) = store.save([photo("bo.jpg", label="Bo", content="bo")])
+    assert someone.review is None and store.resolve_person("Bo")
+    rows = [store.faces(face_ids(store))[i].person for i in face_ids(store)]
+    assert [r.name for r in rows if r] == ["Bo"]
+
+
+def test_an_optout_may_block_several_faces_under_one_token(store: Store) -> None:
+    optout = store.add_optout(MODEL, np.stack([vector(1), vector(2)]), "admin")
+    assert store.optouts() == [optout] and optout.faces == 2
+    assert store.optout_embeddings(MODEL).shape == (2, 128)
+    assert store.opted_out(photo("p.jpg", faces=3, seeds=[1, 2, 3]).analysis) == [
+        True,
+        True,
+        False,
+    ]
+    assert store.remove_optout(optout.token, "admin") == optout
+    assert store.optout_embeddings(MODEL).shape == (0, 0)
+    assert [(e.kind, e.results) for e in store.audit(2)] == [("optout_removed", 2), ("optout", 2)]
+
+
 def test_purging_the_audit_log_and_compacting(store: Store) -> None:
     for number in range(3):
         store.record_search("key k_1", "text", number, query_text=f"query {number}")

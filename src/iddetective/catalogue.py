@@ -371,17 +371,21 @@ class Catalogue:
         chosen = [self.store.resolve_person(ref).id for ref in people]
         return self.store.face_ids_of_people(chosen)
 
-    def faces_within(self, embedding: np.ndarray, radius: float) -> Neighbours:
-        """Every catalogue face within `radius` of `embedding`, nearest first, with distances
-        checked against the catalogue's own embeddings (what opt-out and erasure act on)."""
-        query = np.asarray(embedding, np.float32).reshape(1, -1)
+    def faces_within(self, embeddings: np.ndarray, radius: float) -> list[Neighbours]:
+        """For each embedding (a row), every catalogue face within `radius`, nearest first,
+        with distances checked against the catalogue's own embeddings: what opt-out and
+        erasure act on must not come from a damaged index."""
+        queries = np.asarray(embeddings, np.float32).reshape(-1, self._dimension())
 
-        def within(index: VectorIndex) -> Neighbours:
-            found = index.range_search(query, radius)
-            check_against_catalogue(self.store, query, found)
-            return found[0]
+        def within(index: VectorIndex) -> list[Neighbours]:
+            found = index.range_search(queries, radius)
+            check_against_catalogue(self.store, queries, found)
+            return found
 
         return self._with_index(within)
+
+    def _dimension(self) -> int:
+        return pipeline_for(self.pipeline).embedder.dimension
 
     def _with_index(self, work: Callable[[VectorIndex], T]) -> T:
         """`work` over the vector index; if the index proves damaged (answers disagree with the
@@ -601,17 +605,51 @@ class Catalogue:
         return self.store.edits(limit)
 
     # -- privacy (privacy.py, docs/privacy.md) ------------------------------------------------
-    def erase_person(self, ref: str, *, actor: str = CLI_ACTOR) -> Erasure:
-        """Erase a person everywhere: catalogue rows, faces and embeddings, vector index entries,
-        cached crops and thumbnails, our copies of photos in which they were the only face;
-        then compact the catalogue file so the bytes are gone. Other people's faces stay.
-        """
-        return privacy.erase_person(self, ref, actor)
+    def preview_erasure(
+        self, ref: str, *, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
+    ) -> privacy.ErasurePreview:
+        """What erasing a person (id or unambiguous name) would remove: their faces and the
+        unnamed faces within `unnamed_within` of one of them (0: none)."""
+        return privacy.preview_erasure(self, ref, unnamed_within)
 
-    def add_optout(self, photo: str, *, actor: str = CLI_ACTOR) -> privacy.OptOutResult:
-        """Opt out the one face in `photo`: no search will match it or anyone within the
-        opt-out threshold of it, ingestion drops such faces, and stored ones are erased now."""
-        return privacy.add_optout(self, photo, actor)
+    def erase_person(
+        self,
+        ref: str | privacy.ErasurePreview,
+        *,
+        unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD,
+        optout: bool = False,
+        actor: str = CLI_ACTOR,
+    ) -> Erasure:
+        """Erase a person (or a preview of the erasure) everywhere: catalogue rows, faces and
+        embeddings with the unnamed faces within `unnamed_within` of theirs, vector index
+        entries, cached crops and thumbnails, our copies of photos left with no face;
+        mentions in the audit log and review notes are redacted and the catalogue file
+        compacted, so the bytes are gone. Other people's faces stay. `optout` also opts their
+        faces out, so re-indexing the operator's files (which stay) never brings them back.
+        """
+        if isinstance(ref, str):
+            ref = self.preview_erasure(ref, unnamed_within=unnamed_within)
+        return privacy.erase_person(self, ref, actor, optout=optout)
+
+    def preview_optout(self, photo: str, *, person: str | None = None) -> privacy.OptOutPreview:
+        """What opting out the one face in `photo` would erase, grouped by person; `person`
+        names who is opting out (default: the person of the nearest face, if a match)."""
+        return privacy.preview_optout(self, photo, person)
+
+    def add_optout(
+        self,
+        photo: str | privacy.OptOutPreview,
+        *,
+        person: str | None = None,
+        erase_others: bool = False,
+        actor: str = CLI_ACTOR,
+    ) -> privacy.OptOutResult:
+        """Opt out the one face in `photo` (or a preview of it): no search will match it or
+        anyone within the opt-out threshold of it, ingestion drops such faces, and stored ones
+        are erased now, except faces labelled as someone else unless `erase_others`."""
+        if isinstance(photo, str):
+            photo = self.preview_optout(photo, person=person)
+        return privacy.add_optout(self, photo, actor, erase_others=erase_others)
 
     def optouts(self) -> list[OptOut]:
         """The opt-outs (tokens and times; never the faces)."""

@@ -44,6 +44,7 @@ from .evaluation import default_cache_dir, evaluate, with_detector_trials
 from .faces import PipelineSettings
 from .fetch import FetchSettings
 from .ingest import IndexReport
+from .privacy import OptOutPreview
 from .search import SearchResult, to_json
 
 __all__ = ["main"]
@@ -649,22 +650,59 @@ def review(data_dir: Path) -> None:
 @main.command()
 @click.argument("person")
 @data_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def erase(person: str, data_dir: Path, yes: bool) -> None:
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option(
+    "--optout",
+    "opt_out",
+    is_flag=True,
+    help="Also opt their faces out, so re-indexing your files never brings them back.",
+)
+@click.option(
+    "--unnamed-within",
+    type=float,
+    default=distances.ERASE_UNNAMED_THRESHOLD,
+    show_default=True,
+    help="Unnamed faces at most this far from one of theirs are erased with them (0: none).",
+)
+def erase(person: str, data_dir: Path, yes: bool, opt_out: bool, unnamed_within: float) -> None:
     """Erase PERSON (id or unambiguous name) everywhere: faces, embeddings, index, crops."""
     with library_errors(), _opened(data_dir) as catalogue:
-        found, faces = catalogue.person(person)
-        if not yes:
-            click.confirm(
-                f"Erase {found.name} ({found.id}) and their {len(faces)} faces for good?",
-                abort=True,
-                err=True,
-            )
-        erasure = catalogue.erase_person(found.id)
+        preview = catalogue.preview_erasure(person, unnamed_within=unnamed_within)
+        found = preview.person
+        out.print(
+            f"{found.name} ({found.id}): {len(preview.faces)} faces, and {len(preview.unnamed)} "
+            f"unnamed faces within {unnamed_within} of one of them, erased with them"
+        )
+        total = len(preview.faces) + len(preview.unnamed)
+        _confirm_or_refuse(f"Erase {found.name} and {total} faces for good?", yes, "erase")
+        erasure = catalogue.erase_person(preview, optout=opt_out)
     out.print(
-        f"erased {len(erasure.faces)} faces and {len(erasure.photos)} photos left with no face; "
+        f"erased {len(erasure.faces)} faces ({erasure.unnamed} unnamed) and "
+        f"{len(erasure.photos)} photos left with no face; "
         f"the audit log names this erasure {erasure.token}"
     )
+    if erasure.optout:
+        out.print(f"opted their faces out as {erasure.optout}")
+    else:
+        out.print(
+            "your photo files are not touched: indexing them again stores these faces again "
+            "(unnamed; labels naming them are refused); erase with --optout, or "
+            "`iddetective optout add`, to keep them out"
+        )
+
+
+def _confirm_or_refuse(question: str, yes: bool, command: str) -> None:
+    """Ask before a destructive step; without a terminal, refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{command} erases for good and asks first, but there is no terminal to ask on; "
+            "check what it lists above and pass --yes"
+        )
+    click.confirm(question, abort=True, err=True)
 
 
 # -- discovering people (docs/clustering.md) -----------------------------------------------------
@@ -822,14 +860,62 @@ def optout() -> None:
 @optout.command("add")
 @click.argument("photo", type=click.Path(path_type=str, readable=False))
 @data_option
-def optout_add(photo: str, data_dir: Path) -> None:
+@click.option(
+    "--person",
+    "person",
+    default=None,
+    help="Who is opting out (id or name) [default: the person of the nearest face, if a match].",
+)
+@click.option(
+    "--erase-others",
+    is_flag=True,
+    help="Also erase faces within reach that are labelled as someone else (kept by default).",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+def optout_add(
+    photo: str, data_dir: Path, person: str | None, erase_others: bool, yes: bool
+) -> None:
     """Opt out the one face in PHOTO: erase matching faces now, block them from now on."""
     with library_errors(), _opened(data_dir, create=True) as catalogue:
-        result = catalogue.add_optout(photo)
+        preview = catalogue.preview_optout(photo, person=person)
+        _print_optout_preview(preview, erase_others)
+        erased = len(preview.to_erase(erase_others))
+        _confirm_or_refuse(
+            f"Block this face from now on and erase {erased} faces?", yes, "optout add"
+        )
+        result = catalogue.add_optout(preview, erase_others=erase_others)
+    gone = result.erased
     out.print(
-        f"opted out as {result.optout.token}; erased {len(result.erased.faces)} matching faces "
-        f"and {len(result.erased.photos)} photos left with no face"
+        f"opted out as {result.optout.token}; erased {len(gone.faces)} faces "
+        f"({gone.people} people's, {gone.unnamed} unnamed) and {len(gone.photos)} photos "
+        "left with no face"
     )
+    kept = sum(len(g.faces) for g in result.kept)
+    if kept:
+        out.print(
+            f"kept {kept} faces of {len(result.kept)} people labelled as someone else "
+            "(--erase-others erases them too)"
+        )
+
+
+def _print_optout_preview(preview: OptOutPreview, erase_others: bool) -> None:
+    out.print(f"faces within {distances.OPTOUT_THRESHOLD} of the face in {preview.photo}:")
+    if not preview.groups:
+        out.print("  none")
+    others = preview.others
+    for group in preview.groups:
+        if group.person is None:
+            who, fate = "unnamed", "erased"
+        elif group not in others:
+            who, fate = f"{group.person.name} ({group.person.id})", "erased: the person opting out"
+        else:
+            who = f"{group.person.name} ({group.person.id})"
+            fate = "erased (--erase-others)" if erase_others else "kept: labelled as someone else"
+        out.print(f"  {who}: {len(group.faces)} faces, nearest {group.nearest:.3f}; {fate}")
+    if preview.subject is None:
+        out.print("  (no stored face is a match: pass --person to say who is opting out)")
 
 
 @optout.command("list")
@@ -839,7 +925,7 @@ def optout_list(data_dir: Path) -> None:
     with library_errors(), Catalogue(data_dir) as catalogue:
         found = catalogue.optouts()
     for item in found:
-        out.print(f"{item.token}  {item.created_at}")
+        out.print(f"{item.token}  {item.created_at}  {item.faces} faces")
     if not found:
         out.print("no opt-outs")
 
@@ -1011,7 +1097,10 @@ def audit(data_dir: Path, limit: int, as_json: bool) -> None:
     table = Table("when", "who", "kind", "query", "results")
     for entry in entries:
         query = f"photo {entry.query_sha256}" if entry.query_sha256 else repr(entry.query_text)
-        table.add_row(entry.at, entry.actor, entry.kind, query, str(entry.results))
+        results = str(entry.results)
+        if entry.people is not None:  # erasures: faces, of how many named people
+            results += f" ({entry.people} people)"
+        table.add_row(entry.at, entry.actor, entry.kind, query, results)
     out.print(table)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "ERASE_UNNAMED_THRESHOLD",
     "OPTOUT_THRESHOLD",
     "RAW_NORM",
     "euclidean_many",
@@ -38,6 +39,14 @@ DEFAULT_THRESHOLD = 0.383
 #: 1e-2), so other photos of the person are blocked too, at the cost of blocking about 1 in 100
 #: unrelated faces per opted-out person (raw scale ~0.61, the folklore 0.6).
 OPTOUT_THRESHOLD = 0.430
+
+#: Erasing a person also erases the unnamed faces at most this far from one of theirs
+#: (docs/privacy.md). Stricter than the match threshold on purpose, since strangers' faces go
+#: too: on `lfw_dev` (bench/erasure.py, each person with 2+ photos erased in turn, half their
+#: photos named) it takes 91.4 % of their unnamed faces and 0.14 strangers' faces per 1,000
+#: unnamed faces in the catalogue (one erasure in seven takes one); the match threshold would
+#: take 99.0 % and 2.6 per 1,000 (seven erasures in eight would take a stranger's face).
+ERASE_UNNAMED_THRESHOLD = 0.330
 
 #: Mean norm of raw dlib ResNet embeddings on `lfw_dev` (for converting quoted raw distances).
 RAW_NORM = 1.424

@@ -268,19 +268,23 @@ class AuditEntry:
     id: int
     at: str
     actor: str
-    kind: str  # photo | text | query
+    kind: str  # photo | text | query | erase | optout | optout_erase | ...
     query_sha256: str | None
     query_text: str | None
     results: int
+    people: int | None = None  # erasures: how many named people the removed faces were of
 
 
 @dataclass(frozen=True)
 class Erasure:
-    """What erasing a person removed. `token` names the erasure in the audit log."""
+    """What an erasure removed. `token` names it in the audit log."""
 
     token: str
-    faces: tuple[int, ...]
-    photos: tuple[PhotoRef, ...]  # photos removed because the person was their only face
+    faces: tuple[int, ...]  # every face removed
+    photos: tuple[PhotoRef, ...]  # photos removed because they were left with no face
+    people: int = 0  # named people the removed faces were of
+    unnamed: int = 0  # removed faces that had no person
+    optout: str | None = None  # token of the opt-out made with it (`erase --optout`)
 
 
 @dataclass(frozen=True)
@@ -334,10 +338,12 @@ class FoundPerson:
 
 @dataclass(frozen=True)
 class OptOut:
-    """An opt-out as it may be shown: its token and when it was made (never the face)."""
+    """An opt-out as it may be shown: its token, when it was made and how many faces it
+    blocks (never the faces)."""
 
     token: str
     created_at: str
+    faces: int = 1
 
 
 @dataclass(frozen=True)

@@ -81,15 +81,23 @@ class Store(Protocol):
         """Remove one photo (by path or SHA-256) with its faces; returns what was removed."""
         ...
 
-    def erase_person(self, person_id: str, actor: str) -> Erasure:
-        """Remove the person, their faces, and photos left with no face, in one transaction.
+    def erase_person(self, person_id: str, actor: str, unnamed: Sequence[int] = ()) -> Erasure:
+        """Remove the person, their faces, those of `unnamed` that still have no person (and
+        were not rejected from them), and photos left with no face, in one transaction.
 
-        The audit log gets one `erase` entry naming an opaque token, never the person.
+        Their names and external id are kept as keyed hashes so no later label names them;
+        audit query texts and review notes that mention them are redacted. The audit log gets
+        one `erase` entry naming an opaque token, never the person.
         """
         ...
 
     def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
-        """Remove these faces, and photos left with no face; audited as `kind` by token."""
+        """Remove these faces, and photos left with no face; audited as `kind` by token, with
+        how many faces of how many named people."""
+        ...
+
+    def erasable_unnamed(self, person_id: str, face_ids: Sequence[int]) -> list[int]:
+        """Those of `face_ids` that have no person and were not rejected from this one."""
         ...
 
     def compact(self) -> None:
@@ -97,12 +105,13 @@ class Store(Protocol):
         ...
 
     # -- the opt-out registry ----------------------------------------------------------------
-    def add_optout(self, model: str, embedding: np.ndarray, actor: str) -> OptOut:
-        """Keep a face's embedding in the blocklist (audited by the returned token)."""
+    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
+        """Keep faces' embeddings (one, or n x d) in the blocklist under one token (audited
+        by it)."""
         ...
 
     def optouts(self) -> list[OptOut]:
-        """The opt-outs: tokens and times only, never the embeddings."""
+        """The opt-outs: tokens, times and face counts only, never the embeddings."""
         ...
 
     def remove_optout(self, token: str, actor: str) -> OptOut:

@@ -176,4 +176,32 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO meta (key, value) VALUES ('next_cluster', '1')
     """,
+    # 6: what erasure leaves behind on purpose (docs/privacy.md): keyed hashes of erased
+    # people's names, aliases and external ids, so that no later label gives the name to
+    # another face (the key is the catalogue's own secret); how many people an erasure
+    # removed faces of; and opt-outs of several faces under one token (`erase --optout`).
+    """
+    CREATE TABLE erase_secret (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL
+    );
+    CREATE TABLE erased_label (
+        key TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        erased_at TEXT NOT NULL
+    );
+    ALTER TABLE audit ADD COLUMN people INTEGER;
+    CREATE TABLE optout_faces (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token TEXT NOT NULL,
+        model TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO optout_faces (id, token, model, embedding, created_at)
+        SELECT id, token, model, embedding, created_at FROM optout;
+    DROP TABLE optout;
+    ALTER TABLE optout_faces RENAME TO optout;
+    CREATE INDEX optout_token ON optout (token)
+    """,
 ]

@@ -43,6 +43,7 @@ from ..errors import AmbiguousPerson, NotFound, StoreError
 from ..urls import masked_url
 from .checking import Checking
 from .clusters import Clusters
+from .erasing import Erasing
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
 from .postgres_people import PostgresPeople
@@ -62,7 +63,7 @@ __all__ = ["PostgresStore"]
 
 
 class PostgresStore(
-    PostgresPeople, PostgresPrivacy, Saving, Clusters, Checking, PostgresDialect
+    PostgresPeople, PostgresPrivacy, Erasing, Saving, Clusters, Checking, PostgresDialect
 ):
     """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it)."""
 
@@ -437,11 +438,11 @@ class PostgresStore(
 
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
         rows = self._all(
-            "SELECT id, at, actor, kind, query_sha256, query_text, results FROM audit "
+            "SELECT id, at, actor, kind, query_sha256, query_text, results, people FROM audit "
             "WHERE id < %s ORDER BY id DESC LIMIT %s",
             (before if before is not None else 2**62, limit),
         )
-        return [AuditEntry(r[0], iso(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return [AuditEntry(r[0], iso(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
 _KEY_COLUMNS = "id, role, label, created_at, revoked_at, hash"

@@ -178,6 +178,23 @@ MIGRATIONS: list[str] = [
         undone_by text
     )
     """,
+    # 2: as the SQLite store's migration 6: keyed hashes of erased people's names, aliases
+    # and external ids, the catalogue's secret key for them, how many people an erasure
+    # removed faces of, and opt-outs of several faces under one token.
+    """
+    CREATE TABLE erase_secret (
+        id integer PRIMARY KEY CHECK (id = 1),
+        secret text NOT NULL
+    );
+    CREATE TABLE erased_label (
+        key text COLLATE "C" PRIMARY KEY,
+        token text COLLATE "C" NOT NULL,
+        erased_at timestamptz NOT NULL
+    );
+    ALTER TABLE audit ADD COLUMN people integer;
+    ALTER TABLE optout DROP CONSTRAINT optout_token_key;
+    CREATE INDEX optout_token ON optout (token);
+    """,
 ]
 
 #: Extensions the schema needs; pgvector's is not trusted, so a superuser creates it once.

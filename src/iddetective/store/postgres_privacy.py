@@ -1,7 +1,7 @@
-"""Erasure, the opt-out registry and retention in the PostgreSQL store (docs/privacy.md).
+"""Erasure's deletions, the opt-out registry and retention in the PostgreSQL store
+(docs/privacy.md; what erasing does is written once for both stores in store/erasing.py).
 
-As in the SQLite store (store/sqlite_privacy.py): erasing removes rows in one transaction and
-the audit log records it under an opaque token; opted-out faces are kept as embeddings in
+As in the SQLite store (store/sqlite_privacy.py): opted-out faces are kept as embeddings in
 their own table, never returned by any read of the catalogue. `compact` rewrites the tables
 (VACUUM FULL), so deleted rows are gone from the table files, not only marked dead.
 """
@@ -9,16 +9,16 @@ their own table, never returned by any read of the catalogue. `compact` rewrites
 from __future__ import annotations
 
 import contextlib
-import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import numpy as np
 from psycopg import errors
 
 from .. import distances
-from ..entities import Erasure, OptOut, PhotoAnalysis, PhotoRef
+from ..entities import OptOut, PhotoAnalysis, PhotoRef
 from ..errors import NotFound
+from .erasing import new_token
 from .postgres_sql import PostgresBase, iso, now, vectors_of
 
 __all__ = ["PostgresPrivacy"]
@@ -41,6 +41,8 @@ _TABLES = (
     "face_rejection",
     "failure",
     "optout",
+    "erased_label",
+    "erase_secret",
     "audit",
     "edit",
     "api_key",
@@ -52,35 +54,11 @@ class PostgresPrivacy(PostgresBase):
     """Privacy methods of `PostgresStore` (a mixin over the store's connection)."""
 
     _photos: Callable[[Iterable[int]], dict[int, PhotoRef]]
-    _delete_person_text: Callable[[str], None]
-    forget_edits_of: Callable[[str], int]
+    _audit_event: Callable[..., None]
 
-    def erase_person(self, person_id: str, actor: str) -> Erasure:
-        """Remove the person, their faces, and photos left with no face, in one transaction.
-
-        The audit log gets one `erase` entry naming an opaque token, never the person.
-        """
-        with self._write() as db:
-            if self._one("SELECT 1 FROM person WHERE id = %s", (person_id,)) is None:
-                raise NotFound(f"no person has the id {person_id!r}")
-            faces = [
-                r[0] for r in self._all("SELECT id FROM face WHERE person_id = %s", (person_id,))
-            ]
-            emptied = self._delete_faces(faces)
-            self._delete_person_text(person_id)
-            self.forget_edits_of(person_id)
-            db.execute("DELETE FROM person WHERE id = %s", (person_id,))
-            token = self._audit_token("erase", actor, len(faces))
-        return Erasure(token, tuple(sorted(faces)), emptied)
-
-    def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
-        """Remove these faces, and photos left with no face; audited as `kind` by token."""
-        with self._write():
-            emptied = self._delete_faces([int(i) for i in face_ids])
-            token = self._audit_token(kind, actor, len(face_ids))
-        return Erasure(token, tuple(sorted(int(i) for i in face_ids)), emptied)
-
-    def _delete_faces(self, face_ids: list[int]) -> tuple[PhotoRef, ...]:
+    def _delete_faces(self, face_ids: list[int]) -> tuple[list[int], tuple[PhotoRef, ...]]:
+        """Delete faces; returns the photos they were in, and those left with no face (also
+        deleted)."""
         touched = sorted(
             {
                 r[0]
@@ -105,44 +83,44 @@ class PostgresPrivacy(PostgresBase):
         self._db.execute("DELETE FROM photo WHERE id = ANY(%s)", (emptied,))
         if face_ids:
             self._bump_epoch()
-        return tuple(photos[i] for i in emptied)
-
-    def _audit_token(self, kind: str, actor: str, results: int) -> str:
-        token = f"{kind}_{secrets.token_hex(8)}"
-        self._db.execute(
-            "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
-            "VALUES (%s, %s, %s, NULL, %s, %s)",
-            (now(), actor, kind, token, results),
-        )
-        return token
+        return touched, tuple(photos[i] for i in emptied)
 
     # -- the opt-out registry --------------------------------------------------------------
-    def add_optout(self, model: str, embedding: np.ndarray, actor: str) -> OptOut:
-        """Keep a face's embedding in the blocklist; returns its record (token and time)."""
-        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
+        """Keep faces' embeddings (one, or n x d) in the blocklist under one token."""
+        vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, np.shape(embeddings)[-1])
         with self._write() as db:
-            token = self._audit_token("optout", actor, 1)
+            token = new_token("optout")
+            self._audit_event("optout", actor, token, len(vectors))
             created = now()
-            db.execute(
-                "INSERT INTO optout (token, model, embedding, created_at) VALUES (%s, %s, %s, %s)",
-                (token, model, vector, created),
-            )
-        return OptOut(token, iso(created))
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO optout (token, model, embedding, created_at) "
+                    "VALUES (%s, %s, %s, %s)",
+                    [(token, model, vector, created) for vector in vectors],
+                )
+        return OptOut(token, iso(created), len(vectors))
 
     def optouts(self) -> list[OptOut]:
-        """The opt-outs, oldest first: tokens and times only, never the embeddings."""
-        rows = self._all("SELECT token, created_at FROM optout ORDER BY id")
-        return [OptOut(r[0], iso(r[1])) for r in rows]
+        """The opt-outs, oldest first: tokens, times and face counts, never the embeddings."""
+        rows = self._all(
+            "SELECT token, min(created_at), count(*) FROM optout GROUP BY token ORDER BY min(id)"
+        )
+        return [OptOut(r[0], iso(r[1]), r[2]) for r in rows]
 
     def remove_optout(self, token: str, actor: str) -> OptOut:
         """Withdraw an opt-out (the person asked to be findable again)."""
         with self._write() as db:
-            row = self._one("SELECT token, created_at FROM optout WHERE token = %s", (token,))
+            row = self._one(
+                "SELECT token, min(created_at), count(*) FROM optout WHERE token = %s "
+                "GROUP BY token",
+                (token,),
+            )
             if row is None:
                 raise NotFound(f"no opt-out has the token {token!r}")
             db.execute("DELETE FROM optout WHERE token = %s", (token,))
-            self._audit_token("optout_removed", actor, 1)
-        return OptOut(row[0], iso(row[1]))
+            self._audit_event("optout_removed", actor, new_token("optout_removed"), row[2])
+        return OptOut(row[0], iso(row[1]), row[2])
 
     def optout_embeddings(self, model: str) -> np.ndarray:
         """The blocked embeddings of `model` (n x d float32) for matching, never for display."""

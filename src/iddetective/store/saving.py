@@ -4,7 +4,8 @@ store/dialect.py).
 Each store runs a batch in its own write transaction (`save`) and inserts a new photo with
 its faces itself (`_photo_id`: the embeddings are stored differently); the rest is the same:
 failures recorded, opted-out faces dropped before anything of them is stored, the file's
-path recorded, and a label given to the photo's largest, most central face.
+path recorded, and a label given to the photo's largest, most central face, unless it names
+an erased person (store/erasing.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Saving(Dialect):
     _photo_id: Callable[[IndexedPhoto | KnownPhoto], tuple[int, bool]]
     _delete_orphan_photos: Callable[[Sequence[int]], None]
     _write_person_text: Callable[[str], None]
+    _erased_label: Callable[[str, str | None], str | None]
 
     def _save_one(self, outcome: Outcome) -> SaveResult:
         path = outcome.file.path
@@ -110,6 +112,9 @@ class Saving(Dialect):
         )
         if not faces:
             return None
+        refused = self._refused_label(label)
+        if refused is not None:
+            return self._flag(photo_id, refused)
         try:
             person = self._person_for_label(label, origin)
         except AmbiguousPerson as error:
@@ -125,6 +130,18 @@ class Saving(Dialect):
             photo_id,
             f"{len(faces)} faces; the label {label!r} went to the largest, most central one",
         )
+
+    def _refused_label(self, label: str) -> str | None:
+        """Why `label` may not be applied: it names an erased person (store/erasing.py)."""
+        try:
+            named: str | None = self.resolve_person(label).id
+        except (NotFound, AmbiguousPerson):
+            named = None
+        erasure = self._erased_label(label, named)
+        if erasure is None:
+            return None
+        # Never the name: the review note must not bring back what the erasure removed.
+        return f"label not applied: it names a person who was erased ({erasure})"
 
     def _flag(self, photo_id: int, reason: str) -> str:
         self._execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))

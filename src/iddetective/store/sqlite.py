@@ -39,6 +39,7 @@ from ..errors import AmbiguousPerson, NotFound, StoreError
 from .checking import Checking
 from .clusters import Clusters
 from .dialect import timestamp
+from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .saving import Saving
 from .sqlite_file import checked_connect, create_whole, refuse_foreign
@@ -51,7 +52,9 @@ __all__ = ["SqliteStore"]
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
-class SqliteStore(SqlitePeople, SqlitePrivacy, Saving, Clusters, Checking, SqliteDialect):
+class SqliteStore(
+    SqlitePeople, SqlitePrivacy, Erasing, Saving, Clusters, Checking, SqliteDialect
+):
     """`Store` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:

@@ -1,24 +1,24 @@
-"""Erasure, the opt-out registry and retention in the SQLite store (docs/privacy.md).
+"""Erasure's deletions, the opt-out registry and retention in the SQLite store
+(docs/privacy.md; what erasing does is written once for both stores in store/erasing.py).
 
-Erasing removes rows in one transaction and the audit log records it under an opaque token;
-`compact` then rewrites the file so the bytes are gone, not only unlinked. Opted-out faces
+`compact` rewrites the file so the bytes of erased rows are gone, not only unlinked. Opted-out faces
 are kept as embeddings in their own table, never returned by any read of the catalogue.
 """
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from .. import distances
-from ..entities import Erasure, OptOut, PhotoAnalysis, PhotoRef
+from ..entities import OptOut, PhotoAnalysis, PhotoRef
 from ..errors import NotFound
 from .dialect import timestamp
+from .erasing import new_token
 from .sqlite_sql import blob_vectors, chunks
 
 __all__ = ["SqlitePrivacy"]
@@ -33,35 +33,11 @@ class SqlitePrivacy:
     _write: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _photos: Callable[[Iterator[int]], dict[int, PhotoRef]]
     _bump_epoch: Callable[[], None]
-    _delete_person_text: Callable[[str], None]
-    forget_edits_of: Callable[[str], int]
+    _audit_event: Callable[..., None]
 
-    def erase_person(self, person_id: str, actor: str) -> Erasure:
-        """Remove the person, their faces, and photos left with no face, in one transaction.
-
-        The audit log gets one `erase` entry naming an opaque token, never the person.
-        """
-        with self._write() as db:
-            if db.execute("SELECT 1 FROM person WHERE id = ?", (person_id,)).fetchone() is None:
-                raise NotFound(f"no person has the id {person_id!r}")
-            faces = [
-                r[0] for r in db.execute("SELECT id FROM face WHERE person_id = ?", (person_id,))
-            ]
-            emptied = self._delete_faces(faces)
-            self._delete_person_text(person_id)
-            self.forget_edits_of(person_id)
-            db.execute("DELETE FROM person WHERE id = ?", (person_id,))
-            token = self._audit_token("erase", actor, len(faces))
-        return Erasure(token, tuple(sorted(faces)), emptied)
-
-    def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
-        """Remove these faces, and photos left with no face; audited as `kind` by token."""
-        with self._write():
-            emptied = self._delete_faces(list(face_ids))
-            token = self._audit_token(kind, actor, len(face_ids))
-        return Erasure(token, tuple(sorted(int(i) for i in face_ids)), emptied)
-
-    def _delete_faces(self, face_ids: list[int]) -> tuple[PhotoRef, ...]:
+    def _delete_faces(self, face_ids: list[int]) -> tuple[list[int], tuple[PhotoRef, ...]]:
+        """Delete faces; returns the photos they were in, and those left with no face (also
+        deleted)."""
         db = self._db
         touched: set[int] = set()
         for chunk in chunks(face_ids):
@@ -88,46 +64,42 @@ class SqlitePrivacy:
         db.executemany("DELETE FROM photo WHERE id = ?", [(i,) for i in emptied])
         if face_ids:
             self._bump_epoch()
-        return tuple(photos[i] for i in emptied)
-
-    def _audit_token(self, kind: str, actor: str, results: int) -> str:
-        token = f"{kind}_{secrets.token_hex(8)}"
-        self._db.execute(
-            "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
-            "VALUES (?, ?, ?, NULL, ?, ?)",
-            (timestamp(), actor, kind, token, results),
-        )
-        return token
+        return sorted(touched), tuple(photos[i] for i in emptied)
 
     # -- the opt-out registry --------------------------------------------------------------
-    def add_optout(self, model: str, embedding: np.ndarray, actor: str) -> OptOut:
-        """Keep a face's embedding in the blocklist; returns its record (token and time)."""
-        vector = np.asarray(embedding, dtype="<f4")
+    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
+        """Keep faces' embeddings (one, or n x d) in the blocklist under one token."""
+        vectors = np.asarray(embeddings, dtype="<f4").reshape(-1, np.shape(embeddings)[-1])
         with self._write() as db:
-            token = self._audit_token("optout", actor, 1)
+            token = new_token("optout")
+            self._audit_event("optout", actor, token, len(vectors))
             created = timestamp()
-            db.execute(
+            db.executemany(
                 "INSERT INTO optout (token, model, embedding, created_at) VALUES (?, ?, ?, ?)",
-                (token, model, vector.tobytes(), created),
+                [(token, model, vector.tobytes(), created) for vector in vectors],
             )
-        return OptOut(token, created)
+        return OptOut(token, created, len(vectors))
 
     def optouts(self) -> list[OptOut]:
-        """The opt-outs, oldest first: tokens and times only, never the embeddings."""
-        rows = self._db.execute("SELECT token, created_at FROM optout ORDER BY id").fetchall()
-        return [OptOut(r[0], r[1]) for r in rows]
+        """The opt-outs, oldest first: tokens, times and face counts, never the embeddings."""
+        rows = self._db.execute(
+            "SELECT token, min(created_at), count(*) FROM optout GROUP BY token ORDER BY min(id)"
+        ).fetchall()
+        return [OptOut(r[0], r[1], r[2]) for r in rows]
 
     def remove_optout(self, token: str, actor: str) -> OptOut:
         """Withdraw an opt-out (the person asked to be findable again)."""
         with self._write() as db:
             row = db.execute(
-                "SELECT token, created_at FROM optout WHERE token = ?", (token,)
+                "SELECT token, min(created_at), count(*) FROM optout WHERE token = ? "
+                "GROUP BY token",
+                (token,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"no opt-out has the token {token!r}")
             db.execute("DELETE FROM optout WHERE token = ?", (token,))
-            self._audit_token("optout_removed", actor, 1)
-        return OptOut(row[0], row[1])
+            self._audit_event("optout_removed", actor, new_token("optout_removed"), row[2])
+        return OptOut(row[0], row[1], row[2])
 
     def optout_embeddings(self, model: str) -> np.ndarray:
         """The blocked embeddings of `model` (n x d float32) for matching, never for display."""

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import calibration, media
+from .. import calibration, distances, media
 from ..entities import Stats
 from ..errors import UsageError
 from ..query import parse_query
@@ -201,11 +201,34 @@ def person_detail(
 
 
 @router.delete("/people/{person_id}", response_model=models.ErasureResult)
-def erase_person(request: Request, caller: Admin, person_id: str) -> dict[str, Any]:
-    """Erase a person everywhere (rows, faces, index entries, crops); audited by token."""
+def erase_person(
+    request: Request,
+    caller: Admin,
+    person_id: str,
+    optout: Annotated[bool, Query(description="Also opt their faces out.")] = False,
+    unnamed_within: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=distances.OPTOUT_THRESHOLD,
+            description="Unnamed faces this close to one of theirs go too (0: none).",
+        ),
+    ] = distances.ERASE_UNNAMED_THRESHOLD,
+) -> dict[str, Any]:
+    """Erase a person everywhere (rows, faces, index entries, crops, and the unnamed faces
+    within `unnamed_within` of theirs); audited by token. `optout` also opts their faces
+    out, so re-indexing the operator's files never brings them back."""
     with request.app.state.lock:
-        erasure = request.app.state.catalogue.erase_person(person_id, actor=caller.actor)
-    return {"token": erasure.token, "faces": len(erasure.faces), "photos": len(erasure.photos)}
+        erasure = request.app.state.catalogue.erase_person(
+            person_id, unnamed_within=unnamed_within, optout=optout, actor=caller.actor
+        )
+    return {
+        "token": erasure.token,
+        "faces": len(erasure.faces),
+        "unnamed": erasure.unnamed,
+        "photos": len(erasure.photos),
+        "optout": erasure.optout,
+    }
 
 
 @router.get(

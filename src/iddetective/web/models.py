@@ -239,8 +239,10 @@ class ErasureResult(BaseModel):
     """What erasing a person removed; `token` names the erasure in the audit log."""
 
     token: str
-    faces: int
+    faces: int = Field(description="Every face removed, unnamed look-alikes included.")
+    unnamed: int = Field(description="Of those, faces that had no person.")
     photos: int
+    optout: str | None = Field(description="The opt-out made of their faces, if asked for.")
 
 
 class FoundModel(BaseModel):
