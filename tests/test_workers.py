@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from proc import GONE_WITHIN, descendants, kill_alone
 from services import RedisServer, start_redis
 
 from iddetective.catalogue import Catalogue
@@ -362,3 +363,15 @@ def test_fleet_control(broker: str, workers: Workers, tmp_path: Path) -> None:
     assert stopped.exit_code == 0 and "steered@test: stopping" in stopped.output
     process.wait(30)
     assert fleet.fleet_status(broker).workers == ()
+
+
+def test_sigkill_of_a_prefork_worker_ends_its_pool_processes(
+    broker: str, workers: Workers, tmp_path: Path
+) -> None:
+    process = workers.start(
+        broker, tmp_path / "data", "prefork@test", pool="prefork", concurrency=2
+    )
+    workers.wait_ready()
+    assert len(descendants(process.pid)) >= 2
+    left = kill_alone(process)
+    assert not left, f"still running {GONE_WITHIN} s after the worker was killed: {left}"
