@@ -154,3 +154,32 @@ def test_workers_without_the_kernel_signal_die_with_their_parent_too(
     with process.stdout:
         assert process.stdout.readline() == b"ready\n"
     kill_and_assert_children_die(process, workers=2)
+
+
+#: A forked child watching its parent's pid alone, as a Celery pool process does.
+FORKED_CHILD = """
+import os, sys, time
+from iddetective.child_processes import die_with_parent
+
+if os.fork() == 0:
+    die_with_parent(death_signal=False)
+    os.write(1, b"ready\\n")
+    time.sleep(600)
+    os._exit(0)
+time.sleep(600)
+"""
+
+
+def test_a_forked_child_watching_its_parents_pid_dies_with_it(
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORKED_CHILD], stdout=subprocess.PIPE, start_new_session=True
+    )
+    started.append(process)
+    assert process.stdout is not None
+    with process.stdout:
+        assert process.stdout.readline() == b"ready\n"
+    assert len(descendants(process.pid)) == 1
+    left = kill_alone(process)
+    assert not left, f"still running {GONE_WITHIN} s after its parent was killed: {left}"

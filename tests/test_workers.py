@@ -76,7 +76,9 @@ class Workers:
         command = [sys.executable, "-m", "iddetective", "worker", "--broker", broker]
         command += ["--data", str(data), "--name", name, "--pool", pool]
         command += ["--concurrency", str(concurrency), "--visibility-timeout", str(VISIBILITY)]
-        env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}  # for crashing_detector
+        # tests/ for crashing_detector, after what the tests run with (a worktree's src/).
+        path = [p for p in (os.environ.get("PYTHONPATH"), str(REPO / "tests")) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         env.pop("IDDETECTIVE_DB", None)
         with open(self.log(name), "wb") as log:
             process = subprocess.Popen(
