@@ -36,18 +36,17 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from iddetective import distances
+from iddetective.child_processes import spawn_pool
 from iddetective.entities import Box
 from iddetective.errors import BadImage
 from iddetective.faces import Embedder, Landmarks, PipelineSettings, pipeline_for
@@ -204,9 +203,8 @@ def compute(labelled: LabelledSet, workers: int) -> list[Embedded]:
     paths = [str(labelled.folder / p) for p in labelled.paths]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.monotonic()
-    context = multiprocessing.get_context("spawn")
     results: list[Embedded] = []
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker) as pool:
+    with spawn_pool(workers, start_worker) as pool:
         for done, result in enumerate(pool.map(embed_photo, paths, chunksize=8), start=1):
             results.append(result)
             if done % 250 == 0 or done == len(paths):

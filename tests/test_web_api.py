@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,12 +141,19 @@ def test_every_endpoint_allows_exactly_its_roles(
 @pytest.mark.parametrize("role", [*ROLES, None])
 @pytest.mark.parametrize(
     ("page", "action"),
-    [("/", "search"), ("/people", "search"), ("/query", "search"), ("/admin", "admin")],
+    [
+        ("/", "search"),
+        ("/people", "search"),
+        ("/query", "search"),
+        ("/people/{person}", "search"),
+        ("/admin", "admin"),
+    ],
 )
 def test_pages_allow_exactly_their_roles(
     site: tuple[TestClient, WebCatalogue], page: str, action: str, role: str | None
 ) -> None:
     client, web = site
+    page = page.format(person=a_person_and_face(client, web.keys["admin"])[0])
     client.cookies.clear()
     if role:
         login = client.post("/login", data={"key": web.keys[role]}, follow_redirects=False)
@@ -163,6 +171,77 @@ def test_pages_allow_exactly_their_roles(
 def test_health_needs_no_key(site: tuple[TestClient, WebCatalogue]) -> None:
     client, _ = site
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+# -- every view of faces is audited, once ------------------------------------------------------
+
+
+def new_key(client: TestClient, web: WebCatalogue, role: str) -> tuple[str, str]:
+    """A fresh key (nothing shown to it yet) and how the audit log names it."""
+    created = client.post("/api/keys", headers=bearer(web.keys["admin"]), json={"role": role})
+    return str(created.json()["key"]), f"key:{created.json()['id']}"
+
+
+def audit_of(client: TestClient, web: WebCatalogue, actor: str) -> list[tuple[str, str, int]]:
+    """(kind, what: the query text or photo, results) of `actor`'s audit entries, oldest first."""
+    entries = client.get("/api/audit?limit=1000", headers=bearer(web.keys["admin"])).json()
+    return [
+        (e["kind"], e["query_text"] or e["query_sha256"], e["results"])
+        for e in reversed(entries["items"])
+        if e["actor"] == actor
+    ]
+
+
+def test_every_view_of_a_persons_faces_is_audited_once(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    key, actor = new_key(client, web, "search")
+    person, _, _ = a_person_and_face(client, web.keys["admin"])
+    client.cookies.clear()
+    client.post("/login", data={"key": key}, follow_redirects=False)
+    page = client.get(f"/people/{person}").text
+    crops = re.findall(r'src="(/api/faces/\d+/crop)"', page)
+    thumbnails = re.findall(r'href="(/api/photos/[0-9a-f]{64}/thumbnail\?size=1024)"', page)
+    assert crops and len(thumbnails) == len(crops)
+    for url in crops + thumbnails:  # what the page shows, as a browser fetches it
+        assert client.get(url).status_code == 200
+    client.cookies.clear()
+    assert audit_of(client, web, actor) == [("view", f"person {person}", len(crops))]
+
+    detail = client.get(f"/api/people/{person}", headers=bearer(key)).json()
+    for item in detail["faces"]["items"]:
+        client.get(f"/api/faces/{item['face_id']}/crop", headers=bearer(key))
+        client.get(f"/api/photos/{item['sha256']}/thumbnail", headers=bearer(key))
+    shown = len(detail["faces"]["items"])
+    assert audit_of(client, web, actor)[1:] == [("view", f"person {person}", shown)]
+
+    others = [p for p in client.get("/api/people", headers=bearer(key)).json()["items"]]
+    other = next(p["id"] for p in others if p["id"] != person and p["faces"])
+    first = client.get(f"/api/people/{other}", headers=bearer(web.keys["admin"])).json()
+    face, sha = first["faces"]["items"][0]["face_id"], first["faces"]["items"][0]["sha256"]
+    for _ in range(2):  # fetched by id: a view of its own, audited once
+        assert client.get(f"/api/faces/{face}/crop", headers=bearer(key)).status_code == 200
+        assert client.get(f"/api/photos/{sha}/thumbnail", headers=bearer(key)).status_code == 200
+    assert audit_of(client, web, actor)[2:] == [
+        ("view", f"face {face}", 1),
+        ("view", f"photo {sha}", 1),
+    ]
+
+
+def test_the_crops_of_a_searchs_matches_are_not_audited_again(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    key, actor = new_key(client, web, "search")
+    probe = next(p for p in web.probes if p.person == "biden")
+    result = client.post("/api/search", headers=bearer(key), files=photo_file(probe.path)).json()
+    hits = [h["face_id"] for f in result["faces"] for m in f["matches"] for h in m["photos"]]
+    assert hits
+    for face in hits:
+        assert client.get(f"/api/faces/{face}/crop", headers=bearer(key)).status_code == 200
+    sha = hashlib.sha256(Path(probe.path).read_bytes()).hexdigest()
+    assert [(kind, what) for kind, what, _ in audit_of(client, web, actor)] == [("photo", sha)]
 
 
 # -- keys, sessions, CSRF -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ the pages for them, on the deepface set indexed without labels (its faces form c
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
@@ -116,12 +118,35 @@ def who_is_who(site: Site) -> dict[str, Any]:
 
 # -- who may --------------------------------------------------------------------------------
 
+#: Seeing clusters shows faces, which is searching (and audited): (method, URL, status).
+VIEWS: dict[str, tuple[str, str, int]] = {
+    "GET /api/clusters": ("GET", "/api/clusters", 200),
+    "GET /api/clusters/{id}": ("GET", "/api/clusters/{cluster}", 200),
+    "GET cluster face crop": ("GET", "/api/clusters/{cluster}/faces/{face}/crop", 200),
+}
+
+
+@pytest.mark.parametrize("role", [*ROLES, None])
+@pytest.mark.parametrize("endpoint", sorted(VIEWS))
+def test_seeing_clusters_needs_a_role_that_may_search(
+    shared: Site, endpoint: str, role: str | None
+) -> None:
+    method, url, allowed = VIEWS[endpoint]
+    cluster = clusters(shared)[0]
+    url = url.format(cluster=cluster["id"], face=cluster["faces"][0]["face_id"])
+    answer = shared.client.request(method, url, headers=shared.key(role))
+    if role is None:
+        assert answer.status_code == 401
+    elif role in ("admin", "search"):
+        assert answer.status_code == allowed, answer.text
+    else:
+        assert answer.status_code == 403
+        assert "the ingest role may not search" in answer.json()["error"]["message"]
+
+
 #: (method, URL, JSON body, the status for roles that may curate). The writes name things
 #: that do not exist, so the catalogue refuses them with 404 and the shared copy stays as is.
 ENDPOINTS: dict[str, tuple[str, str, object, int]] = {
-    "GET /api/clusters": ("GET", "/api/clusters", None, 200),
-    "GET /api/clusters/{id}": ("GET", "/api/clusters/{cluster}", None, 200),
-    "GET cluster face crop": ("GET", "/api/clusters/{cluster}/faces/{face}/crop", None, 200),
     "POST /api/clusters/run": ("POST", "/api/clusters/run", {"full": False}, 200),
     "POST /api/clusters/{id}/name": (
         "POST",
@@ -160,9 +185,16 @@ def test_curation_needs_a_role_that_may_curate(
         assert "the search role may not curate" in answer.json()["error"]["message"]
 
 
+#: Each page, the roles that may open it, and the words of the refusal for the others.
+PAGES = {
+    "/clusters": ({"admin", "search"}, "may not search"),
+    "/edits": ({"admin", "ingest"}, "may not curate"),
+}
+
+
 @pytest.mark.parametrize("role", [*ROLES, None])
-@pytest.mark.parametrize("page", ["/clusters", "/edits"])
-def test_curation_pages_allow_exactly_the_curating_roles(
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_cluster_and_edit_pages_allow_exactly_their_roles(
     shared: Site, page: str, role: str | None
 ) -> None:
     client = shared.client
@@ -170,23 +202,25 @@ def test_curation_pages_allow_exactly_the_curating_roles(
     if role:
         client.post("/login", data={"key": shared.keys[role]}, follow_redirects=False)
     answer = client.get(page, follow_redirects=False, headers={"accept": "text/html"})
-    home = client.get("/", follow_redirects=False).text
+    edits = client.get("/edits", follow_redirects=False).text
     client.cookies.clear()
+    allowed, refusal = PAGES[page]
     if role is None:
         assert answer.status_code == 303 and answer.headers["location"] == f"/login?next={page}"
-    elif role in ("admin", "ingest"):
+    elif role in allowed:
         assert answer.status_code == 200 and "<main>" in answer.text
-        assert 'href="/clusters"' in answer.text and 'href="/edits"' in answer.text
+        assert f'href="{page}"' in answer.text  # the navigation links the page
     else:
-        assert answer.status_code == 403 and "may not curate" in answer.text
-        assert 'href="/clusters"' not in home  # no link to a page the role may not open
+        assert answer.status_code == 403 and refusal in answer.text
+    if role == "ingest":
+        assert 'href="/clusters"' not in edits  # no link to a page the role may not open
 
 
 def test_a_cookie_session_needs_the_csrf_token_to_edit(shared: Site) -> None:
     client = shared.client
     client.cookies.clear()
     client.post("/login", data={"key": shared.keys["ingest"]}, follow_redirects=False)
-    page = client.get("/clusters").text
+    page = client.get("/edits").text
     token = page.split('name="csrf-token" content="')[1].split('"')[0]
     refused = client.post("/api/clusters/run", json={})
     accepted = client.post("/api/clusters/run", json={}, headers={"X-CSRF-Token": token})
@@ -200,19 +234,17 @@ def test_a_cookie_session_needs_the_csrf_token_to_edit(shared: Site) -> None:
 
 def test_naming_a_cluster_makes_a_person_whom_search_finds(site: Site) -> None:
     client = site.client
-    listed = clusters(site, "ingest", min_size=3)
+    listed = clusters(site, "search", min_size=3)
     cluster = listed[0]
     assert cluster["size"] >= 3 and 3 <= len(cluster["faces"]) <= cluster["size"]
     assert [c["size"] for c in listed] == sorted((c["size"] for c in listed), reverse=True)
     face = cluster["faces"][0]
-    crop = client.get(face["crop_url"], headers=site.key("ingest"))
+    crop = client.get(face["crop_url"], headers=site.key("search"))
     assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
-    # The ingest role sees the faces it curates through their cluster, no other face crop.
-    assert (
-        client.get(f"/api/faces/{face['face_id']}/crop", headers=site.key("ingest")).status_code
-        == 403
-    )
-    whole = client.get(f"/api/clusters/{cluster['id']}", headers=site.key("ingest")).json()
+    # The ingest role names the cluster (an edit) but sees none of its faces.
+    for url in (face["crop_url"], f"/api/faces/{face['face_id']}/crop"):
+        assert client.get(url, headers=site.key("ingest")).status_code == 403
+    whole = client.get(f"/api/clusters/{cluster['id']}", headers=site.key("search")).json()
     assert whole["size"] == cluster["size"] == len(whole["faces"])
 
     edit = name_cluster(site, cluster["id"], "Named Over Http", role="ingest")
@@ -222,9 +254,9 @@ def test_naming_a_cluster_makes_a_person_whom_search_finds(site: Site) -> None:
 
     person = person_id(site, "Named Over Http")
     assert sorted(face_ids(site, person)) == sorted(f["face_id"] for f in whole["faces"])
-    gone = client.get(f"/api/clusters/{cluster['id']}", headers=site.key("ingest"))
+    gone = client.get(f"/api/clusters/{cluster['id']}", headers=site.key("search"))
     assert gone.status_code == 404 and f"no cluster has the id {cluster['id']}" in gone.text
-    assert client.get(face["crop_url"], headers=site.key("ingest")).status_code == 404
+    assert client.get(face["crop_url"], headers=site.key("search")).status_code == 404
     probe = site.photos[face["sha256"]]
     with open(probe, "rb") as photo:
         files = {"photo": (Path(probe).name, photo.read(), "image/jpeg")}
@@ -347,19 +379,25 @@ def log_in(site: Site, role: str) -> str:
     """Log the test client in as `role`; the session's CSRF token."""
     site.client.cookies.clear()
     site.client.post("/login", data={"key": site.keys[role]}, follow_redirects=False)
-    page = site.client.get("/clusters" if role != "search" else "/").text
+    page = site.client.get("/edits" if role == "ingest" else "/").text
     return page.split('name="csrf-token" content="')[1].split('"')[0]
 
 
 def test_the_pages_show_clusters_edits_and_the_controls_to_curators(site: Site) -> None:
     client = site.client
     cluster = clusters(site)[0]
-    log_in(site, "ingest")
+    log_in(site, "admin")
     page = client.get("/clusters").text
     assert f"Cluster {cluster['id']} · {cluster['size']} faces" in page
     for face in cluster["faces"]:
         assert f'src="{face["crop_url"]}"' in page
     assert f'<form class="name-cluster" data-cluster="{cluster["id"]}">' in page
+    log_in(site, "search")  # sees the clusters, may not name them
+    page = client.get("/clusters").text
+    assert f'src="{cluster["faces"][0]["crop_url"]}"' in page
+    assert "name-cluster" not in page and "run-clustering" not in page
+    assert "clusters.js" not in page
+    log_in(site, "ingest")
 
     named = name_cluster(site, cluster["id"], "Gus Http")
     undo = post(site, "/api/edits/{}/undo".format(named["id"]))
@@ -381,3 +419,89 @@ def test_the_pages_show_clusters_edits_and_the_controls_to_curators(site: Site) 
     client.cookies.clear()
     assert "pick-face" not in search_view and "merge-person" not in search_view
     assert "person.js" not in search_view
+
+
+# -- seeing faces through clusters: the search role's, audited ---------------------------------
+
+
+def new_key(site: Site, role: str) -> tuple[dict[str, str], str]:
+    """A fresh key (nothing shown to it yet): its headers and how the audit log names it."""
+    created = site.client.post("/api/keys", headers=site.key("admin"), json={"role": role})
+    key = created.json()["key"]
+    return {"Authorization": f"Bearer {key}"}, f"key:{created.json()['id']}"
+
+
+def views_of(site: Site, actor: str) -> list[tuple[str, int]]:
+    """(what, faces) of the audited views by `actor`, oldest first."""
+    entries = site.client.get("/api/audit?limit=1000", headers=site.key("admin")).json()["items"]
+    mine = [e for e in reversed(entries) if e["actor"] == actor]
+    assert all(e["kind"] == "view" for e in mine), mine
+    return [(e["query_text"], e["results"]) for e in mine]
+
+
+def test_an_ingest_key_cannot_search_by_face_through_the_clusters(site: Site) -> None:
+    # The attack: upload a photo of someone (the ingest role's job), see which cluster their
+    # face joins, and look at the other faces there: a face search nobody audited.
+    target = clusters(site, min_size=3)[0]
+    known = target["faces"][0]
+    with Image.open(site.photos[known["sha256"]]) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=80)  # other bytes, the same face
+    upload = site.client.post(
+        "/api/photos",
+        headers=site.key("ingest"),
+        files={"photo": ("someone.jpg", buffer.getvalue(), "image/jpeg")},
+    )
+    assert upload.status_code == 201 and upload.json()["faces"] >= 1, upload.text
+    whole = site.client.get(f"/api/clusters/{target['id']}", headers=site.key("admin")).json()
+    assert upload.json()["sha256"] in {f["sha256"] for f in whole["faces"]}  # it joined
+    _, ingest_actor = new_key(site, "ingest")
+    for url in (
+        "/api/clusters?min_size=1",
+        f"/api/clusters/{target['id']}",
+        known["crop_url"],
+        f"/api/faces/{known['face_id']}/crop",
+        f"/api/photos/{known['sha256']}/thumbnail",
+    ):
+        answer = site.client.get(url, headers=site.key("ingest"))
+        assert answer.status_code == 403, (url, answer.text)
+        assert "the ingest role may not search" in answer.json()["error"]["message"]
+    log_in(site, "ingest")
+    page = site.client.get("/clusters")
+    site.client.cookies.clear()
+    assert page.status_code == 403 and known["crop_url"] not in page.text
+    assert views_of(site, ingest_actor) == []
+
+
+def test_every_view_of_cluster_faces_is_audited_once(site: Site) -> None:
+    listed = clusters(site, min_size=2)
+    first, second = listed[0], listed[1]
+    headers, actor = new_key(site, "search")
+    page = site.client.get("/api/clusters?min_size=2&limit=200", headers=headers).json()
+    shown = sum(len(c["faces"]) for c in page["items"])
+    for face in first["faces"]:  # what a page shows fetches no second entry
+        assert site.client.get(face["crop_url"], headers=headers).status_code == 200
+    assert views_of(site, actor) == [("clusters from 0", shown)]
+
+    whole = site.client.get(f"/api/clusters/{second['id']}", headers=headers).json()
+    assert views_of(site, actor)[-1] == (f"cluster {second['id']}", second["size"])
+    for face in whole["faces"]:
+        site.client.get(face["crop_url"], headers=headers)
+    assert len(views_of(site, actor)) == 2
+
+    other, other_actor = new_key(site, "search")  # a crop fetched by id: a view of its own
+    face = whole["faces"][-1]
+    assert site.client.get(face["crop_url"], headers=other).status_code == 200
+    assert site.client.get(face["crop_url"], headers=other).status_code == 200
+    what = f"face {face['face_id']} of cluster {second['id']}"
+    assert views_of(site, other_actor) == [(what, 1)]
+    assert site.client.get(f"/api/faces/{face['face_id']}/crop", headers=other).status_code == 200
+    assert views_of(site, other_actor) == [(what, 1)]  # the same face, seen already
+
+    site.client.cookies.clear()
+    login = site.client.post("/login", data={"key": other["Authorization"][7:]})
+    assert login.status_code == 200  # followed to the search page
+    html = site.client.get("/clusters").text
+    site.client.cookies.clear()
+    assert f'src="{first["faces"][0]["crop_url"]}"' in html
+    assert views_of(site, other_actor)[-1] == ("clusters from 0", shown)

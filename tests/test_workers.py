@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from proc import GONE_WITHIN, descendants, kill_alone
 from services import RedisServer, start_redis
 
 from iddetective.catalogue import Catalogue
@@ -75,7 +76,9 @@ class Workers:
         command = [sys.executable, "-m", "iddetective", "worker", "--broker", broker]
         command += ["--data", str(data), "--name", name, "--pool", pool]
         command += ["--concurrency", str(concurrency), "--visibility-timeout", str(VISIBILITY)]
-        env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}  # for crashing_detector
+        # tests/ for crashing_detector, after what the tests run with (a worktree's src/).
+        path = [p for p in (os.environ.get("PYTHONPATH"), str(REPO / "tests")) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         env.pop("IDDETECTIVE_DB", None)
         with open(self.log(name), "wb") as log:
             process = subprocess.Popen(
@@ -362,3 +365,15 @@ def test_fleet_control(broker: str, workers: Workers, tmp_path: Path) -> None:
     assert stopped.exit_code == 0 and "steered@test: stopping" in stopped.output
     process.wait(30)
     assert fleet.fleet_status(broker).workers == ()
+
+
+def test_sigkill_of_a_prefork_worker_ends_its_pool_processes(
+    broker: str, workers: Workers, tmp_path: Path
+) -> None:
+    process = workers.start(
+        broker, tmp_path / "data", "prefork@test", pool="prefork", concurrency=2
+    )
+    workers.wait_ready()
+    assert len(descendants(process.pid)) >= 2
+    left = kill_alone(process)
+    assert not left, f"still running {GONE_WITHIN} s after the worker was killed: {left}"

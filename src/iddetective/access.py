@@ -24,12 +24,15 @@ ROLES = ("admin", "search", "ingest")
 
 #: Each action and the roles allowed to do it (admin may do everything).
 ACTIONS: dict[str, frozenset[str]] = {
-    "search": frozenset({"admin", "search"}),  # photo, text and query searches; people; media
+    # Photo, text and query searches, and every view of faces (people's pages, clusters,
+    # crops, thumbnails), each audited: seeing someone's faces is searching for them.
+    "search": frozenset({"admin", "search"}),
     "ingest": frozenset({"admin", "ingest"}),  # upload photos to index
     "read_stats": frozenset({"admin", "search", "ingest"}),
     "admin": frozenset({"admin"}),  # keys, audit log, metrics, erasing people
-    # Clusters of unnamed faces, naming them, moving, rejecting and merging, edits and undo:
-    # changing who is who is writing to the catalogue, which searching alone may not.
+    # Naming clusters, moving, rejecting and merging faces, edits and undo, running the
+    # clustering: changing who is who is writing to the catalogue, which searching alone may
+    # not. Seeing the faces it changes takes `search`: both are admin's.
     "curate": frozenset({"admin", "ingest"}),
 }
 

@@ -725,6 +725,11 @@ class Catalogue:
         """The active key for `secret`, or `Unauthorized`."""
         return access.authenticate(self.store, secret)
 
+    def record_view(self, what: str, faces: int, *, actor: str = CLI_ACTOR) -> None:
+        """Audit that `actor` saw `faces` faces of people by viewing `what` (a person's page,
+        a cluster, a face crop, a photo's thumbnail: web/face_views.py)."""
+        self.store.record_search(actor, "view", faces, query_text=what)
+
     def audit(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """The audit log of searches, newest first."""
         if not 1 <= limit <= 1000:

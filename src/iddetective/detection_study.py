@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import IDDetectiveError, UsageError
 from .faces import PipelineSettings, pipeline_for
-from .imaging import decode_image
+from .imaging import decode_image, read_photo_bytes
 from .processes import map_in_processes
 
 __all__ = [
@@ -127,9 +127,7 @@ def _trial(setting: PipelineSettings, outcomes: list[tuple[int, float] | str]) -
 def time_detection(path: str, settings: PipelineSettings) -> tuple[int, float] | str:
     """(faces found, seconds the detector took) for one photo, or why it could not be used."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        image = decode_image(data, path, settings.max_side)
+        image = decode_image(read_photo_bytes(path), path, settings.max_side)
     except (OSError, IDDetectiveError) as error:
         return str(error)
     pipeline = pipeline_for(settings)

@@ -30,8 +30,9 @@ import numpy as np
 from . import distances
 from .detection_study import DetectorTrial, compare_detectors, sample_photos
 from .entities import FailedPhoto, IndexedPhoto
-from .errors import UsageError
+from .errors import BadImage, UsageError
 from .faces import PipelineSettings, pipeline_for
+from .imaging import open_photo_file
 from .ingest import analyse_file
 from .labelling import choose_labelled_face
 from .metrics import (
@@ -327,9 +328,9 @@ def _cached(
 
 def _sha256_of(path: str) -> str:
     try:
-        with open(path, "rb") as handle:
+        with open_photo_file(path) as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
+    except (OSError, BadImage):
         return ""  # the pipeline's reading says why
 
 

@@ -6,6 +6,8 @@ Every refusal is a `BadImage` naming the file and the reason; nothing here is si
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImage
 
-__all__ = ["DecodedImage", "decode_image", "read_photo_bytes"]
+__all__ = ["DecodedImage", "decode_image", "open_photo_file", "read_photo_bytes"]
 
 #: Files above this size are refused before they are read.
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -39,23 +41,79 @@ class DecodedImage:
 
 
 def read_photo_bytes(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a photo file whole, refusing empty, oversized and unreadable files."""
-    try:
-        with open(path, "rb") as handle:
+    """Read a photo file whole, refusing empty, oversized, unreadable and special files."""
+    with open_photo_file(path) as handle:
+        try:
             data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise BadImage(path, "file does not exist") from None
-    except IsADirectoryError:
-        raise BadImage(path, "is a directory, not a photo") from None
-    except PermissionError:
-        raise BadImage(path, "cannot read the file: permission denied") from None
-    except OSError as error:
-        raise BadImage(path, f"cannot read the file: {error.strerror or error}") from None
+        except OSError as error:
+            raise BadImage(path, _cannot_read(error)) from None
     if not data:
         raise BadImage(path, "empty file (0 bytes)")
     if len(data) > max_bytes:
         raise BadImage(path, f"file is larger than the {max_bytes // (1024 * 1024)} MiB limit")
     return data
+
+
+def open_photo_file(path: str) -> io.BufferedReader:
+    """Open a photo file for reading; `BadImage` unless it is a regular file.
+
+    A named pipe would block its reader until something writes to it (forever, in a folder
+    being indexed), and a device never ends: the file is opened without blocking and checked
+    with fstat on the opened descriptor, so a file swapped after a check is caught too.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | _NO_BLOCK | _NO_TTY)
+    except FileNotFoundError:
+        raise BadImage(path, "file does not exist") from None
+    except PermissionError:
+        raise BadImage(path, "cannot read the file: permission denied") from None
+    except OSError as error:
+        raise BadImage(path, _special_reason(path) or _cannot_read(error)) from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadImage(path, _not_regular(path, mode))
+        if _NO_BLOCK:
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+#: Opening flags that keep a special file from blocking the open or taking a terminal.
+_NO_BLOCK = getattr(os, "O_NONBLOCK", 0)
+_NO_TTY = getattr(os, "O_NOCTTY", 0)
+
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path: str, mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a photo"
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    if os.path.islink(path):
+        return f"not a regular file: it links to {os.path.realpath(path)}, {kind}"
+    return f"not a regular file: {kind}"
+
+
+def _special_reason(path: str) -> str | None:
+    """Why a file that could not be opened is no photo, when it is a special file (a socket
+    refuses to be opened at all)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _not_regular(path, mode)
+
+
+def _cannot_read(error: OSError) -> str:
+    return f"cannot read the file: {error.strerror or error}"
 
 
 def decode_image(

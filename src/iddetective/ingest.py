@@ -9,9 +9,7 @@ included) leaves a consistent catalogue, and running it again finishes the job.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .child_processes import spawn_pool
 from .discovery import ClusterReport
 from .entities import (
     FailedPhoto,
@@ -221,10 +220,7 @@ class _PoolDied(Exception):
 
 @contextmanager
 def _pool(workers: int, store_opener: Callable[[], Store] | None) -> Iterator[ProcessPoolExecutor]:
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(store_opener,)
-    )
+    pool = spawn_pool(workers, _start_worker, (store_opener,))
     try:
         yield pool
     except BaseException:
@@ -274,8 +270,6 @@ _worker_store: Store | None = None
 
 def _start_worker(store_opener: Callable[[], Store] | None) -> None:
     global _worker_store
-    # Ctrl-C reaches the whole process group: the main process alone decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_store = store_opener() if store_opener else None
 
 

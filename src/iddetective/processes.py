@@ -7,13 +7,12 @@ pool of its own (ingest.py) because it must also survive a worker dying mid-phot
 
 from __future__ import annotations
 
-import multiprocessing
-import signal
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from .child_processes import spawn_pool
 from .errors import IDDetectiveError
 
 __all__ = ["map_in_processes"]
@@ -36,10 +35,7 @@ def map_in_processes(
         for number, item in enumerate(items):
             yield number, function(item, *arguments)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        min(workers, len(items)), mp_context=context, initializer=_start_worker
-    )
+    pool = spawn_pool(min(workers, len(items)))
     try:
         futures: dict[Future[Result], int] = {
             pool.submit(function, item, *arguments): n for n, item in enumerate(items)
@@ -56,8 +52,3 @@ def map_in_processes(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-
-
-def _start_worker() -> None:
-    # Ctrl-C reaches the whole process group: the main process alone decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

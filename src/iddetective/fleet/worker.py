@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import signals
 
+from ..child_processes import die_with_parent
 from ..errors import UsageError
 from .app import DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app
 from .tasks import use_catalogue, warm_up
@@ -55,6 +56,8 @@ def run_worker(
     use_catalogue(catalogue)
     # Sent in each pool process as it starts (by the solo pool too, in this process).
     signals.worker_process_init.connect(warm_up, weak=False)
+    if pool == "prefork":
+        signals.worker_process_init.connect(_die_with_worker, weak=False)
     signals.worker_ready.connect(_announce, weak=False)
     signals.worker_shutdown.connect(_withdraw, weak=False)
     arguments = ["worker", f"--pool={pool}", f"--queues={QUEUE}", f"--loglevel={loglevel}"]
@@ -63,6 +66,12 @@ def run_worker(
     if pool == "prefork":
         arguments.append(f"--concurrency={concurrency or os.cpu_count() or 1}")
     app.worker_main(arguments)
+
+
+def _die_with_worker(**_: object) -> None:
+    # Celery asks Linux for the death signal itself (and forks from threads of its own):
+    # the watching thread is for the other systems.
+    die_with_parent(death_signal=False)
 
 
 def _announce(sender: Any = None, **_: object) -> None:

@@ -9,8 +9,6 @@ the next request gets `Busy` (HTTP 503 with Retry-After) instead of growing a ba
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from ..child_processes import spawn_pool
 from ..entities import Box, PhotoAnalysis
 from ..errors import IDDetectiveError
 from ..faces import PipelineSettings, pipeline_for
@@ -54,12 +53,7 @@ class AnalysisPool:
             wait([self._executor.submit(_ready) for _ in range(workers)], timeout=120)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(self.settings,),
-        )
+        return spawn_pool(self.workers, _warm_up, (self.settings,))
 
     @property
     def pending(self) -> int:
@@ -101,12 +95,6 @@ class AnalysisPool:
         """Stop the worker processes."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _worker_init(settings: PipelineSettings) -> None:
-    # Ctrl-C reaches the whole process group: the server alone decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _warm_up(settings)
 
 
 def _warm_up(settings: PipelineSettings) -> None:

@@ -20,7 +20,7 @@ from ..entities import Stats
 from ..errors import UsageError
 from ..query import parse_query
 from ..search import to_json
-from . import models
+from . import face_views, models
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES, UploadTooLarge
 
@@ -73,6 +73,7 @@ async def search_photo(
 
     result = await run_in_threadpool(match)
     state.metrics.searches.labels(kind="photo").inc()
+    face_views.remember_matches(request, caller, result)
     return to_json(result)
 
 
@@ -148,6 +149,8 @@ async def run_query(
 
     answer = await run_in_threadpool(run)
     state.metrics.searches.labels(kind="query").inc()
+    if answer.search is not None:
+        face_views.remember_matches(request, caller, answer.search)
     search = to_json(answer.search) if answer.search else None
     if search is not None:
         search["query"]["path"] = None  # the uploaded photo has no path on this server
@@ -168,6 +171,7 @@ def person_detail(
         profile = request.app.state.catalogue.profile(person.id)
         page = faces[offset : offset + limit]
         origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in page])
+    face_views.audit_view(request, caller, f"person {person.id}", page, thumbnails=True)
     return {
         "id": person.id,
         "name": person.name,
@@ -242,11 +246,13 @@ def photo_thumbnail(
     sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$", description="The photo's SHA-256.")],
     size: Annotated[int, Query(description="Longest side: 256 or 1024.")] = 256,
 ) -> FileResponse:
-    """A stored photo, shrunk, upright, with no metadata."""
+    """A stored photo, shrunk, upright, with no metadata (audited unless a view of the
+    caller's showed it)."""
     state = request.app.state
     with state.lock:
         photo = state.catalogue.photo(sha256)
     path = media.thumbnail(state.catalogue.data_dir, photo, size)
+    face_views.audit_fetch(request, caller, face_views.photo_item(photo.sha256), f"photo {sha256}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
 
 
@@ -258,11 +264,13 @@ def photo_thumbnail(
 def face_crop(
     request: Request, caller: Searcher, face_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> FileResponse:
-    """A square crop around one stored face."""
+    """A square crop around one stored face (audited unless a view of the caller's showed
+    it)."""
     state = request.app.state
     with state.lock:
         face = state.catalogue.face(face_id)
     path = media.face_crop(state.catalogue.data_dir, face.id, face.photo, face.box)
+    face_views.audit_fetch(request, caller, face_views.face_item(face.id), f"face {face.id}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
 
 

@@ -25,6 +25,7 @@ from . import api, curation, fleet_views, models, pages
 from .analysis import AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
+from .face_views import Shown
 from .metrics import Metrics
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
@@ -83,6 +84,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.lock = threading.RLock()
     app.state.sessions = Sessions()
+    app.state.shown = Shown()
     app.state.fleet_monitor = fleet_views.FleetMonitor()
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)

@@ -2,7 +2,8 @@
 
 Naming a cluster, moving faces (a split), rejecting faces, merging two people and undoing
 any of those are each one catalogue call, recorded by the catalogue as an edit under the
-caller's `key:<id>`. Every endpoint here needs the `curate` action (access.ACTIONS).
+caller's `key:<id>`. Those need the `curate` action (access.ACTIONS); seeing clusters and
+their faces needs `search`, as every view of faces does, and is audited (face_views.py).
 """
 
 from __future__ import annotations
@@ -17,30 +18,33 @@ from .. import media
 from ..discovery import ClusterReport
 from ..entities import Cluster
 from ..errors import NotFound
-from . import models
+from . import face_views, models
 from .api import MAX_ID, MAX_OFFSET, MEDIA_CACHE
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES
 
-__all__ = ["crop_url", "router"]
+__all__ = ["audit_clusters", "crop_url", "router"]
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 Curator = Annotated[Caller, Depends(requires("curate"))]
+Viewer = Annotated[Caller, Depends(requires("search"))]
 ClusterId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/clusters", response_model=models.ClusterPage)
 def list_clusters(
     request: Request,
-    caller: Curator,
+    caller: Viewer,
     min_size: Annotated[int, Query(ge=1, le=1_000_000)] = 2,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """Clusters of at least `min_size` unnamed faces, largest first, with a few faces each."""
+    """Clusters of at least `min_size` unnamed faces, largest first, with a few faces each
+    (audited)."""
     with request.app.state.lock:
         found = request.app.state.catalogue.clusters(min_size=min_size, limit=limit, offset=offset)
+    audit_clusters(request, caller, found, offset)
     return {
         "items": [_cluster_json(cluster) for cluster in found],
         "offset": offset,
@@ -63,10 +67,12 @@ def run_clustering(
 
 
 @router.get("/clusters/{cluster_id}", response_model=models.ClusterModel)
-def cluster_detail(request: Request, caller: Curator, cluster_id: ClusterId) -> dict[str, Any]:
-    """One cluster with all its faces."""
+def cluster_detail(request: Request, caller: Viewer, cluster_id: ClusterId) -> dict[str, Any]:
+    """One cluster with all its faces (audited)."""
     with request.app.state.lock:
-        return _cluster_json(request.app.state.catalogue.cluster_faces(cluster_id))
+        cluster = request.app.state.catalogue.cluster_faces(cluster_id)
+    face_views.audit_view(request, caller, f"cluster {cluster.id}", cluster.faces)
+    return _cluster_json(cluster)
 
 
 @router.get(
@@ -76,12 +82,12 @@ def cluster_detail(request: Request, caller: Curator, cluster_id: ClusterId) -> 
 )
 def cluster_face_crop(
     request: Request,
-    caller: Curator,
+    caller: Viewer,
     cluster_id: ClusterId,
     face_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> FileResponse:
-    """A square crop around a face of the cluster: what a curator sees of it (the role may
-    not fetch other faces' crops)."""
+    """A square crop around a face of the cluster (audited unless a view of the caller's
+    showed it)."""
     state = request.app.state
     with state.lock:
         cluster = state.catalogue.cluster_faces(cluster_id)
@@ -89,6 +95,8 @@ def cluster_face_crop(
     if face is None:
         raise NotFound(f"cluster {cluster_id} has no face with the id {face_id}")
     path = media.face_crop(state.catalogue.data_dir, face.id, face.photo, face.box)
+    what = f"face {face.id} of cluster {cluster_id}"
+    face_views.audit_fetch(request, caller, face_views.face_item(face.id), what)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
 
 
@@ -154,6 +162,12 @@ def undo_edit(
     with request.app.state.lock:
         edit = request.app.state.catalogue.undo(edit_id, actor=caller.actor)
     return asdict(edit)
+
+
+def audit_clusters(request: Request, caller: Caller, found: list[Cluster], offset: int) -> None:
+    """Audit a page of clusters (API or page) as one view of the faces it shows."""
+    faces = [face for cluster in found for face in cluster.faces]
+    face_views.audit_view(request, caller, f"clusters from {offset}", faces)
 
 
 def crop_url(cluster_id: int, face_id: int) -> str:

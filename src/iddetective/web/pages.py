@@ -17,8 +17,9 @@ from fastapi.templating import Jinja2Templates
 from .. import access
 from ..errors import Forbidden, Unauthorized
 from ..urls import masked_url
+from . import face_views
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
-from .curation import crop_url
+from .curation import audit_clusters, crop_url
 
 __all__ = ["router"]
 
@@ -102,6 +103,7 @@ def person_page(request: Request, person_id: str) -> Response:
         person, faces = request.app.state.catalogue.person(person_id)
         profile = request.app.state.catalogue.profile(person.id)
         origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in faces])
+    face_views.audit_view(request, caller, f"person {person.id}", faces, thumbnails=True)
     return _render(
         request, "person.html", caller, person=person, faces=faces, profile=profile, origins=origins
     )
@@ -115,14 +117,16 @@ CLUSTERS_PER_PAGE = 50
 def clusters_page(
     request: Request, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0
 ) -> Response:
-    """Clusters of unnamed faces, largest first, each with a form to name it."""
-    caller = _page_caller(request, "curate")
+    """Clusters of unnamed faces, largest first (audited), each with a form to name it for
+    those who may curate."""
+    caller = _page_caller(request, "search")
     if isinstance(caller, Response):
         return caller
     with request.app.state.lock:
         found = request.app.state.catalogue.clusters(
             min_size=2, limit=CLUSTERS_PER_PAGE + 1, offset=offset
         )
+    audit_clusters(request, caller, found[:CLUSTERS_PER_PAGE], offset)
     return _render(
         request,
         "clusters.html",
