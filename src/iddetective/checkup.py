@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ from PIL import Image
 
 from . import media
 from .entities import StoredFile
+from .errors import BadImage
+from .imaging import open_photo_file
 from .vector_index import IndexMismatch, IndexOutdated, VectorIndex
 
 if TYPE_CHECKING:
@@ -157,20 +158,17 @@ def _check_photo_files(
 def _file_problem(record: StoredFile, quick: bool) -> str | None:
     """What is wrong with one recorded photo file, if anything."""
     path = record.stat.path
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return "missing (`iddetective index --prune` on its folder forgets it)"
-    except OSError as error:
-        return f"cannot be read: {error.strerror}"
-    if not stat.S_ISREG(info.st_mode):
-        return "is no longer a regular file"
-    unchanged = (info.st_size, info.st_mtime_ns) == (record.stat.size, record.stat.mtime_ns)
-    if quick:
-        return None if unchanged else "changed since it was indexed (size or time differ)"
     try:
-        with open(path, "rb") as handle:
+        with open_photo_file(path) as handle:
+            info = os.fstat(handle.fileno())
+            unchanged = (info.st_size, info.st_mtime_ns) == (record.stat.size, record.stat.mtime_ns)
+            if quick:
+                return None if unchanged else "changed since it was indexed (size or time differ)"
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except BadImage as error:
+        return error.reason
     except OSError as error:
         return f"cannot be read: {error.strerror}"
     if digest != record.sha256:
