@@ -22,7 +22,7 @@ from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
 from . import api, curation, fleet_views, models, pages
-from .analysis import AnalysisPool
+from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .metrics import Metrics
@@ -46,6 +46,8 @@ class ServerSettings:
     analysis_queue: int = 8
     max_upload_bytes: int = 20 * 1024 * 1024
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    #: What one uploaded photo may cost: pixels, faces, seconds of a worker.
+    limits: AnalysisLimits = field(default_factory=AnalysisLimits)
     #: Mark the session cookie Secure (set when serving behind HTTPS).
     secure_cookies: bool = False
     #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None
@@ -63,7 +65,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalogue = Catalogue(settings.data_dir, create=True, pipeline=settings.pipeline)
         app.state.analysis = AnalysisPool(
-            settings.pipeline, settings.analysis_workers, settings.analysis_queue
+            settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
         try:
             with app.state.lock:

@@ -24,9 +24,10 @@ from ..errors import (
     Unauthorized,
     UsageError,
 )
+from ..faces import TooManyFaces
 from ..query import QueryError
 from ..remote_hosts import RemoteHostError
-from .analysis import Busy
+from .analysis import AnalysisTimeout, Busy, PipelineCrashed
 from .models import ErrorBody
 
 __all__ = [
@@ -60,6 +61,9 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFound, 404, "not_found"),
     (AmbiguousPerson, 409, "ambiguous_person"),
     (UploadTooLarge, 413, "too_large"),
+    (TooManyFaces, 422, "too_many_faces"),
+    (AnalysisTimeout, 422, "analysis_timeout"),
+    (PipelineCrashed, 422, "pipeline_crashed"),
     (BadImage, 422, "bad_image"),
     (Busy, 503, "busy"),
     (FleetNotConfigured, 409, "no_broker"),
