@@ -25,6 +25,7 @@ from . import api, curation, fleet_views, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
+from .intake import RequestIntake
 from .metrics import Metrics
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
@@ -89,6 +90,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)
     install_error_handlers(app)
+    # Outermost (added last): no body is read before the caller and its size are checked.
+    app.add_middleware(RequestIntake, upload_limit=lambda: settings.max_upload_bytes)
     app.include_router(api.router)
     app.include_router(curation.router)
     app.include_router(fleet_views.router)

@@ -37,6 +37,7 @@ __all__ = [
     "UploadTooLarge",
     "error_response",
     "install_error_handlers",
+    "library_error_response",
 ]
 
 log = logging.getLogger("iddetective.web")
@@ -110,13 +111,14 @@ def error_response(
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error as JSON with a specific status."""
-    app.add_exception_handler(IDDetectiveError, _library_error)
+    app.add_exception_handler(IDDetectiveError, library_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _library_error(request: Request, error: Exception) -> Response:
+async def library_error_response(request: Request, error: Exception) -> Response:
+    """The answer to a library error: its status, code and message (a page for a browser)."""
     status, code = next((s, c) for kind, s, c in _STATUS if isinstance(error, kind))
     if _wants_page(request):
         from .pages import render_error
