@@ -117,3 +117,10 @@ class Forbidden(IDDetectiveError):
 
 class LastAdminKey(IDDetectiveError):
     """Revoking this key would leave no active admin key: nobody could manage keys again."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"key {key_id} is the last active admin key: revoking it would leave nobody able "
+            "to manage keys; create another admin key first"
+        )
+        self.key_id = key_id

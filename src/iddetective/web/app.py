@@ -25,8 +25,10 @@ from . import api, curation, fleet_views, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
+from .headers import SecurityHeaders
 from .intake import RequestIntake
 from .metrics import Metrics
+from .routing import CheckedRoute
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
 
@@ -83,6 +85,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
         responses={k: v for k, v in ERROR_RESPONSES.items() if k in (401, 403, 422, 503)},
     )
+    app.router.route_class = CheckedRoute  # /healthz and /metrics, as the routers' routes
     app.state.settings = settings
     app.state.lock = threading.RLock()
     app.state.sessions = Sessions()
@@ -90,8 +93,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)
     install_error_handlers(app)
-    # Outermost (added last): no body is read before the caller and its size are checked.
+    # Outermost (added last): no body is read before the caller and its size are checked;
+    # every answer, the intake's refusals included, carries the security headers.
     app.add_middleware(RequestIntake, upload_limit=lambda: settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(api.router)
     app.include_router(curation.router)
     app.include_router(fleet_views.router)

@@ -21,10 +21,11 @@ from . import models
 from .api import MAX_ID, MAX_OFFSET, MEDIA_CACHE
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES
+from .routing import CheckedRoute
 
 __all__ = ["crop_url", "router"]
 
-router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES, route_class=CheckedRoute)
 
 Curator = Annotated[Caller, Depends(requires("curate"))]
 ClusterId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -19,6 +19,7 @@ from ..errors import (
     BadImage,
     Forbidden,
     IDDetectiveError,
+    LastAdminKey,
     NotFound,
     StoreError,
     Unauthorized,
@@ -34,6 +35,7 @@ __all__ = [
     "ERROR_RESPONSES",
     "FleetNotConfigured",
     "FleetUnavailable",
+    "InvalidText",
     "UploadTooLarge",
     "error_response",
     "install_error_handlers",
@@ -45,6 +47,10 @@ log = logging.getLogger("iddetective.web")
 
 class UploadTooLarge(UsageError):
     """An upload over the server's size limit (HTTP 413)."""
+
+
+class InvalidText(IDDetectiveError):
+    """A text parameter holding what no text here may (a NUL character): HTTP 422."""
 
 
 class FleetNotConfigured(IDDetectiveError):
@@ -61,6 +67,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),
     (AmbiguousPerson, 409, "ambiguous_person"),
+    (LastAdminKey, 409, "last_admin_key"),
+    (InvalidText, 422, "invalid_request"),
     (UploadTooLarge, 413, "too_large"),
     (TooManyFaces, 422, "too_many_faces"),
     (AnalysisTimeout, 422, "analysis_timeout"),
@@ -81,9 +89,11 @@ _DESCRIPTIONS = {
     401: "No API key, or an unknown or revoked one.",
     403: "The key's role may not do this (or a cookie session sent no CSRF token).",
     404: "No such person, photo, face or page.",
-    409: "A name matches several people (use a person id); no broker for the workers.",
+    409: "A name matches several people (use a person id); no broker for the workers; "
+    "the last active admin key cannot be revoked.",
     413: "The upload is larger than the server's limit.",
-    422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter).",
+    422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter, a NUL "
+    "character in text).",
     502: "A host of the hosts file cannot be reached or refused (the message names it).",
     503: "Busy, or the catalogue or the workers' broker is unavailable (the message says which).",
 }
