@@ -203,7 +203,7 @@ def test_every_answer_carries_the_security_headers(site: tuple[TestClient, WebCa
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["x-frame-options"] == "DENY"
-        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["referrer-policy"] == "same-origin"
 
 
 def test_personal_data_is_not_cached_but_media_is_kept_privately(

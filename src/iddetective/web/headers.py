@@ -1,6 +1,10 @@
 """Security headers on every answer: what the browser may load and run, framing, referrers,
 and no caching of answers that carry personal data.
 
+Referrers are kept to this site (`same-origin`), not dropped (`no-referrer`): under
+`no-referrer` Chromium sends `Origin: null` with the pages' own form posts, which the login
+form must refuse as it would a form of another site (auth.check_same_origin).
+
 The pages load their scripts, styles and images from the app itself only (no inline script,
 no style attributes: search.js positions face boxes through the CSSOM), so the policy
 allows nothing else. FastAPI's /docs and /redoc pages load Swagger UI and ReDoc from their
@@ -33,7 +37,7 @@ _DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 _FIXED = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 
