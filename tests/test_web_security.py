@@ -109,6 +109,7 @@ def test_login_refuses_a_post_from_another_site(
         {"Origin": "http://testserver"},
         {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},  # typed by the user
+        {"Origin": "https://id.example.org", "X-Forwarded-Host": "id.example.org"},  # a proxy
     ],
 )
 def test_login_accepts_its_own_site(

@@ -110,13 +110,18 @@ def check_same_origin(request: Request) -> None:
 
     Browsers say where a request comes from: `Sec-Fetch-Site` (same-origin, or none when the
     user typed the address) and `Origin`, which must name this server as the request's Host
-    header does. Clients that are not browsers send neither and are not refused here.
+    header does (or X-Forwarded-Host, set by a reverse proxy: a form of another site cannot
+    add headers, so trusting it here lets no other site in). Clients that are not browsers
+    send neither and are not refused here.
     """
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
-        raise Forbidden(f"refused: this form was sent from another site (Sec-Fetch-Site: {site})")
+        raise Forbidden(
+            f"refused: this form was sent from another site (Sec-Fetch-Site: {printable(site)})"
+        )
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
+    if origin is not None and urlsplit(origin).netloc not in hosts:
         raise Forbidden(f"refused: this form was sent from another site ({printable(origin)})")
 
 
