@@ -211,3 +211,48 @@ def test_query_photos_are_bounded_in_faces_and_pixels(
             "/api/search", headers=key, files={"photo": ("one.jpg", b"")}
         )  # still the plain checks first
         assert one.status_code == 400
+
+
+def test_serve_takes_the_bounds_from_its_options(
+    web_catalogue: WebCatalogue, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from services import free_port
+
+    data = copy_data(web_catalogue.data_dir, tmp_path / "data")
+    port = free_port()
+    command = [sys.executable, "-m", "iddetective", "serve", "--data", str(data)]
+    options = ["--port", str(port), "--workers", "0", "--max-faces", "1", "--max-megapixels", "2"]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen([*command, *options], stdout=output, stderr=output)
+    url, key = (
+        f"http://127.0.0.1:{port}",
+        {"Authorization": f"Bearer {web_catalogue.keys['admin']}"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        crowd = httpx.post(
+            f"{url}/api/search", headers=key, files={"photo": ("two.png", two_faces(web_catalogue))}
+        )
+        large = httpx.post(
+            f"{url}/api/search",
+            headers=key,
+            files={"photo": ("big.png", png((9, 9, 9), (1500, 1500)))},
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert crowd.json()["error"]["code"] == "too_many_faces", crowd.text
+    assert "more than the 1 allowed" in crowd.json()["error"]["message"]
+    assert large.status_code == 422 and "above the 2 MP limit" in large.text
