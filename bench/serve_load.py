@@ -30,10 +30,16 @@ Before each round it waits (up to --quiet-wait s) for other processes to go idle
 answering text searches, stay up, and answer the last request soon after it was due
 (no backlog building up; --timeline shows the latency staying level).
 
+`--bad-uploads` adds a round with the same load plus a hostile upload every 2 s (24 bytes
+that start like a GIF: before the analysis pool was rebuilt, each broke the pool and failed
+every search in flight). Each must be answered 422 and no legitimate search may fail: the
+round prints the failed legitimate searches (target 0) and the bad uploads' statuses.
+
 Run from the repository root, in the project's virtualenv:
 
     python bench/serve_load.py --photo-rate 5 --text-rate 50 --seconds 60   # the target
     python bench/serve_load.py --overload --seconds 60 --timeline
+    python bench/serve_load.py --bad-uploads --seconds 30
     python bench/serve_load.py --rebuild     # index the set again (after changing it)
 
 Targets (issue): 5 photo + 50 text searches per second for 60 s, no errors, p99 <= 1 s.
@@ -61,7 +67,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError:  # the test extra installs httpx2, the same client renamed
+    import httpx2 as httpx  # type: ignore[no-redef]
 
 from machine import machine_busy_seconds, wait_for_quiet
 
@@ -69,6 +78,13 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache" / "serve_load"
 SEED = 20240611
 KINDS = ("photo", "text")
+#: 24 bytes that start like a GIF: the hostile tester's upload (`--bad-uploads`).
+BAD_UPLOAD = (
+    "tiny.gif",
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00",
+)
+#: What a bad upload must be answered: 422, the file refused, the pool unharmed.
+BAD_STATUS = 422
 
 
 @dataclass(frozen=True)
@@ -316,6 +332,11 @@ async def run_round(
         for kind in KINDS
         for i, at in enumerate(arrivals(round_.rates[kind], round_.seconds, rng))
     )
+    if round_.rates.get("bad"):  # evenly spaced, not random: one every 1/rate seconds
+        every = 1 / round_.rates["bad"]
+        plan = sorted(
+            plan + [(every * (i + 0.5), "bad", i) for i in range(int(round_.seconds / every))]
+        )
     async with httpx.AsyncClient(
         base_url=base, headers=headers, limits=limits, timeout=timeout
     ) as client:
@@ -325,7 +346,9 @@ async def run_round(
 
         async def one(at: float, kind: str, i: int) -> None:
             round_.client_lag = max(round_.client_lag, loop.time() - (start + at))
-            if kind == "photo":
+            if kind == "bad":
+                request = photo_search(client, BAD_UPLOAD)
+            elif kind == "photo":
                 request = photo_search(client, photos[i % len(photos)])
             else:
                 request = text_search(client, route, texts[i % len(texts)])
@@ -393,9 +416,20 @@ def table(round_: Round) -> str:
     return "\n".join(lines)
 
 
+def bad_upload_line(round_: Round) -> str:
+    """How the bad uploads were answered, and the legitimate searches that failed."""
+    bad = [o for o in round_.outcomes if o.kind == "bad"]
+    statuses = {s: sum(o.status == s for o in bad) for s in sorted({o.status for o in bad})}
+    failed = [o for o in round_.outcomes if o.kind != "bad" and not o.ok and not o.shed]
+    return (
+        f"bad uploads: {len(bad)}, answered {statuses} (want all {BAD_STATUS}); "
+        f"failed legitimate searches: {len(failed)} (target 0)"
+    )
+
+
 def verdict(round_: Round) -> str:
     """The facts under a round's table."""
-    statuses = sorted({o.status for o in round_.outcomes if not o.ok})
+    statuses = sorted({o.status for o in round_.outcomes if not o.ok and o.kind != "bad"})
     busy = [o for o in round_.outcomes if o.status == 503]
     health = f"{round_.health_ms:.0f} ms" if round_.health_ms is not None else "no answer"
     return (
@@ -458,6 +492,8 @@ def report(round_: Round, timeline: bool) -> None:
     print(f"\n### {round_.title}: {rates}, {round_.seconds:g} s")
     print(table(round_))
     print(verdict(round_))
+    if round_.rates.get("bad"):
+        print(bad_upload_line(round_))
     if len(round_.samples) >= 2:
         print(cpu_line(round_.samples[0], round_.samples[-1]))
     if timeline:
@@ -479,6 +515,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rebuild", action="store_true", help="index the set again")
     parser.add_argument("--timeline", action="store_true", help="also a table per 10 s")
     parser.add_argument(
+        "--bad-uploads", action="store_true", help="add a round with a bad upload every 2 s"
+    )
+    parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="s to wait for an idle machine first"
     )
     return parser.parse_args()
@@ -486,7 +525,7 @@ def parse_args() -> argparse.Namespace:
 
 def rounds_of(args: argparse.Namespace) -> list[Round]:
     factors = [2, 4] if args.overload else [1]
-    return [
+    rounds = [
         Round(
             f"photo rate x{factor}" if args.overload else "target",
             {"photo": args.photo_rate * factor, "text": args.text_rate},
@@ -494,6 +533,10 @@ def rounds_of(args: argparse.Namespace) -> list[Round]:
         )
         for factor in factors
     ]
+    if args.bad_uploads:
+        rates = {"photo": args.photo_rate, "text": args.text_rate, "bad": 0.5}
+        rounds.append(Round("target + a bad upload every 2 s", rates, args.seconds))
+    return rounds
 
 
 def main() -> None:

@@ -33,7 +33,13 @@ from iddetective.entities import (
     PhotoAnalysis,
     Provenance,
 )
-from iddetective.errors import AmbiguousPerson, NotFound, StoreError, UsageError
+from iddetective.errors import (
+    AmbiguousPerson,
+    LastAdminKey,
+    NotFound,
+    StoreError,
+    UsageError,
+)
 from iddetective.query import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
@@ -734,6 +740,37 @@ def test_api_keys_are_kept_hashed_and_revoked_once(store: Store) -> None:
     assert store.revoke_key("k_2") == revoked  # idempotent
     with pytest.raises(NotFound):
         store.revoke_key("k_3")
+
+
+def test_the_last_active_admin_key_is_never_revoked(opener: Opener) -> None:
+    store = opener()
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    for key_id in ("k_1", "k_2"):
+        store.add_key(ApiKey(key_id, "admin", "", created, hash=key_id))
+    store.add_key(ApiKey("k_3", "search", "", created, hash="k_3"))
+    stores = [store, opener()]  # two writers revoking the two admin keys at once
+    outcomes: dict[str, object] = {}
+
+    def revoke(writer: Store, key_id: str) -> None:
+        try:
+            outcomes[key_id] = writer.revoke_key(key_id)
+        except LastAdminKey as error:
+            outcomes[key_id] = error
+
+    threads = [
+        threading.Thread(target=revoke, args=(w, k))
+        for w, k in zip(stores, ("k_1", "k_2"), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [k for k, outcome in outcomes.items() if isinstance(outcome, LastAdminKey)]
+    assert len(refused) == 1 and store.key(refused[0]).active  # type: ignore[union-attr]
+    assert str(outcomes[refused[0]]).startswith(f"key {refused[0]} is the last active admin")
+    with pytest.raises(LastAdminKey):
+        store.revoke_key(refused[0])
+    assert store.revoke_key("k_3").revoked_at is not None  # other roles: as before
 
 
 def test_the_audit_log_is_newest_first_in_pages(store: Store) -> None:

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
-__all__ = ["POLL_SECONDS", "die_with_parent", "spawn_pool"]
+__all__ = ["POLL_SECONDS", "child_context", "die_with_parent", "prepare_child", "spawn_pool"]
 
 #: How often the watching thread looks at its parent.
 POLL_SECONDS = 0.25
@@ -67,11 +67,22 @@ def spawn_pool(
     )
 
 
-def _start_worker(initializer: Initializer | None, initargs: tuple[Any, ...]) -> None:
+def child_context() -> SpawnContext:
+    """The multiprocessing context for a worker process started by hand (not in a pool):
+    its target calls `prepare_child` first."""
+    return _CONTEXT
+
+
+def prepare_child() -> None:
+    """What a worker process does first: ignore Ctrl-C and die with its parent."""
     # Ctrl-C reaches the whole process group: the main process alone decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     me = multiprocessing.current_process()
     die_with_parent(death_signal=getattr(me, "started_by_main_thread", False))
+
+
+def _start_worker(initializer: Initializer | None, initargs: tuple[Any, ...]) -> None:
+    prepare_child()
     if initializer is not None:
         initializer(*initargs)
 

@@ -14,7 +14,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1015,17 +1015,49 @@ def reindex(data_dir: Path) -> None:
     help="The ingestion workers' Redis (redis://...; default $IDDETECTIVE_BROKER), "
     "watched and steered on the /fleet page.",
 )
-def serve(data_dir: Path, host: str, port: int, workers: int | None, broker: str | None) -> None:
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(0.01, 1000),
+    default=50.0,
+    show_default=True,
+    help="Largest photo an upload may declare, in millions of pixels (checked before decoding).",
+)
+@click.option(
+    "--max-faces",
+    type=click.IntRange(1, 10_000),
+    default=40,
+    show_default=True,
+    help="Most faces an uploaded photo may have (more: refused before any is embedded).",
+)
+@click.option(
+    "--analysis-seconds",
+    type=click.FloatRange(0.1, 3600),
+    default=15.0,
+    show_default=True,
+    help="Longest one photo's analysis may take; past it the photo is refused and its "
+    "worker process replaced.",
+)
+def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    workers: int | None,
+    broker: str | None,
+    max_megapixels: float,
+    max_faces: int,
+    analysis_seconds: float,
+) -> None:
     """Serve the search pages and the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    from .web import ServerSettings, create_app, first_admin_key
+    from .web import AnalysisLimits, ServerSettings, create_app, first_admin_key
 
     with library_errors():
         new_key = first_admin_key(data_dir, host)
-    settings = ServerSettings(data_dir, broker=broker)
+    limits = AnalysisLimits(round(max_megapixels * 1e6), max_faces, analysis_seconds)
+    settings = ServerSettings(data_dir, broker=broker, limits=limits)
     if workers is not None:
-        settings = ServerSettings(data_dir, analysis_workers=workers, broker=broker)
+        settings = replace(settings, analysis_workers=workers)
     if new_key:
         out.print("Created the first admin key (shown once; keep it):")
         out.print(f"  {new_key}")

@@ -2,26 +2,70 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 __all__ = [
     "AmbiguousPerson",
     "BadImage",
     "BadManifest",
     "Forbidden",
     "IDDetectiveError",
+    "LastAdminKey",
     "NotFound",
     "PhotoChanged",
     "StoreError",
     "Unauthorized",
     "UsageError",
     "from_os_error",
+    "printable",
 ]
 
 
 class IDDetectiveError(Exception):
-    """Base class of every error the library raises on purpose."""
+    """Base class of every error the library raises on purpose.
+
+    Errors cross process boundaries (analysis and ingest workers send them back), so every
+    one survives pickling whatever its constructor takes: it is rebuilt from its message
+    and attributes, not by calling `__init__` again.
+    """
 
     #: Exit code the CLI uses for this error (see docs/contracts.md).
     exit_code = 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (type(self), self.args, dict(vars(self))))
+
+
+def _rebuilt(
+    cls: type[IDDetectiveError], args: tuple[object, ...], attributes: dict[str, object]
+) -> IDDetectiveError:
+    """An error of `cls` with these args and attributes, without calling its `__init__`."""
+    error = cls.__new__(cls)
+    error.args = args
+    vars(error).update(attributes)
+    return error
+
+
+#: Characters shown escaped when a message quotes user-supplied text: C0 and C1 controls,
+#: DEL, line and paragraph separators, and the bidirectional overrides that can make a
+#: terminal or log show text other than what it holds.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\r`, `\\n`, `\\x1b`, `\\u2028`...), for a
+    message that quotes a user's path, URL or value: a CR/LF in it cannot forge a line of a
+    log, a terminal escape cannot run. Other text, any script, is kept as it is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 class UsageError(IDDetectiveError):
@@ -36,7 +80,7 @@ class BadImage(IDDetectiveError):
     exit_code = 2
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{printable(path)}: {reason}")
         self.path = path
         self.reason = reason
 
@@ -83,3 +127,12 @@ def from_os_error(error: OSError) -> StoreError:
     `StoreError` saying what and where in one line, for the front-ends to show."""
     where = f"{error.filename}: " if error.filename else ""
     return StoreError(f"{where}{error.strerror or error}")
+class LastAdminKey(IDDetectiveError):
+    """Revoking this key would leave no active admin key: nobody could manage keys again."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"key {key_id} is the last active admin key: revoking it would leave nobody able "
+            "to manage keys; create another admin key first"
+        )
+        self.key_id = key_id

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import distances
 from .entities import Box, FaceAnalysis, PhotoAnalysis
-from .imaging import DecodedImage, decode_image
+from .errors import BadImage
+from .imaging import MAX_PIXELS, DecodedImage, decode_image
 from .registry import resolve_class
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "FacePipeline",
     "HogDetector",
     "PipelineSettings",
+    "TooManyFaces",
     "pipeline_for",
 ]
 
@@ -65,6 +67,18 @@ class Embedder(Protocol):
     ) -> tuple[np.ndarray, list[Landmarks]]:
         """Embeddings (len(boxes) x dimension, float32) and the landmarks used to align."""
         ...
+
+
+class TooManyFaces(BadImage):
+    """A photo with more faces than its caller allows (a server bounds a query's work)."""
+
+    def __init__(self, name: str, found: int, limit: int) -> None:
+        super().__init__(
+            name,
+            f"{found} faces found, more than the {limit} allowed in one photo here; "
+            "crop it to the faces you want",
+        )
+        self.found, self.limit = found, limit
 
 
 @dataclass(frozen=True)
@@ -176,18 +190,32 @@ class FacePipeline:
         """The embedding model's name, stored with every embedding."""
         return self.embedder.name
 
-    def analyse(self, data: bytes, name: str) -> PhotoAnalysis:
+    def analyse(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        max_pixels: int = MAX_PIXELS,
+        max_faces: int | None = None,
+    ) -> PhotoAnalysis:
         """Every face in the photo `data` (bytes of the file `name`), largest first.
 
-        Raises `BadImage` when the bytes are not a usable photo.
+        Raises `BadImage` when the bytes are not a usable photo, or declare more than
+        `max_pixels`; `TooManyFaces` when more than `max_faces` faces are found (before any
+        is embedded: embedding is the part whose cost grows with the faces).
         """
-        image = decode_image(data, name, self.settings.max_side)
-        return self.analyse_image(image)
+        image = decode_image(data, name, self.settings.max_side, max_pixels)
+        return self.analyse_image(image, name=name, max_faces=max_faces)
 
-    def analyse_image(self, image: DecodedImage) -> PhotoAnalysis:
-        """Every face in an already decoded image, largest first, boxes in upright pixels."""
+    def analyse_image(
+        self, image: DecodedImage, *, name: str = "photo", max_faces: int | None = None
+    ) -> PhotoAnalysis:
+        """Every face in an already decoded image, largest first, boxes in upright pixels
+        (`TooManyFaces`, naming the photo `name`, past `max_faces`)."""
         working = image.pixels
         boxes, scores = self.detect(working)
+        if max_faces is not None and len(boxes) > max_faces:
+            raise TooManyFaces(name, len(boxes), max_faces)
         vectors, landmarks = self.embedder.embed(working, boxes, self.settings.jitters)
         vectors = distances.prepare(vectors)
         faces = [

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .errors import BadImage, IDDetectiveError, UsageError
+from .errors import BadImage, IDDetectiveError, UsageError, printable
 from .imaging import photo_suffix
 
 __all__ = ["FetchError", "FetchSettings", "Fetcher", "refusal_reason"]
@@ -488,7 +488,12 @@ def _redirect_target(base: str, location: str) -> _Target:
 
 
 def _redact(url: str) -> str:
-    """`url` with any user name and password masked, so that messages and logs do not keep them."""
+    """`url` for messages and logs: any user name and password masked, so that they do not
+    keep them, and control characters escaped, so that a CR/LF in it forges no line."""
+    return printable(_masked(url))
+
+
+def _masked(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -181,7 +181,7 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise BadImage(
             name,
             f"refused as a possible decompression bomb: it declares {width}x{height} pixels "
-            f"({width * height / 1e6:.0f} MP), above the {max_pixels / 1e6:.0f} MP limit",
+            f"({width * height / 1e6:.3g} MP), above the {max_pixels / 1e6:.3g} MP limit",
         )
     return image
 

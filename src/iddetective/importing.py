@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .entities import Account, PersonRecord, Provenance
-from .errors import BadManifest, UsageError
+from .errors import BadManifest, UsageError, printable
 from .fetch import Fetcher, FetchError
 from .files import keep_photo
 from .ingest import IndexReport
@@ -63,10 +63,17 @@ class RowPhoto:
 
 @dataclass(frozen=True)
 class RowProblem:
-    """A row (or one of its photos) that could not be imported, and why."""
+    """A row (or one of its photos) that could not be imported, and why.
+
+    Reasons quote the row's values: their control characters are escaped here, once for
+    every reason, so a CR/LF in an id or URL cannot forge a line of the report.
+    """
 
     line: int
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", printable(self.reason))
 
 
 @dataclass

@@ -16,9 +16,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Dialect", "Row", "timestamp"]
+__all__ = ["REVOKE_KEY", "Dialect", "Row", "timestamp"]
 
 Row = tuple[Any, ...]
+
+#: Revoke a key (parameters: the time, the key's id), unless it is the last active admin
+#: key, so that nobody is left able to manage keys (the PostgreSQL store locks the active
+#: admin keys first: under READ COMMITTED two revokes at once could each see the other active).
+REVOKE_KEY = (
+    "UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
+    "AND (role <> 'admin' OR EXISTS (SELECT 1 FROM api_key AS other "
+    "WHERE other.role = 'admin' AND other.revoked_at IS NULL AND other.id <> api_key.id))"
+)
 
 
 class Dialect:

@@ -39,10 +39,11 @@ from ..entities import (
     StoredFace,
     StoredFile,
 )
-from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..errors import AmbiguousPerson, LastAdminKey, NotFound, StoreError
 from ..urls import masked_url
 from .checking import Checking
 from .clusters import Clusters
+from .dialect import REVOKE_KEY
 from .erasing import Erasing
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
@@ -412,13 +413,16 @@ class PostgresStore(
 
     def revoke_key(self, key_id: str) -> ApiKey:
         with self._write("none") as db:
+            # Two revokes at once must not each see the other's admin key still active.
             db.execute(
-                "UPDATE api_key SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
-                (now(), key_id),
+                "SELECT id FROM api_key WHERE role = 'admin' AND revoked_at IS NULL FOR UPDATE"
             )
+            db.execute(REVOKE_KEY.replace("?", "%s"), (now(), key_id))
         key = self.key(key_id)
         if key is None:
             raise NotFound(f"no API key has the id {key_id!r}")
+        if key.active:
+            raise LastAdminKey(key_id)  # the only key REVOKE_KEY leaves active
         return key
 
     def record_search(

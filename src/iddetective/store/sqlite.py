@@ -35,10 +35,10 @@ from ..entities import (
     StoredFace,
     StoredFile,
 )
-from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..errors import AmbiguousPerson, LastAdminKey, NotFound, StoreError
 from .checking import Checking
 from .clusters import Clusters
-from .dialect import timestamp
+from .dialect import REVOKE_KEY, timestamp
 from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .saving import Saving
@@ -434,13 +434,12 @@ class SqliteStore(
 
     def revoke_key(self, key_id: str) -> ApiKey:
         with self._write() as db:
-            db.execute(
-                "UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (timestamp(), key_id),
-            )
+            db.execute(REVOKE_KEY, (timestamp(), key_id))
         key = self.key(key_id)
         if key is None:
             raise NotFound(f"no API key has the id {key_id!r}")
+        if key.active:
+            raise LastAdminKey(key_id)  # the only key REVOKE_KEY leaves active
         return key
 
     def record_search(

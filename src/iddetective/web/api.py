@@ -23,10 +23,11 @@ from ..search import to_json
 from . import face_views, models
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES, UploadTooLarge
+from .routing import CheckedRoute
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES, route_class=CheckedRoute)
 
 Searcher = Annotated[Caller, Depends(requires("search"))]
 Ingester = Annotated[Caller, Depends(requires("ingest"))]

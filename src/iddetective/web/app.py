@@ -22,11 +22,14 @@ from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
 from . import api, curation, fleet_views, models, pages
-from .analysis import AnalysisPool
+from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .face_views import Shown
+from .headers import SecurityHeaders
+from .intake import RequestIntake
 from .metrics import Metrics
+from .routing import CheckedRoute
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
 
@@ -47,6 +50,8 @@ class ServerSettings:
     analysis_queue: int = 8
     max_upload_bytes: int = 20 * 1024 * 1024
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    #: What one uploaded photo may cost: pixels, faces, seconds of a worker.
+    limits: AnalysisLimits = field(default_factory=AnalysisLimits)
     #: Mark the session cookie Secure (set when serving behind HTTPS).
     secure_cookies: bool = False
     #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None
@@ -64,7 +69,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalogue = Catalogue(settings.data_dir, create=True, pipeline=settings.pipeline)
         app.state.analysis = AnalysisPool(
-            settings.pipeline, settings.analysis_workers, settings.analysis_queue
+            settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
         try:
             with app.state.lock:
@@ -81,6 +86,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
         responses={k: v for k, v in ERROR_RESPONSES.items() if k in (401, 403, 422, 503)},
     )
+    app.router.route_class = CheckedRoute  # /healthz and /metrics, as the routers' routes
     app.state.settings = settings
     app.state.lock = threading.RLock()
     app.state.sessions = Sessions()
@@ -89,6 +95,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)
     install_error_handlers(app)
+    # Outermost (added last): no body is read before the caller and its size are checked;
+    # every answer, the intake's refusals included, carries the security headers.
+    app.add_middleware(RequestIntake, upload_limit=lambda: settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(api.router)
     app.include_router(curation.router)
     app.include_router(fleet_views.router)

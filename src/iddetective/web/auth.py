@@ -4,7 +4,9 @@ API clients send `Authorization: Bearer idd_…` (or `X-API-Key: idd_…`). The 
 once with a key and get a session cookie (HttpOnly, SameSite=Strict). Requests that change
 something and are authenticated by that cookie must also carry the session's CSRF token
 (`X-CSRF-Token` header, which the pages' script sends), so another site cannot make a
-logged-in browser act. Sessions live in the server's memory: a restart logs everyone out.
+logged-in browser act. The login and logout forms are refused when a browser says another
+site sent them (`check_same_origin`), and logging out needs the CSRF token too. Sessions
+live in the server's memory: a restart logs everyone out.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from .. import access
 from ..entities import ApiKey
-from ..errors import Forbidden, Unauthorized
+from ..errors import Forbidden, Unauthorized, printable
 
-__all__ = ["SESSION_COOKIE", "Caller", "Sessions", "requires"]
+__all__ = ["SESSION_COOKIE", "Caller", "Sessions", "check_same_origin", "requires"]
 
 SESSION_COOKIE = "idd_session"
 SESSION_SECONDS = 12 * 3600
@@ -100,6 +103,26 @@ def caller_of(request: Request) -> Caller:
     ):
         raise Forbidden("missing or wrong X-CSRF-Token for a cookie session")
     return Caller(key, session.csrf)
+
+
+def check_same_origin(request: Request) -> None:
+    """Raise `Forbidden` for a form a browser sent from another site.
+
+    Browsers say where a request comes from: `Sec-Fetch-Site` (same-origin, or none when the
+    user typed the address) and `Origin`, which must name this server as the request's Host
+    header does (or X-Forwarded-Host, set by a reverse proxy: a form of another site cannot
+    add headers, so trusting it here lets no other site in). Clients that are not browsers
+    send neither and are not refused here.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden(
+            f"refused: this form was sent from another site (Sec-Fetch-Site: {printable(site)})"
+        )
+    origin = request.headers.get("origin")
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
+    if origin is not None and urlsplit(origin).netloc not in hosts:
+        raise Forbidden(f"refused: this form was sent from another site ({printable(origin)})")
 
 
 def requires(action: str) -> Callable[[Request], Caller]:

@@ -22,10 +22,11 @@ from . import face_views, models
 from .api import MAX_ID, MAX_OFFSET, MEDIA_CACHE
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES
+from .routing import CheckedRoute
 
 __all__ = ["audit_clusters", "crop_url", "router"]
 
-router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES, route_class=CheckedRoute)
 
 Curator = Annotated[Caller, Depends(requires("curate"))]
 Viewer = Annotated[Caller, Depends(requires("search"))]

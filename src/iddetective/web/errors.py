@@ -19,6 +19,7 @@ from ..errors import (
     BadImage,
     Forbidden,
     IDDetectiveError,
+    LastAdminKey,
     NotFound,
     PhotoChanged,
     StoreError,
@@ -26,18 +27,21 @@ from ..errors import (
     UsageError,
     from_os_error,
 )
+from ..faces import TooManyFaces
 from ..query import QueryError
 from ..remote_hosts import RemoteHostError
-from .analysis import Busy
+from .analysis import AnalysisTimeout, Busy, PipelineCrashed
 from .models import ErrorBody
 
 __all__ = [
     "ERROR_RESPONSES",
     "FleetNotConfigured",
     "FleetUnavailable",
+    "InvalidText",
     "UploadTooLarge",
     "error_response",
     "install_error_handlers",
+    "library_error_response",
 ]
 
 log = logging.getLogger("iddetective.web")
@@ -45,6 +49,10 @@ log = logging.getLogger("iddetective.web")
 
 class UploadTooLarge(UsageError):
     """An upload over the server's size limit (HTTP 413)."""
+
+
+class InvalidText(IDDetectiveError):
+    """A text parameter holding what no text here may (a NUL character): HTTP 422."""
 
 
 class FleetNotConfigured(IDDetectiveError):
@@ -62,7 +70,12 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFound, 404, "not_found"),
     (AmbiguousPerson, 409, "ambiguous_person"),
     (PhotoChanged, 409, "photo_changed"),
+    (LastAdminKey, 409, "last_admin_key"),
+    (InvalidText, 422, "invalid_request"),
     (UploadTooLarge, 413, "too_large"),
+    (TooManyFaces, 422, "too_many_faces"),
+    (AnalysisTimeout, 422, "analysis_timeout"),
+    (PipelineCrashed, 422, "pipeline_crashed"),
     (BadImage, 422, "bad_image"),
     (Busy, 503, "busy"),
     (FleetNotConfigured, 409, "no_broker"),
@@ -80,9 +93,10 @@ _DESCRIPTIONS = {
     403: "The key's role may not do this (or a cookie session sent no CSRF token).",
     404: "No such person, photo, face or page.",
     409: "A name matches several people (use a person id); a photo's file changed since it "
-    "was indexed; no broker for the workers.",
+    "was indexed; no broker for the workers; the last active admin key cannot be revoked.",
     413: "The upload is larger than the server's limit.",
-    422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter).",
+    422: "The input cannot be used (not a photo, a corrupt photo, a bad parameter, a NUL "
+    "character in text).",
     502: "A host of the hosts file cannot be reached or refused (the message names it).",
     503: "Busy, or the catalogue or the workers' broker is unavailable (the message says which).",
 }
@@ -110,14 +124,15 @@ def error_response(
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error as JSON with a specific status."""
-    app.add_exception_handler(IDDetectiveError, _library_error)
+    app.add_exception_handler(IDDetectiveError, library_error_response)
     app.add_exception_handler(OSError, _environment_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _library_error(request: Request, error: Exception) -> Response:
+async def library_error_response(request: Request, error: Exception) -> Response:
+    """The answer to a library error: its status, code and message (a page for a browser)."""
     status, code = next((s, c) for kind, s, c in _STATUS if isinstance(error, kind))
     if _wants_page(request):
         from .pages import render_error
@@ -137,7 +152,7 @@ async def _environment_error(request: Request, error: Exception) -> Response:
     """A full disk or a read-only data directory: 503 store_unavailable, saying where."""
     assert isinstance(error, OSError)
     log.error("environment failure: %s", error)
-    return await _library_error(request, from_os_error(error))
+    return await library_error_response(request, from_os_error(error))
 
 
 def _wants_page(request: Request) -> bool:

@@ -28,13 +28,16 @@ from ..urls import masked_url
 from . import models
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
+from .routing import CheckedRoute
 
 if TYPE_CHECKING:
     from ..fleet import WorkerReply, WorkerStatus
 
 __all__ = ["RATE_WINDOW", "FleetMonitor", "fleet_totals", "router"]
 
-router = APIRouter(prefix="/api/fleet", tags=["fleet"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/fleet", tags=["fleet"], responses=ERROR_RESPONSES, route_class=CheckedRoute
+)
 
 Admin = Annotated[Caller, Depends(requires("admin"))]
 

@@ -6,6 +6,7 @@ calls the JSON API with that cookie and the session's CSRF token.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -18,12 +19,13 @@ from .. import access
 from ..errors import Forbidden, Unauthorized
 from ..urls import masked_url
 from . import face_views
-from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of
+from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of, check_same_origin
 from .curation import audit_clusters, crop_url
+from .routing import CheckedRoute
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedRoute)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["cluster_crop_url"] = crop_url
 
@@ -38,8 +40,12 @@ def login_page(request: Request, next: str = "/") -> Response:
 def login(
     request: Request, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
 ) -> Response:
-    """Check the key and open a session."""
+    """Check the key and open a session (refused when another site sent the form)."""
     state = request.app.state
+    try:
+        check_same_origin(request)
+    except Forbidden as error:
+        return _render(request, "login.html", None, 403, next=_local(next), error=str(error))
     try:
         with state.lock:
             api_key = access.authenticate(state.catalogue.store, key.strip())
@@ -59,9 +65,16 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
-    """End the session."""
-    request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE))
+def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    """End the session: the form must carry the session's CSRF token, so that no other site
+    can log a browser out (or in again as someone else)."""
+    check_same_origin(request)
+    sessions = request.app.state.sessions
+    token = request.cookies.get(SESSION_COOKIE)
+    session = sessions.get(token)
+    if session is not None and not secrets.compare_digest(csrf, session.csrf):
+        raise Forbidden("missing or wrong CSRF token: log out with the pages' Log out button")
+    sessions.close(token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -51,9 +51,13 @@ function show(result) {
     const button = element("button", {
       class: `face ${face.verdict}`,
       "aria-label": `Face ${number + 1}: ${label(face)}`,
-      style: `left:${100 * box.left / result.query.width}%;top:${100 * box.top / result.query.height}%;` +
-             `width:${100 * (box.right - box.left) / result.query.width}%;` +
-             `height:${100 * (box.bottom - box.top) / result.query.height}%`,
+    });
+    // Set through the CSSOM: the pages' Content-Security-Policy refuses style attributes.
+    Object.assign(button.style, {
+      left: `${100 * box.left / result.query.width}%`,
+      top: `${100 * box.top / result.query.height}%`,
+      width: `${100 * (box.right - box.left) / result.query.width}%`,
+      height: `${100 * (box.bottom - box.top) / result.query.height}%`,
     });
     button.addEventListener("click", () => select(button, face, number));
     stage.append(button);
