@@ -57,6 +57,7 @@ from .ingest import IndexReport, ProgressCallback, index_plan
 from .query import Query, parse_query
 from .registry import resolve_class
 from .search import SearchResult, check_against_catalogue, match_faces
+from .settings import Settings
 from .sources import Plan, plan_sources
 from .store import Store
 from .urls import masked_url
@@ -65,19 +66,12 @@ from .vector_index import IndexDamaged, IndexMismatch, IndexOutdated, Neighbours
 __all__ = [
     "CATALOG_FILE",
     "CLI_ACTOR",
-    "DB_ENV",
-    "VECTOR_INDEX_ENV",
     "Catalogue",
     "QueryAnswer",
-    "default_data_dir",
     "open_store",
 ]
 
 CATALOG_FILE = "catalog.sqlite"
-#: The environment variable naming a PostgreSQL catalogue (what --db sets).
-DB_ENV = "IDDETECTIVE_DB"
-#: The environment variable choosing the vector index (`ivf`, `exact`, `pgvector`).
-VECTOR_INDEX_ENV = "IDDETECTIVE_VECTOR_INDEX"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
@@ -93,14 +87,6 @@ class QueryAnswer:
     query: Query
     people: list[PersonRef]
     search: SearchResult | None
-
-
-def default_data_dir() -> Path:
-    """`$IDDETECTIVE_DATA`, else `$XDG_DATA_HOME/iddetective` (~/.local/share/iddetective)."""
-    if os.environ.get("IDDETECTIVE_DATA"):
-        return Path(os.environ["IDDETECTIVE_DATA"])
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "iddetective"
 
 
 class Catalogue:
@@ -123,13 +109,11 @@ class Catalogue:
     ) -> None:
         self.data_dir = Path(data_dir)
         #: A PostgreSQL URL when the catalogue lives there (else SQLite in the data directory).
-        self.db = db if db is not None else (os.environ.get(DB_ENV) or None)
+        self.db = db or None
         self.pipeline = pipeline or PipelineSettings()
         #: The vector index: by default faiss IVF in the data directory on SQLite, and
         #: pgvector's HNSW in the catalogue's own table on PostgreSQL (docs/scaling.md).
-        self._index_name = (
-            vector_index or os.environ.get(VECTOR_INDEX_ENV) or ("pgvector" if self.db else "ivf")
-        )
+        self._index_name = vector_index or ("pgvector" if self.db else "ivf")
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
         #: Told, in one line, of damage found and repaired (a vector index rebuilt ...).
@@ -145,6 +129,15 @@ class Catalogue:
         self.store: Store = open_store(self.db or path, readonly=False)
         self._index: VectorIndex | None = None
         self._index_epoch = -1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> Catalogue:
+        """The catalogue `settings` name (data directory, database, vector index, pipeline);
+        `options` are the constructor's others (`create`, `index_progress`, `notice`)."""
+        options.setdefault("pipeline", settings.pipeline)
+        return cls(
+            settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options
+        )
 
     @property
     def model(self) -> str:

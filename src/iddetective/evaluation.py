@@ -46,6 +46,7 @@ from .metrics import (
     tar_at_far,
 )
 from .processes import map_in_processes
+from .settings import default_cache_dir
 from .sources import PhotoJob, plan_sources, read_manifest
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "Verification",
     "all_pair_distances",
     "analyse_photo",
-    "default_cache_dir",
     "detection_counts",
     "distractor_faces",
     "embed_photos",
@@ -194,12 +194,6 @@ class PhotoFaces:
         return len(self.vectors)
 
 
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/iddetective/eval`, i.e. `~/.cache/iddetective/eval`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "iddetective" / "eval"
-
-
 class EmbeddingCache:
     """Faces of photos by SHA-256, model and pipeline settings, in `embeddings.sqlite`."""
 
@@ -282,7 +276,7 @@ def embed_photos(
     settings = settings or PipelineSettings()
     model = pipeline_for(settings).model
     started = time.monotonic()
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), model, settings)
+    cache = EmbeddingCache(cache_dir or default_cache_dir({}), model, settings)
     try:
         found, pending = _cached(paths, cache)
         total, done = len(paths), len(paths) - sum(map(len, pending.values()))

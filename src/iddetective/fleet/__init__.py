@@ -7,7 +7,7 @@ indexes through the fleet, `control` watches and steers it. Needs the `server` e
 
 from __future__ import annotations
 
-from .app import BROKER_ENV, DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app
+from .app import DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app
 from .control import (
     FleetStatus,
     WorkerReply,
@@ -23,7 +23,6 @@ from .worker import default_worker_name, run_worker
 
 __all__ = [
     "BATCH_PHOTOS",
-    "BROKER_ENV",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "QUEUE",
     "FleetStatus",

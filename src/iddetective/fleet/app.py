@@ -15,15 +15,12 @@ from celery import Celery
 from ..errors import UsageError
 
 __all__ = [
-    "BROKER_ENV",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "QUEUE",
     "TASK_NAME",
     "fleet_app",
 ]
 
-#: The environment variable naming the broker (what --broker defaults to).
-BROKER_ENV = "IDDETECTIVE_BROKER"
 #: The Redis list the ingestion batches wait in.
 QUEUE = "iddetective-ingest"
 TASK_NAME = "iddetective.ingest_batch"
