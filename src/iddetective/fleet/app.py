@@ -19,6 +19,7 @@ __all__ = [
     "QUEUE",
     "TASK_NAME",
     "fleet_app",
+    "queue_depth",
 ]
 
 #: The Redis list the ingestion batches wait in.
@@ -77,3 +78,9 @@ def _settings(visibility_timeout: float) -> dict[str, Any]:
         "result_expires": 7 * 24 * 3600,
         "redis_socket_connect_timeout": 5,
     }
+
+
+def queue_depth(app: Celery) -> int:
+    """Batches waiting in the ingestion queue (Redis LLEN), not counting those running."""
+    with app.connection_for_read() as connection:
+        return int(connection.default_channel.client.llen(QUEUE))
