@@ -53,7 +53,8 @@ from .fetch import Fetcher, FetchSettings
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
 from .imaging import read_photo_bytes
 from .importing import ImportReport, apply_rows, fetch_photos, read_import
-from .ingest import IndexReport, ProgressCallback, index_plan
+from .ingest import IndexReport, ProgressCallback, Runner, index_plan
+from .local_runner import LocalRunner
 from .query import Query, parse_query
 from .registry import resolve_class
 from .search import SearchResult, check_against_catalogue, match_faces
@@ -165,6 +166,7 @@ class Catalogue:
         people: str | None = None,
         people_from_folders: bool = False,
         workers: int = 1,
+        runner: Runner | None = None,
         prune: bool = False,
         retry_failed: bool = False,
         basis: str = "",
@@ -176,32 +178,35 @@ class Catalogue:
         `basis` records on what basis the photos are processed (e.g. "staff directory"),
         with `actor`, as their provenance.
 
-        With `workers` > 1 photos are analysed in a pool of spawned processes, so a script
-        calling this must guard its entry point with `if __name__ == "__main__":`.
+        `runner` analyses the photos (ingest.Runner): by default a `LocalRunner` of
+        `workers` spawned processes, so a script calling this with `workers` > 1 must guard
+        its entry point with `if __name__ == "__main__":`; a `fleet.FleetRunner` has a
+        fleet's workers do it (they store into this same catalogue).
         """
+        if runner is not None and workers != 1:
+            raise UsageError("--workers is for a local run; size the fleet instead")
         plan = plan_sources(paths, people, people_from_folders)
         origin = Provenance(added_by=actor, basis=basis)
         plan.jobs = [replace(job, provenance=job.provenance or origin) for job in plan.jobs]
-        report = self._index_plan(plan, workers, retry_failed, progress)
+        report = self._index_plan(plan, runner or LocalRunner(workers), retry_failed, progress)
         if prune and not report.interrupted:
             report.pruned = self.store.forget_missing_files(plan.roots)
             self.vector_index()
         return report
 
     def _index_plan(
-        self, plan: Plan, workers: int, retry_failed: bool, progress: ProgressCallback | None
+        self, plan: Plan, runner: Runner, retry_failed: bool, progress: ProgressCallback | None
     ) -> IndexReport:
-        if workers < 1:
-            raise UsageError(f"--workers must be at least 1, not {workers}")
-        opener = functools.partial(
-            open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
-        )
+        if isinstance(runner, LocalRunner):
+            opener = functools.partial(
+                open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
+            )
+            runner = runner.with_store(opener)
         report = index_plan(
             self.store,
             plan,
             self.pipeline,
-            workers=workers,
-            store_opener=opener,
+            runner,
             retry_failed=retry_failed,
             progress=progress,
         )
@@ -230,7 +235,7 @@ class Catalogue:
         jobs = fetch_photos(photos, fetcher, self.data_dir / FETCHED_DIR, report)
         report.problems.sort(key=lambda problem: problem.line)
         if jobs:
-            report.photos = self._index_plan(Plan(jobs=jobs), workers, False, progress)
+            report.photos = self._index_plan(Plan(jobs=jobs), LocalRunner(workers), False, progress)
         return report
 
     def remove_photo(self, ref: str) -> PhotoRef:

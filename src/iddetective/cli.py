@@ -43,7 +43,7 @@ from .eval_report import report_markdown, write_report
 from .evaluation import evaluate, with_detector_trials
 from .faces import PipelineSettings
 from .fetch import FetchSettings
-from .ingest import IndexReport
+from .ingest import BATCH_PHOTOS, IndexReport
 from .privacy import OptOutPreview
 from .search import SearchResult, to_json
 from .settings import (
@@ -211,7 +211,7 @@ def _print_notices() -> None:
 @click.option(
     "--batch",
     type=click.IntRange(1),
-    default=8,
+    default=BATCH_PHOTOS,
     show_default=True,
     help="Photos per batch sent to the workers (with --broker).",
 )
@@ -246,13 +246,8 @@ def index(
                 "progress": _report_failures(update),
             }
             if broker:
-                if workers != 1:
-                    raise UsageError("--workers is for a local run; size the fleet instead")
-                report = _fleet().index_on_fleet(
-                    catalogue, list(paths), broker=broker, batch=batch, **options
-                )
-            else:
-                report = catalogue.index(list(paths), workers=workers, **options)
+                options["runner"] = _fleet().FleetRunner(broker, batch=batch)
+            report = catalogue.index(list(paths), workers=workers, **options)
         _print_report(report, data_dir)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -1224,6 +1219,11 @@ def worker_names_option(command: F) -> F:
     show_default=True,
     help="Seconds before a batch its worker never finished is given to another worker.",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Drain the queue, then exit (once no batch waits, runs or is reserved here).",
+)
 def worker(
     broker: str,
     data_dir: Path,
@@ -1231,8 +1231,10 @@ def worker(
     pool: str,
     name: str | None,
     visibility_timeout: float,
+    burst: bool,
 ) -> None:
-    """Take photo batches from the broker, analyse them and store them, until stopped."""
+    """Take photo batches from the broker, analyse them and store them, until stopped
+    (with --burst, until the queue is empty)."""
     with library_errors():
         catalogue = _settings(data_dir).db or data_dir / CATALOG_FILE
         _fleet().run_worker(
@@ -1242,6 +1244,7 @@ def worker(
             pool=pool,
             name=name,
             visibility_timeout=visibility_timeout,
+            burst=burst,
         )
 
 

@@ -18,13 +18,14 @@ from .control import (
     resume_workers,
     stop_workers,
 )
-from .enqueue import BATCH_PHOTOS, index_on_fleet
+from .enqueue import BATCH_PHOTOS, FleetRunner, index_on_fleet
 from .worker import default_worker_name, run_worker
 
 __all__ = [
     "BATCH_PHOTOS",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "QUEUE",
+    "FleetRunner",
     "FleetStatus",
     "WorkerReply",
     "WorkerStatus",
