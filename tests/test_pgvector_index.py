@@ -19,6 +19,7 @@ from iddetective import distances
 from iddetective.catalogue import Catalogue
 from iddetective.errors import UsageError
 from iddetective.search import SearchResult
+from iddetective.settings import Settings
 from iddetective.store.postgres import PostgresStore
 from iddetective.vector_index import IndexMismatch
 from iddetective.vector_index.exact import ExactIndex
@@ -207,8 +208,10 @@ def test_pgvector_needs_the_catalogue_on_postgresql(tmp_path: Path) -> None:
 
 
 def test_the_vector_index_can_be_chosen_in_the_environment(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("IDDETECTIVE_VECTOR_INDEX", "exact")
-    with Catalogue(tmp_path, db=postgres_url) as catalogue:
+    # Read at the edge (the CLI builds Settings from os.environ), passed down to the catalogue.
+    environ = {"IDDETECTIVE_VECTOR_INDEX": "exact"}
+    settings = Settings.from_environment(environ, data_dir=tmp_path, db=postgres_url)
+    with Catalogue.from_settings(settings) as catalogue:
         assert isinstance(catalogue.vector_index(), ExactIndex)

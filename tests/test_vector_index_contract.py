@@ -1,7 +1,7 @@
 """The contract every `VectorIndex` implementation passes (parametrised by registry name).
 
 `pgvector` runs against a fresh database of the session's PostgreSQL (tests/conftest.py),
-named by $IDDETECTIVE_DB as a catalogue's would be; each index there is a table of its own.
+passed as its `url` (as a catalogue passes its --db); each index there is a table of its own.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ DIM = 128
 
 
 @pytest.fixture(params=available("vector_index"))
-def index_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+def index_class(request: pytest.FixtureRequest) -> type:
     chosen: type = resolve_class("vector_index", request.param)
     if request.param != "pgvector":
         return chosen
-    monkeypatch.setenv("IDDETECTIVE_DB", request.getfixturevalue("postgres_url"))
+    url = request.getfixturevalue("postgres_url")
     opened: list[PgvectorIndex] = []
 
     class Closed(PgvectorIndex):
         """Every index the test opens (loads included) is closed at its end."""
 
         def __init__(self, dimension: int, **knobs: Any) -> None:
+            knobs.setdefault("url", url)
             super().__init__(dimension, **knobs)
             opened.append(self)
 

@@ -71,11 +71,19 @@ class Workers:
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def start(
-        self, broker: str, data: Path, name: str, *, pool: str = "solo", concurrency: int = 1
+        self,
+        broker: str,
+        data: Path,
+        name: str,
+        *,
+        pool: str = "solo",
+        concurrency: int = 1,
+        burst: bool = False,
     ) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "iddetective", "worker", "--broker", broker]
         command += ["--data", str(data), "--name", name, "--pool", pool]
         command += ["--concurrency", str(concurrency), "--visibility-timeout", str(VISIBILITY)]
+        command += ["--burst"] if burst else []
         # tests/ for crashing_detector, after what the tests run with (a worktree's src/).
         path = [p for p in (os.environ.get("PYTHONPATH"), str(REPO / "tests")) if p]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
@@ -322,6 +330,33 @@ def test_two_runs_of_one_folder_at_once_store_each_photo_once(
     outputs = [run.communicate(timeout=90) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert_stored_once(data, photos)
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_a_burst_worker_drains_the_queue_then_exits(
+    broker: str, workers: Workers, tmp_path: Path, pool: str
+) -> None:
+    """`worker --burst` (as rq's): the batches a run queued are done, then the worker exits
+    0 by itself, and the run waiting for them ends as with any worker."""
+    photos, data = small_photos(tmp_path / "photos", 6), tmp_path / "data"
+    command = [sys.executable, "-m", "iddetective", "index", str(photos), "--data", str(data)]
+    command += ["--broker", broker, "--batch", "2"]
+    env = {key: value for key, value in os.environ.items() if key != "IDDETECTIVE_DB"}
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    app = fleet.fleet_app(broker)
+    try:
+        wait_for(lambda: fleet.control.queue_depth(app) == 3, 60, "the run's three batches")
+        burst = workers.start(broker, data, "burst@test", pool=pool, burst=True)
+        assert burst.wait(180) == 0, workers.log("burst@test").read_text()
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output.decode()
+    assert b"0 failed" in output
+    assert_stored_once(data, photos)
+    assert fleet.control.queue_depth(app) == 0
+    assert "burst@test" not in {w.name for w in fleet.fleet_status(broker).workers if w.alive}
 
 
 def test_fleet_control(broker: str, workers: Workers, tmp_path: Path) -> None:

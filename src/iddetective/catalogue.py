@@ -53,10 +53,12 @@ from .fetch import Fetcher, FetchSettings
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
 from .imaging import read_photo_bytes
 from .importing import ImportReport, apply_rows, fetch_photos, read_import
-from .ingest import IndexReport, ProgressCallback, index_plan
+from .ingest import IndexReport, ProgressCallback, Runner, index_plan
+from .local_runner import LocalRunner
 from .query import Query, parse_query
 from .registry import resolve_class
 from .search import SearchResult, check_against_catalogue, match_faces
+from .settings import Settings
 from .sources import Plan, plan_sources
 from .store import Store
 from .urls import masked_url
@@ -65,19 +67,12 @@ from .vector_index import IndexDamaged, IndexMismatch, IndexOutdated, Neighbours
 __all__ = [
     "CATALOG_FILE",
     "CLI_ACTOR",
-    "DB_ENV",
-    "VECTOR_INDEX_ENV",
     "Catalogue",
     "QueryAnswer",
-    "default_data_dir",
     "open_store",
 ]
 
 CATALOG_FILE = "catalog.sqlite"
-#: The environment variable naming a PostgreSQL catalogue (what --db sets).
-DB_ENV = "IDDETECTIVE_DB"
-#: The environment variable choosing the vector index (`ivf`, `exact`, `pgvector`).
-VECTOR_INDEX_ENV = "IDDETECTIVE_VECTOR_INDEX"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
@@ -93,14 +88,6 @@ class QueryAnswer:
     query: Query
     people: list[PersonRef]
     search: SearchResult | None
-
-
-def default_data_dir() -> Path:
-    """`$IDDETECTIVE_DATA`, else `$XDG_DATA_HOME/iddetective` (~/.local/share/iddetective)."""
-    if os.environ.get("IDDETECTIVE_DATA"):
-        return Path(os.environ["IDDETECTIVE_DATA"])
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "iddetective"
 
 
 class Catalogue:
@@ -123,13 +110,11 @@ class Catalogue:
     ) -> None:
         self.data_dir = Path(data_dir)
         #: A PostgreSQL URL when the catalogue lives there (else SQLite in the data directory).
-        self.db = db if db is not None else (os.environ.get(DB_ENV) or None)
+        self.db = db or None
         self.pipeline = pipeline or PipelineSettings()
         #: The vector index: by default faiss IVF in the data directory on SQLite, and
         #: pgvector's HNSW in the catalogue's own table on PostgreSQL (docs/scaling.md).
-        self._index_name = (
-            vector_index or os.environ.get(VECTOR_INDEX_ENV) or ("pgvector" if self.db else "ivf")
-        )
+        self._index_name = vector_index or ("pgvector" if self.db else "ivf")
         #: Told (faces done, faces to do) while the vector index is rebuilt or caught up.
         self.index_progress = index_progress
         #: Told, in one line, of damage found and repaired (a vector index rebuilt ...).
@@ -145,6 +130,15 @@ class Catalogue:
         self.store: Store = open_store(self.db or path, readonly=False)
         self._index: VectorIndex | None = None
         self._index_epoch = -1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> Catalogue:
+        """The catalogue `settings` name (data directory, database, vector index, pipeline);
+        `options` are the constructor's others (`create`, `index_progress`, `notice`)."""
+        options.setdefault("pipeline", settings.pipeline)
+        return cls(
+            settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options
+        )
 
     @property
     def model(self) -> str:
@@ -172,6 +166,7 @@ class Catalogue:
         people: str | None = None,
         people_from_folders: bool = False,
         workers: int = 1,
+        runner: Runner | None = None,
         prune: bool = False,
         retry_failed: bool = False,
         basis: str = "",
@@ -183,32 +178,35 @@ class Catalogue:
         `basis` records on what basis the photos are processed (e.g. "staff directory"),
         with `actor`, as their provenance.
 
-        With `workers` > 1 photos are analysed in a pool of spawned processes, so a script
-        calling this must guard its entry point with `if __name__ == "__main__":`.
+        `runner` analyses the photos (ingest.Runner): by default a `LocalRunner` of
+        `workers` spawned processes, so a script calling this with `workers` > 1 must guard
+        its entry point with `if __name__ == "__main__":`; a `fleet.FleetRunner` has a
+        fleet's workers do it (they store into this same catalogue).
         """
+        if runner is not None and workers != 1:
+            raise UsageError("--workers is for a local run; size the fleet instead")
         plan = plan_sources(paths, people, people_from_folders)
         origin = Provenance(added_by=actor, basis=basis)
         plan.jobs = [replace(job, provenance=job.provenance or origin) for job in plan.jobs]
-        report = self._index_plan(plan, workers, retry_failed, progress)
+        report = self._index_plan(plan, runner or LocalRunner(workers), retry_failed, progress)
         if prune and not report.interrupted:
             report.pruned = self.store.forget_missing_files(plan.roots)
             self.vector_index()
         return report
 
     def _index_plan(
-        self, plan: Plan, workers: int, retry_failed: bool, progress: ProgressCallback | None
+        self, plan: Plan, runner: Runner, retry_failed: bool, progress: ProgressCallback | None
     ) -> IndexReport:
-        if workers < 1:
-            raise UsageError(f"--workers must be at least 1, not {workers}")
-        opener = functools.partial(
-            open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
-        )
+        if isinstance(runner, LocalRunner):
+            opener = functools.partial(
+                open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
+            )
+            runner = runner.with_store(opener)
         report = index_plan(
             self.store,
             plan,
             self.pipeline,
-            workers=workers,
-            store_opener=opener,
+            runner,
             retry_failed=retry_failed,
             progress=progress,
         )
@@ -237,7 +235,7 @@ class Catalogue:
         jobs = fetch_photos(photos, fetcher, self.data_dir / FETCHED_DIR, report)
         report.problems.sort(key=lambda problem: problem.line)
         if jobs:
-            report.photos = self._index_plan(Plan(jobs=jobs), workers, False, progress)
+            report.photos = self._index_plan(Plan(jobs=jobs), LocalRunner(workers), False, progress)
         return report
 
     def remove_photo(self, ref: str) -> PhotoRef:

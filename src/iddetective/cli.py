@@ -34,25 +34,33 @@ from rich.table import Table
 from rich.text import Text
 
 from . import calibration, distances
-from .catalogue import CATALOG_FILE, DB_ENV, POSTGRES_SCHEMES, Catalogue, default_data_dir
+from .catalogue import CATALOG_FILE, POSTGRES_SCHEMES, Catalogue
 from .detection_study import parse_detector_settings
 from .discovery import ClusterReport
 from .entities import Edit, SaveResult
 from .errors import IDDetectiveError, UsageError, from_os_error
 from .eval_report import report_markdown, write_report
-from .evaluation import default_cache_dir, evaluate, with_detector_trials
+from .evaluation import evaluate, with_detector_trials
 from .faces import PipelineSettings
 from .fetch import FetchSettings
-from .ingest import IndexReport
+from .ingest import BATCH_PHOTOS, IndexReport
 from .privacy import OptOutPreview
 from .search import SearchResult, to_json
+from .settings import (
+    BROKER_ENV,
+    DB_ENV,
+    Settings,
+    default_cache_dir,
+    default_data_dir,
+    default_hosts_file,
+)
 
 __all__ = ["main"]
 
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
-#: fleet.BROKER_ENV, named here so that celery is imported only by the commands that use it.
-BROKER_ENV = "IDDETECTIVE_BROKER"
+#: Where --db's value waits in the click context for `_settings`.
+_DB_OPTION = "iddetective.db"
 
 # Markup off: paths and reasons are printed as they are, even `photo [b].jpg`.
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -68,25 +76,37 @@ def data_option(command: F) -> F:
         metavar="URL",
         expose_value=False,
         callback=_remember_db,
-        help="A PostgreSQL catalogue (postgresql://...; default $IDDETECTIVE_DB) instead of "
+        help=f"A PostgreSQL catalogue (postgresql://...; default ${DB_ENV}) instead of "
         "the SQLite one in the data directory, which then holds only caches.",
     )(command)
     return click.option(
         "--data",
         "data_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=default_data_dir,
+        default=lambda: default_data_dir(os.environ),
         show_default="$IDDETECTIVE_DATA or ~/.local/share/iddetective",
         help="Data directory holding the catalogue and the vector index.",
     )(command)
 
 
 def _remember_db(context: click.Context, parameter: click.Parameter, value: str | None) -> None:
-    # Every Catalogue this process opens reads it (Catalogue(db=None) falls back to the env).
+    # Kept for `_settings`: every command opens its catalogue through it.
     if value is not None:
         if not value.startswith(POSTGRES_SCHEMES):
             raise click.BadParameter("give a postgresql:// URL", context, parameter)
-        os.environ[DB_ENV] = value
+        context.meta[_DB_OPTION] = value
+
+
+def _settings(data_dir: Path, **options: Any) -> Settings:
+    """This run's settings: the options given (--data, --db, ...), else the environment."""
+    context = click.get_current_context(silent=True)
+    db = context.meta.get(_DB_OPTION) if context is not None else None
+    return Settings.from_environment(os.environ, data_dir=data_dir, db=db, **options)
+
+
+def _catalogue(data_dir: Path, **options: Any) -> Catalogue:
+    """The catalogue this run's settings name; `options` as `Catalogue.from_settings`'s."""
+    return Catalogue.from_settings(_settings(data_dir), **options)
 
 
 def fallback_option(command: F) -> F:
@@ -191,7 +211,7 @@ def _print_notices() -> None:
 @click.option(
     "--batch",
     type=click.IntRange(1),
-    default=8,
+    default=BATCH_PHOTOS,
     show_default=True,
     help="Photos per batch sent to the workers (with --broker).",
 )
@@ -226,13 +246,8 @@ def index(
                 "progress": _report_failures(update),
             }
             if broker:
-                if workers != 1:
-                    raise UsageError("--workers is for a local run; size the fleet instead")
-                report = _fleet().index_on_fleet(
-                    catalogue, list(paths), broker=broker, batch=batch, **options
-                )
-            else:
-                report = catalogue.index(list(paths), workers=workers, **options)
+                options["runner"] = _fleet().FleetRunner(broker, batch=batch)
+            report = catalogue.index(list(paths), workers=workers, **options)
         _print_report(report, data_dir)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -341,7 +356,7 @@ def _opened(data_dir: Path, **options: Any) -> Iterator[Catalogue]:
     """The catalogue, with a progress bar whenever its vector index must be rebuilt."""
     with (
         _progress_bar("updating the vector index", "faces") as update,
-        Catalogue(data_dir, index_progress=update, **options) as catalogue,
+        _catalogue(data_dir, index_progress=update, **options) as catalogue,
     ):
         yield catalogue
 
@@ -394,7 +409,7 @@ def _print_report(report: IndexReport, data_dir: Path) -> None:
     "--cache",
     "cache_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=default_cache_dir,
+    default=lambda: default_cache_dir(os.environ),
     show_default="$XDG_CACHE_HOME/iddetective/eval",
     help="Folder of the embeddings cache (by photo SHA-256 and model).",
 )
@@ -533,7 +548,7 @@ def _print_search(result: SearchResult) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def people(data_dir: Path, as_json: bool) -> None:
     """List the people in the catalogue."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.people()
     if as_json:
         for person in found:
@@ -552,7 +567,7 @@ def people(data_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def find(text: str, data_dir: Path, limit: int, as_json: bool) -> None:
     """Find people whose name, alias or handle contains TEXT (any case, accents or script)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.find(text, limit=limit)
     if as_json:
         for hit in found:
@@ -601,7 +616,7 @@ def query(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(data_dir: Path, as_json: bool) -> None:
     """Show the catalogue's size."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         figures = catalogue.stats()
     if as_json:
         click.echo(json.dumps(figures.__dict__))
@@ -625,7 +640,7 @@ def remove(photo: str, data_dir: Path) -> None:
 @data_option
 def failures(data_dir: Path) -> None:
     """List files and manifest rows that could not be indexed, with the reason."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.failures()
     for failure in found:
         out.print(f"{failure.path}: {failure.reason}  ({failure.failed_at})")
@@ -637,7 +652,7 @@ def failures(data_dir: Path) -> None:
 @data_option
 def review(data_dir: Path) -> None:
     """List labelled photos whose label went to one of several faces (or was not applied)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.reviews()
     for item in found:
         where = item.photo.paths[0] if item.photo.paths else item.photo.sha256
@@ -732,7 +747,7 @@ def _print_clustering(report: ClusterReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def clusters(data_dir: Path, min_size: int, limit: int, as_json: bool) -> None:
     """List clusters of unnamed faces, largest first, with a few face ids and photos."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.clusters(min_size=min_size, limit=limit)
     if as_json:
         for item in found:
@@ -753,7 +768,7 @@ def clusters(data_dir: Path, min_size: int, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def faces(person: str, data_dir: Path, as_json: bool) -> None:
     """List the faces of PERSON (id or name) with their ids, to move or reject them."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found_person, found = catalogue.person(person)
     if as_json:
         for face in found:
@@ -778,7 +793,7 @@ def person_options(command: F) -> F:
 @data_option
 def name_cluster(cluster_id: int, person: str | None, new_name: str | None, data_dir: Path) -> None:
     """Give the faces of cluster CLUSTER_ID to a person (--person) or a new one (--new)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         edit = catalogue.name_cluster(cluster_id, person=person, new_name=new_name)
     _print_edit(edit)
 
@@ -791,7 +806,7 @@ def move_faces(
     face_ids: tuple[int, ...], person: str | None, new_name: str | None, data_dir: Path
 ) -> None:
     """Move faces to another person (--person) or a new one (--new): split a person."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         edit = catalogue.move_faces(face_ids, person=person, new_name=new_name)
     _print_edit(edit)
 
@@ -801,7 +816,7 @@ def move_faces(
 @data_option
 def reject(face_ids: tuple[int, ...], data_dir: Path) -> None:
     """Take faces from their person for good: they never rejoin them automatically."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         edit = catalogue.reject_faces(face_ids)
     _print_edit(edit)
 
@@ -812,7 +827,7 @@ def reject(face_ids: tuple[int, ...], data_dir: Path) -> None:
 @data_option
 def merge(target: str, source: str, data_dir: Path) -> None:
     """Merge person SOURCE into TARGET (faces, names, accounts, lists, relations)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         edit = catalogue.merge_people(target, source)
     _print_edit(edit)
 
@@ -822,7 +837,7 @@ def merge(target: str, source: str, data_dir: Path) -> None:
 @data_option
 def undo(edit_id: int, data_dir: Path) -> None:
     """Undo the recorded edit EDIT_ID (iddetective edits lists them)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         edit = catalogue.undo(edit_id)
     _print_edit(edit)
 
@@ -833,7 +848,7 @@ def undo(edit_id: int, data_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def edits(data_dir: Path, limit: int, as_json: bool) -> None:
     """List the recorded edits of who is who (name, merge, split, reject, undo), newest first."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.edits(limit=limit)
     if as_json:
         for edit in found:
@@ -922,7 +937,7 @@ def _print_optout_preview(preview: OptOutPreview, erase_others: bool) -> None:
 @data_option
 def optout_list(data_dir: Path) -> None:
     """List opt-outs by token and date (the faces are never shown)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.optouts()
     for item in found:
         out.print(f"{item.token}  {item.created_at}  {item.faces} faces")
@@ -935,7 +950,7 @@ def optout_list(data_dir: Path) -> None:
 @data_option
 def optout_remove(token: str, data_dir: Path) -> None:
     """Withdraw the opt-out TOKEN (faces erased when it was added stay erased)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         removed = catalogue.remove_optout(token)
     out.print(f"withdrew opt-out {removed.token}")
 
@@ -951,7 +966,7 @@ def optout_remove(token: str, data_dir: Path) -> None:
 )
 def maintenance(data_dir: Path, audit_days: int) -> None:
     """Retention: purge old audit entries and orphaned cache files; compact the catalogue."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         report = catalogue.maintenance(audit_days=audit_days)
     out.print(
         f"purged {report.audit_entries} audit entries older than {audit_days} days, "
@@ -972,7 +987,7 @@ def check(data_dir: Path, quick: bool) -> None:
     nothing. Exits 1 if anything is wrong, naming what and where."""
     with (
         library_errors(),
-        Catalogue(data_dir) as catalogue,
+        _catalogue(data_dir) as catalogue,
         _progress_bar("reading photo files", "files") as update,
     ):
         report = catalogue.check(quick=quick, progress=update)
@@ -1052,10 +1067,18 @@ def serve(
 
     from .web import AnalysisLimits, ServerSettings, create_app, first_admin_key
 
+    run = _settings(data_dir, broker=broker)
     with library_errors():
-        new_key = first_admin_key(data_dir, host)
+        new_key = first_admin_key(data_dir, host, db=run.db)
     limits = AnalysisLimits(round(max_megapixels * 1e6), max_faces, analysis_seconds)
-    settings = ServerSettings(data_dir, broker=broker, limits=limits)
+    settings = ServerSettings(
+        data_dir,
+        db=run.db,
+        vector_index=run.vector_index,
+        broker=run.broker,
+        hosts_file=run.hosts_file,
+        limits=limits,
+    )
     if workers is not None:
         settings = replace(settings, analysis_workers=workers)
     if new_key:
@@ -1086,7 +1109,7 @@ def keys() -> None:
 @click.option("--label", default="", help="A note on who or what uses the key.")
 def keys_create(data_dir: Path, role: str, label: str) -> None:
     """Create a key and print it (this once; only its hash is kept)."""
-    with library_errors(), Catalogue(data_dir, create=True) as catalogue:
+    with library_errors(), _catalogue(data_dir, create=True) as catalogue:
         secret, key = catalogue.create_key(role, label)
     err.print(f"created {role} key {key.id}; it is shown this once:")
     click.echo(secret)
@@ -1096,7 +1119,7 @@ def keys_create(data_dir: Path, role: str, label: str) -> None:
 @data_option
 def keys_list(data_dir: Path) -> None:
     """List the keys (ids, roles, labels; never the keys themselves)."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         found = catalogue.api_keys()
     table = Table("id", "role", "label", "created", "revoked")
     for key in found:
@@ -1109,7 +1132,7 @@ def keys_list(data_dir: Path) -> None:
 @data_option
 def keys_revoke(key_id: str, data_dir: Path) -> None:
     """Revoke the key KEY_ID; it stops working at once."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         key = catalogue.revoke_key(key_id)
     out.print(f"revoked {key.role} key {key.id} at {key.revoked_at}")
 
@@ -1120,7 +1143,7 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def audit(data_dir: Path, limit: int, as_json: bool) -> None:
     """Show the audit log of searches, newest first."""
-    with library_errors(), Catalogue(data_dir) as catalogue:
+    with library_errors(), _catalogue(data_dir) as catalogue:
         entries = catalogue.audit(limit=limit)
     if as_json:
         for entry in entries:
@@ -1196,6 +1219,11 @@ def worker_names_option(command: F) -> F:
     show_default=True,
     help="Seconds before a batch its worker never finished is given to another worker.",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Drain the queue, then exit (once no batch waits, runs or is reserved here).",
+)
 def worker(
     broker: str,
     data_dir: Path,
@@ -1203,10 +1231,12 @@ def worker(
     pool: str,
     name: str | None,
     visibility_timeout: float,
+    burst: bool,
 ) -> None:
-    """Take photo batches from the broker, analyse them and store them, until stopped."""
+    """Take photo batches from the broker, analyse them and store them, until stopped
+    (with --burst, until the queue is empty)."""
     with library_errors():
-        catalogue = os.environ.get(DB_ENV) or data_dir / CATALOG_FILE
+        catalogue = _settings(data_dir).db or data_dir / CATALOG_FILE
         _fleet().run_worker(
             broker,
             catalogue,
@@ -1214,6 +1244,7 @@ def worker(
             pool=pool,
             name=name,
             visibility_timeout=visibility_timeout,
+            burst=burst,
         )
 
 
@@ -1321,7 +1352,8 @@ def fleet_up(
     from .remote_hosts import fleet_up as start_workers
 
     with library_errors():
-        started = start_workers(hosts_file, host_name, workers, broker, db)
+        hosts = hosts_file or default_hosts_file(os.environ)
+        started = start_workers(hosts, host_name, workers, broker, db)
     for worker in started:
         when = worker.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         out.print(f"{worker.host}: worker {worker.pid} started {when}, log {worker.log}")
@@ -1344,7 +1376,7 @@ def fleet_down(host_name: str, grace: float, hosts_file: Path | None) -> None:
     from .remote_hosts import fleet_down as stop_workers
 
     with library_errors():
-        stopped = stop_workers(hosts_file, host_name, grace)
+        stopped = stop_workers(hosts_file or default_hosts_file(os.environ), host_name, grace)
     listed = f" ({', '.join(map(str, stopped))})" if stopped else ""
     out.print(f"{host_name}: stopped {len(stopped)} workers{listed}")
 

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import IDDetectiveError, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .imaging import decode_image, read_photo_bytes
+from .ingest import CRASHED
 from .processes import map_in_processes
 
 __all__ = [
@@ -101,13 +102,20 @@ def compare_detectors(
     trials = []
     for setting in settings:
         outcomes: list[tuple[int, float] | str] = []
-        for _, outcome in map_in_processes(time_detection, list(paths), workers, setting):
+        timed = map_in_processes(
+            time_detection, list(paths), workers, setting, crashed=_crashed
+        )
+        for _, outcome in timed:
             outcomes.append(outcome)
             done += 1
             if progress is not None:
                 progress(done, total)
         trials.append(_trial(setting, outcomes))
     return trials
+
+
+def _crashed(path: str) -> str:
+    return CRASHED  # the photo killed its worker process: unusable, as one it cannot read
 
 
 def _trial(setting: PipelineSettings, outcomes: list[tuple[int, float] | str]) -> DetectorTrial:

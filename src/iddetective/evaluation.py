@@ -17,6 +17,7 @@ functions of arrays (`verification`, `identification`, `detection_counts`) over 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import sqlite3
@@ -33,7 +34,7 @@ from .entities import FailedPhoto, IndexedPhoto
 from .errors import BadImage, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .imaging import open_photo_file
-from .ingest import analyse_file
+from .ingest import CRASHED, analyse_file
 from .labelling import choose_labelled_face
 from .metrics import (
     FOLDS,
@@ -46,6 +47,7 @@ from .metrics import (
     tar_at_far,
 )
 from .processes import map_in_processes
+from .settings import default_cache_dir
 from .sources import PhotoJob, plan_sources, read_manifest
 
 __all__ = [
@@ -64,7 +66,6 @@ __all__ = [
     "Verification",
     "all_pair_distances",
     "analyse_photo",
-    "default_cache_dir",
     "detection_counts",
     "distractor_faces",
     "embed_photos",
@@ -194,12 +195,6 @@ class PhotoFaces:
         return len(self.vectors)
 
 
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/iddetective/eval`, i.e. `~/.cache/iddetective/eval`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "iddetective" / "eval"
-
-
 class EmbeddingCache:
     """Faces of photos by SHA-256, model and pipeline settings, in `embeddings.sqlite`."""
 
@@ -282,14 +277,16 @@ def embed_photos(
     settings = settings or PipelineSettings()
     model = pipeline_for(settings).model
     started = time.monotonic()
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), model, settings)
+    cache = EmbeddingCache(cache_dir or default_cache_dir({}), model, settings)
     try:
         found, pending = _cached(paths, cache)
         total, done = len(paths), len(paths) - sum(map(len, pending.values()))
         _report(progress, done, total)
         keys = list(pending)
         jobs = [paths[pending[key][0]] for key in keys]
-        for number, photo in map_in_processes(analyse_photo, jobs, workers, settings):
+        crashed = functools.partial(_crashed_photo, settings)
+        analysed = map_in_processes(analyse_photo, jobs, workers, settings, crashed=crashed)
+        for number, photo in analysed:
             if photo.sha256 and photo.sha256 == keys[number]:
                 cache.put(photo)
             for i in pending[keys[number]]:
@@ -348,6 +345,12 @@ def analyse_photo(path: str, settings: PipelineSettings) -> PhotoFaces:
     labelled = choose_labelled_face(boxes, analysis.width, analysis.height)
     vectors = np.stack([np.asarray(face.embedding, np.float32) for face in analysis.faces])
     return PhotoFaces(outcome.sha256, vectors, labelled)
+
+
+def _crashed_photo(settings: PipelineSettings, path: str) -> PhotoFaces:
+    """What a photo whose analysis killed its worker process is: unusable, with why."""
+    dimension = pipeline_for(settings).embedder.dimension
+    return PhotoFaces("", np.zeros((0, dimension), np.float32), -1, CRASHED)
 
 
 # -- figures -------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Index photo jobs: analyse them in a process pool, store results with one writer in batches.
+"""Index photo jobs: plan, have a `Runner` analyse them, store results with one writer in batches.
+
+An index run is orchestrated here once, whoever analyses the photos: the `Runner` seam is a
+local pool of processes (`local_runner.LocalRunner`, the default) or the ingestion workers
+of a fleet (`fleet.enqueue.FleetRunner`). Either way the run is planned here (unchanged
+files skipped, bad manifest rows recorded) and its results feed one `IndexReport` and
+progress callback.
 
 Files whose path, size and mtime match what the store recorded are skipped without being
 read. Workers hash each file first and skip the face pipeline for bytes the catalogue already
@@ -11,14 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .child_processes import spawn_pool
 from .discovery import ClusterReport
 from .entities import (
     FailedPhoto,
@@ -33,16 +35,27 @@ from .faces import PipelineSettings, pipeline_for
 from .sources import PhotoJob, Plan, manifest_rows
 from .store import Store
 
-__all__ = ["BatchWriter", "IndexReport", "analyse_file", "changed_jobs", "index_plan"]
+__all__ = [
+    "BATCH_PHOTOS",
+    "CRASHED",
+    "BatchWriter",
+    "IndexReport",
+    "Runner",
+    "analyse_file",
+    "changed_jobs",
+    "index_plan",
+]
 
 #: Outcomes are committed at least this often (count or seconds), whichever comes first.
 BATCH_SIZE = 32
 BATCH_SECONDS = 2.0
+#: Photos per batch sent to a fleet's workers: small enough that a lost batch costs little.
+BATCH_PHOTOS = 8
+#: The reason recorded for a photo whose analysis killed the process analysing it.
+CRASHED = "the face pipeline crashed the worker process on this photo"
 
 ProgressCallback = Callable[[int, int, SaveResult | None], None]
 KnownCheck = Callable[[str], bool]
-
-_CRASHED = "the face pipeline crashed the worker process on this photo"
 
 
 @dataclass
@@ -130,21 +143,30 @@ def _missing_reason(path: str) -> str:
     return f"broken symbolic link: it points to {os.path.normpath(target)}, which is missing"
 
 
+class Runner(Protocol):
+    """What analyses and stores the photos of an index run (the seam between planning an
+    index run and doing it): a local process pool, or a fleet's workers."""
+
+    def run(
+        self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
+    ) -> None:
+        """Analyse every job with `settings` and tell `writer` of each: an outcome for it to
+        store (`writer.add`), or a result stored elsewhere (`writer.tell`). Ctrl-C
+        (KeyboardInterrupt) may end it; what was told is kept."""
+
+
 def index_plan(
     store: Store,
     plan: Plan,
     settings: PipelineSettings,
+    runner: Runner,
     *,
-    workers: int = 1,
-    store_opener: Callable[[], Store] | None = None,
     retry_failed: bool = False,
     progress: ProgressCallback | None = None,
 ) -> IndexReport:
-    """Index every job of `plan` into `store`; returns the run's report.
-
-    `store_opener` opens a read-only store in each worker process so workers can skip bytes
-    the catalogue already holds (it must be picklable). Ctrl-C stops the run after committing
-    what is done; the report says it was interrupted.
+    """Index every job of `plan` into `store`, the photos analysed by `runner`; returns the
+    run's report. Ctrl-C stops the run after committing what is done; the report says it
+    was interrupted.
     """
     started = time.monotonic()
     report = IndexReport(total=len(plan.jobs) + len(plan.problems), not_photos=plan.not_photos)
@@ -153,9 +175,9 @@ def index_plan(
         store.forget_failures(manifest_rows(plan.manifest))
     writer.extend(plan.problems)
     todo = changed_jobs(store, plan.jobs, writer, retry_failed)
+    writer.flush()
     try:
-        for outcome in _analyse_all(todo, settings, workers, store, store_opener):
-            writer.add(outcome)
+        runner.run(todo, settings, writer)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -168,8 +190,7 @@ def changed_jobs(
     store: Store, jobs: Sequence[PhotoJob], writer: BatchWriter, retry_failed: bool
 ) -> list[PhotoJob]:
     """The jobs whose files are new or changed since they were stored (or failed, with
-    `retry_failed`); the others are told to `writer` as unchanged. Local runs and the
-    fleet (fleet/enqueue.py) plan the same way."""
+    `retry_failed`); the others are told to `writer` as unchanged."""
     todo: list[PhotoJob] = []
     for job in jobs:
         record = store.file_record(job.path)
@@ -188,94 +209,6 @@ def _unchanged(recorded: FileStat) -> bool:
     except OSError:
         return False
     return stat.st_size == recorded.size and stat.st_mtime_ns == recorded.mtime_ns
-
-
-def _analyse_all(
-    jobs: list[PhotoJob],
-    settings: PipelineSettings,
-    workers: int,
-    store: Store,
-    store_opener: Callable[[], Store] | None,
-) -> Iterator[Outcome]:
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield analyse_file(job, settings, store.has_photo)
-        return
-    remaining = deque(jobs)
-    while remaining:
-        try:
-            with _pool(workers, store_opener) as pool:
-                yield from _bounded_map(pool, remaining, settings, window=workers * 4)
-        except _PoolDied as died:
-            # A worker process died (a crash inside a native library): run each photo that
-            # was in flight alone to find the one that kills it, then go on with the rest.
-            yield from _analyse_one_by_one(died.in_flight, settings, store_opener)
-
-
-class _PoolDied(Exception):
-    def __init__(self, in_flight: list[PhotoJob]) -> None:
-        super().__init__(f"a worker process died with {len(in_flight)} photos in flight")
-        self.in_flight = in_flight
-
-
-@contextmanager
-def _pool(workers: int, store_opener: Callable[[], Store] | None) -> Iterator[ProcessPoolExecutor]:
-    pool = spawn_pool(workers, _start_worker, (store_opener,))
-    try:
-        yield pool
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _analyse_one_by_one(
-    jobs: list[PhotoJob], settings: PipelineSettings, store_opener: Callable[[], Store] | None
-) -> Iterator[Outcome]:
-    """Analyse jobs one at a time in a one-process pool, replaced only when a job kills it."""
-    queue = deque(jobs)
-    while queue:
-        with _pool(1, store_opener) as pool:
-            while queue:
-                job = queue.popleft()
-                try:
-                    outcome = pool.submit(_worker_analyse, job, settings).result()
-                except BrokenProcessPool:
-                    yield FailedPhoto(FileStat(job.path, -1, -1), _CRASHED)
-                    break  # this pool is dead: start another for the rest
-                yield outcome
-
-
-def _bounded_map(
-    pool: ProcessPoolExecutor, queue: deque[PhotoJob], settings: PipelineSettings, window: int
-) -> Iterator[Outcome]:
-    """Analyse jobs taken from `queue`, at most `window` in flight; raises _PoolDied."""
-    pending: dict[Future[Outcome], PhotoJob] = {}
-    while queue or pending:
-        while queue and len(pending) < window:
-            job = queue.popleft()
-            pending[pool.submit(_worker_analyse, job, settings)] = job
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        try:
-            outcomes = [future.result() for future in done]
-        except BrokenProcessPool:
-            raise _PoolDied(list(pending.values())) from None
-        for future in done:
-            del pending[future]
-        yield from outcomes
-
-
-_worker_store: Store | None = None
-
-
-def _start_worker(store_opener: Callable[[], Store] | None) -> None:
-    global _worker_store
-    _worker_store = store_opener() if store_opener else None
-
-
-def _worker_analyse(job: PhotoJob, settings: PipelineSettings) -> Outcome:
-    known = _worker_store.has_photo if _worker_store is not None else None
-    return analyse_file(job, settings, known)
 
 
 class BatchWriter:
@@ -299,6 +232,11 @@ class BatchWriter:
     def skip(self) -> None:
         self.report.unchanged += 1
         self._advance(None)
+
+    def tell(self, result: SaveResult) -> None:
+        """Count a result stored elsewhere (by a fleet's worker), and report progress."""
+        self.report.count(result)
+        self._advance(result)
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import getpass
 import hashlib
-import os
 import re
 import shlex
 import time
@@ -35,7 +34,6 @@ import paramiko
 from .errors import IDDetectiveError, UsageError
 
 __all__ = [
-    "HOSTS_ENV",
     "STATE_FILE",
     "AuthenticationFailed",
     "CommandMissing",
@@ -47,7 +45,6 @@ __all__ = [
     "RemoteHostError",
     "RemoteWorker",
     "WorkerStartFailed",
-    "default_hosts_file",
     "down",
     "fleet_down",
     "fleet_up",
@@ -58,8 +55,6 @@ __all__ = [
     "worker_command",
 ]
 
-#: The environment variable naming the hosts file (`default_hosts_file`).
-HOSTS_ENV = "IDDETECTIVE_HOSTS"
 #: Where each host records the workers started there, relative to the SSH user's home.
 STATE_FILE = ".iddetective/workers.pids"
 _LOG_DIR = ".iddetective/logs"
@@ -157,14 +152,6 @@ class _Record:
 
 
 # --- the hosts file ---------------------------------------------------------------------
-
-
-def default_hosts_file() -> Path:
-    """`$IDDETECTIVE_HOSTS`, else `$XDG_CONFIG_HOME/iddetective/hosts.toml` (~/.config)."""
-    if os.environ.get(HOSTS_ENV):
-        return Path(os.environ[HOSTS_ENV])
-    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(config) / "iddetective" / "hosts.toml"
 
 
 def load_hosts(path: Path) -> dict[str, Host]:
@@ -334,7 +321,7 @@ def down(host: Host, *, grace: float = 30.0, connect_timeout: float = 10.0) -> l
 
 
 def fleet_up(
-    hosts_file: Path | None,
+    hosts_file: Path,
     name: str,
     workers: int,
     broker: str | None = None,
@@ -345,16 +332,16 @@ def fleet_up(
     The broker and catalogue default to the host's own IDDETECTIVE_BROKER and IDDETECTIVE_DB
     (a URL that works here may not work there).
     """
-    host = host_named(hosts_file or default_hosts_file(), name)
+    host = host_named(hosts_file, name)
     broker = broker or host.env.get("IDDETECTIVE_BROKER")
     if not broker:
         raise UsageError(f"host {name!r}: give --broker, or IDDETECTIVE_BROKER in its env")
     return up(host, workers, broker, db or host.env.get("IDDETECTIVE_DB"))
 
 
-def fleet_down(hosts_file: Path | None, name: str, grace: float = 30.0) -> list[int]:
+def fleet_down(hosts_file: Path, name: str, grace: float = 30.0) -> list[int]:
     """`iddetective fleet down`: stop the workers recorded on the host `name`."""
-    return down(host_named(hosts_file or default_hosts_file(), name), grace=grace)
+    return down(host_named(hosts_file, name), grace=grace)
 
 
 def _start_script(argv: Sequence[str], environment: Mapping[str, str], workers: int) -> str:

@@ -7,7 +7,7 @@ indexes through the fleet, `control` watches and steers it. Needs the `server` e
 
 from __future__ import annotations
 
-from .app import BROKER_ENV, DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app
+from .app import DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app
 from .control import (
     FleetStatus,
     WorkerReply,
@@ -18,14 +18,14 @@ from .control import (
     resume_workers,
     stop_workers,
 )
-from .enqueue import BATCH_PHOTOS, index_on_fleet
+from .enqueue import BATCH_PHOTOS, FleetRunner, index_on_fleet
 from .worker import default_worker_name, run_worker
 
 __all__ = [
     "BATCH_PHOTOS",
-    "BROKER_ENV",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "QUEUE",
+    "FleetRunner",
     "FleetStatus",
     "WorkerReply",
     "WorkerStatus",

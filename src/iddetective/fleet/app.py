@@ -15,15 +15,13 @@ from celery import Celery
 from ..errors import UsageError
 
 __all__ = [
-    "BROKER_ENV",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "QUEUE",
     "TASK_NAME",
     "fleet_app",
+    "queue_depth",
 ]
 
-#: The environment variable naming the broker (what --broker defaults to).
-BROKER_ENV = "IDDETECTIVE_BROKER"
 #: The Redis list the ingestion batches wait in.
 QUEUE = "iddetective-ingest"
 TASK_NAME = "iddetective.ingest_batch"
@@ -80,3 +78,9 @@ def _settings(visibility_timeout: float) -> dict[str, Any]:
         "result_expires": 7 * 24 * 3600,
         "redis_socket_connect_timeout": 5,
     }
+
+
+def queue_depth(app: Celery) -> int:
+    """Batches waiting in the ingestion queue (Redis LLEN), not counting those running."""
+    with app.connection_for_read() as connection:
+        return int(connection.default_channel.client.llen(QUEUE))

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from .app import QUEUE, TASK_NAME, fleet_app
+from .app import QUEUE, TASK_NAME, fleet_app, queue_depth
 from .tasks import WORKER_COUNTS
 from .worker import REGISTRY
 
@@ -134,12 +134,6 @@ def _alive_names(
         destination=_names(chosen), timeout=timeout, limit=limit, connection=connection
     )
     return sorted(name for reply in replies or [] for name in reply)
-
-
-def queue_depth(app: Celery) -> int:
-    """Batches waiting in the ingestion queue (Redis LLEN), not counting those running."""
-    with app.connection_for_read() as connection:
-        return int(connection.default_channel.client.llen(QUEUE))
 
 
 def _announced(app: Celery) -> dict[str, dict[str, Any]]:

@@ -1,10 +1,11 @@
-"""Index through the fleet: plan here, send batches to the workers, gather their results.
+"""Index through the fleet: the `FleetRunner` sends batches to the workers, gathers their results.
 
-The run is planned exactly as a local one (`ingest`): files unchanged since they were stored
-are skipped without being read, bad manifest rows are recorded here. The other jobs go to the
-queue in batches; workers analyse and store them, and their results feed the same
-`IndexReport` and progress callback as a local run. Afterwards the new faces are clustered
-and the vector index is caught up, as after a local run.
+`Catalogue.index(..., runner=FleetRunner(broker))` plans the run exactly as a local one
+(`ingest.index_plan`): files unchanged since they were stored are skipped without being read,
+bad manifest rows are recorded here. The other jobs go to the queue in batches; workers
+analyse and store them, and their results feed the same `IndexReport` and progress callback
+as a local run. Afterwards the new faces are clustered and the vector index is caught up,
+as after a local run.
 
 Results are read from Redis. If Redis restarts (its `run_id` changes) the batches not
 answered yet are sent again: a Redis that keeps nothing on disk has lost them, and one that
@@ -17,25 +18,50 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from celery import Celery
 
-from ..catalogue import CLI_ACTOR, Catalogue
-from ..entities import FailedPhoto, FileStat, Provenance, SaveResult
+from ..catalogue import Catalogue
+from ..entities import FailedPhoto, FileStat, SaveResult
 from ..errors import UsageError
-from ..ingest import BatchWriter, IndexReport, ProgressCallback, changed_jobs
-from ..sources import PhotoJob, manifest_rows, plan_sources
+from ..faces import PipelineSettings
+from ..ingest import BATCH_PHOTOS, BatchWriter, IndexReport
+from ..sources import PhotoJob
 from .app import PUBLISH_RETRY, QUEUE, TASK_NAME, fleet_app
 from .tasks import job_to_json
 
-__all__ = ["BATCH_PHOTOS", "index_on_fleet"]
+__all__ = ["BATCH_PHOTOS", "FleetRunner", "index_on_fleet"]
 
-#: Photos per batch (task): small enough that a lost batch costs little to redo.
-BATCH_PHOTOS = 8
 #: Batches whose results are looked for per poll (the oldest first).
 _WINDOW = 256
+
+
+class FleetRunner:
+    """The `Runner` of a fleet: batches of `batch` photos sent to the workers on `broker`,
+    their stored results gathered (polling every `poll_seconds`). The workers must store
+    into the catalogue the run is planned in. Ctrl-C stops waiting; batches already queued
+    are still done."""
+
+    def __init__(self, broker: str, *, batch: int = BATCH_PHOTOS, poll_seconds: float = 0.2):
+        if batch < 1:
+            raise UsageError(f"--batch must be at least 1, not {batch}")
+        self.app = fleet_app(broker)
+        self.batch, self.poll_seconds = batch, poll_seconds
+
+    def run(
+        self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
+    ) -> None:
+        """Send `jobs` to the workers and tell `writer` each result they stored."""
+        run = _FleetRun(self.app, asdict(settings), self.batch)
+        run.send(jobs)
+        while run.pending:
+            for result in run.collect(self.poll_seconds):
+                writer.tell(result)
+            for job, reason in run.given_up:
+                writer.add(FailedPhoto(FileStat(job.path, -1, -1), reason))
+            run.given_up.clear()
 
 
 def index_on_fleet(
@@ -43,62 +69,14 @@ def index_on_fleet(
     paths: Sequence[str],
     *,
     broker: str,
-    people: str | None = None,
-    people_from_folders: bool = False,
-    prune: bool = False,
-    retry_failed: bool = False,
-    basis: str = "",
-    actor: str = CLI_ACTOR,
     batch: int = BATCH_PHOTOS,
-    progress: ProgressCallback | None = None,
     poll_seconds: float = 0.2,
+    **options: Any,
 ) -> IndexReport:
-    """Index like `Catalogue.index`, with the photos analysed by the workers on `broker`.
-
-    The workers must store into the same catalogue as `catalogue`. Ctrl-C stops waiting
-    (the report says it was interrupted); batches already queued are still done.
-    """
-    if batch < 1:
-        raise UsageError(f"--batch must be at least 1, not {batch}")
-    app = fleet_app(broker)
-    plan = plan_sources(paths, people, people_from_folders)
-    origin = Provenance(added_by=actor, basis=basis)
-    plan.jobs = [replace(job, provenance=job.provenance or origin) for job in plan.jobs]
-    started = time.monotonic()
-    report = IndexReport(total=len(plan.jobs) + len(plan.problems), not_photos=plan.not_photos)
-    # The local run's own planning and writer: unchanged files skipped, bad rows recorded.
-    writer = BatchWriter(catalogue.store, report, progress)
-    if plan.manifest:
-        catalogue.store.forget_failures(manifest_rows(plan.manifest))
-    writer.extend(plan.problems)
-    todo = changed_jobs(catalogue.store, plan.jobs, writer, retry_failed)
-    writer.flush()
-    run = _FleetRun(app, asdict(catalogue.pipeline), batch)
-    try:
-        run.send(todo)
-        while run.pending:
-            for result in run.collect(poll_seconds):
-                _tell(writer, result)
-            for job, reason in run.given_up:
-                writer.add(FailedPhoto(FileStat(job.path, -1, -1), reason))
-            run.given_up.clear()
-    except KeyboardInterrupt:
-        report.interrupted = True
-    finally:
-        writer.flush()
-        report.seconds = time.monotonic() - started
-    if prune and not report.interrupted:
-        report.pruned = catalogue.store.forget_missing_files(plan.roots)
-    report.clustering = catalogue.cluster()  # catches the vector index up first
-    return report
-
-
-def _tell(writer: BatchWriter, result: SaveResult) -> None:
-    """Count a result a worker stored, and report progress, as the local writer does."""
-    writer.report.count(result)
-    writer.done += 1
-    if writer.progress:
-        writer.progress(writer.done, writer.report.total, result)
+    """`catalogue.index(paths, **options)` with a `FleetRunner` on `broker`: the photos
+    analysed and stored by the workers there."""
+    runner = FleetRunner(broker, batch=batch, poll_seconds=poll_seconds)
+    return catalogue.index(paths, runner=runner, **options)
 
 
 class _FleetRun:

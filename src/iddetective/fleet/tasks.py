@@ -41,7 +41,7 @@ from ..entities import (
 )
 from ..errors import StoreError
 from ..faces import PipelineSettings, pipeline_for
-from ..ingest import analyse_file
+from ..ingest import CRASHED, analyse_file
 from ..sources import PhotoJob
 from ..store import Store
 
@@ -61,7 +61,6 @@ MAX_RETRIES = 10
 RETRY_BACKOFF_MAX = 60
 #: Deaths of a worker process while analysing the same photo before it is recorded as failed.
 CRASH_LIMIT = 2
-CRASHED = "the face pipeline crashed the worker process on this photo"
 _MARKER_SECONDS = 7 * 24 * 3600
 #: The Redis hash of one worker's counts, by its name: `photos` (every photo its batches
 #: finished, failed ones included), `failures` (those recorded as failed), `last_batch_at`.

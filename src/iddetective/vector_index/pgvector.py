@@ -20,7 +20,6 @@ radius. Distances are pgvector's `<->` (Euclidean, float32 arithmetic).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -41,8 +40,6 @@ from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, 
 __all__ = ["PgvectorIndex"]
 
 FORMAT = "iddetective-pgvector-1"
-#: The environment variable naming the catalogue's database (as `catalogue.DB_ENV`).
-DB_ENV = "IDDETECTIVE_DB"
 #: pgvector returns at most `hnsw.ef_search` rows per index scan, and takes at most 1000.
 EF_SEARCH_MAX = 1000
 #: First number of neighbours a range search asks HNSW for; doubled while all are within.
@@ -74,10 +71,10 @@ class PgvectorIndex:
         exact_max: int = 40_000,
         exact_filter_max: int = 50_000,
     ) -> None:
-        url = url or os.environ.get(DB_ENV)
         if not url:
             raise IndexMismatch(
-                f"the pgvector index needs a PostgreSQL database: pass url= or set {DB_ENV}"
+                "the pgvector index needs a PostgreSQL database: pass url= or set "
+                "IDDETECTIVE_DB for the command that opens it"
             )
         self.dimension = dimension
         self.ef_search = min(ef_search, EF_SEARCH_MAX)
@@ -266,7 +263,7 @@ class PgvectorIndex:
     def save(self, path: Path, epoch: int) -> None:
         """Record which table holds the index (and the epoch): the vectors stay in the
         database. The URL is written without its password (libpq's PGPASSWORD, ~/.pgpass or
-        $IDDETECTIVE_DB supply it on `load`)."""
+        `load`'s url supply it)."""
         meta = {
             "format": FORMAT,
             "url": without_password(self._url),
@@ -284,13 +281,16 @@ class PgvectorIndex:
         write_atomically(path, json.dumps(meta, indent=1).encode())
 
     @classmethod
-    def load(cls, path: Path) -> tuple[PgvectorIndex, int]:
-        """The index the file at `path` names, and its epoch; IndexMismatch if unusable."""
+    def load(cls, path: Path, *, url: str | None = None) -> tuple[PgvectorIndex, int]:
+        """The index the file at `path` names, and its epoch; IndexMismatch if unusable.
+
+        `url` is the database with its password (the file keeps none): used when it names
+        the database the file names."""
         try:
             meta = json.loads(path.read_text())
             if meta.get("format") != FORMAT:
                 raise ValueError(f"unknown format {meta.get('format')!r}")
-            url = _with_known_password(meta["url"])
+            url = _with_known_password(meta["url"], url)
             index = cls(int(meta["dimension"]), url=url, table=meta["table"], **meta["knobs"])
         except (OSError, ValueError, KeyError, TypeError, IndexMismatch) as error:
             raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
@@ -386,9 +386,8 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
     return ids, dist
 
 
-def _with_known_password(saved: str) -> str:
-    """`saved`, or $IDDETECTIVE_DB when that names the same database with its password."""
-    current = os.environ.get(DB_ENV)
+def _with_known_password(saved: str, current: str | None) -> str:
+    """`saved`, or `current` when that names the same database with its password."""
     if current and without_password(current) == saved:
         return current
     return saved

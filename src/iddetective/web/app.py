@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
+from ..settings import default_hosts_file
 from . import api, curation, fleet_views, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
@@ -33,9 +34,6 @@ from .routing import CheckedRoute
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]
 
-#: The environment variable naming the ingestion workers' broker (as iddetective.fleet's, which
-#: is not imported here: celery is needed only by servers with a broker).
-BROKER_ENV = "IDDETECTIVE_BROKER"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -44,6 +42,10 @@ class ServerSettings:
     """How the server runs. Defaults suit one machine serving a team."""
 
     data_dir: Path
+    #: A PostgreSQL catalogue (postgresql://...); None: SQLite in the data directory.
+    db: str | None = None
+    #: The vector index by registry name; None: the catalogue's default (docs/scaling.md).
+    vector_index: str | None = None
     #: Processes analysing query and uploaded photos; 0 analyses in the request thread.
     analysis_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     #: Photos that may wait for an analysis slot before the server answers 503.
@@ -54,12 +56,12 @@ class ServerSettings:
     limits: AnalysisLimits = field(default_factory=AnalysisLimits)
     #: Mark the session cookie Secure (set when serving behind HTTPS).
     secure_cookies: bool = False
-    #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None
-    #: (no $IDDETECTIVE_BROKER either): the dashboard says how to configure it.
-    broker: str | None = field(default_factory=lambda: os.environ.get(BROKER_ENV) or None)
-    #: The hosts file the dashboard starts and stops workers with (None: the default one,
-    #: $IDDETECTIVE_HOSTS or ~/.config/iddetective/hosts.toml, as `fleet up` reads).
-    hosts_file: Path | None = None
+    #: The ingestion workers' Redis (redis://host:port/db), for the /fleet dashboard; None:
+    #: the dashboard says how to configure it.
+    broker: str | None = None
+    #: The hosts file the dashboard starts and stops workers with (`serve` passes the one
+    #: `fleet up` reads).
+    hosts_file: Path = field(default_factory=lambda: default_hosts_file({}))
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -67,7 +69,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.catalogue = Catalogue(settings.data_dir, create=True, pipeline=settings.pipeline)
+        app.state.catalogue = Catalogue(
+            settings.data_dir,
+            create=True,
+            pipeline=settings.pipeline,
+            db=settings.db,
+            vector_index=settings.vector_index,
+        )
         app.state.analysis = AnalysisPool(
             settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
@@ -135,14 +143,14 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: assume it is reachable from elsewhere
 
 
-def first_admin_key(data_dir: Path, host: str) -> str | None:
+def first_admin_key(data_dir: Path, host: str, *, db: str | None = None) -> str | None:
     """Get a data directory ready to serve on `host`; the admin key it created, if any.
 
     With no active key, serving on this machine only creates an admin key (shown once, so a
     newcomer can log in); serving on any other address is refused, since nobody could log in
     and the first visitor must not be the one to set up access.
     """
-    with Catalogue(data_dir, create=True) as catalogue:
+    with Catalogue(data_dir, create=True, db=db) as catalogue:
         if any(key.active for key in catalogue.api_keys()):
             return None
         if not is_loopback(host):

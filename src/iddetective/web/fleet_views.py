@@ -212,9 +212,9 @@ def host_down(name: str, request: Request, caller: Admin) -> dict[str, Any]:
 
 
 def hosts_file_of(request: Request) -> Path:
-    """The server's hosts file (the default one when its settings name none)."""
-    path: Path | None = request.app.state.settings.hosts_file
-    return path or remote_hosts.default_hosts_file()
+    """The server's hosts file."""
+    path: Path = request.app.state.settings.hosts_file
+    return path
 
 
 def broker_of(request: Request) -> str:

@@ -1,0 +1,76 @@
+"""The ingestion runner seam: `Catalogue.index(..., runner=...)` plans once, whoever analyses.
+
+The fleet's runner runs against a real Redis and real workers in tests/test_workers.py; here
+the local one, and a runner of the test's own that records what the plan handed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from iddetective.catalogue import Catalogue
+from iddetective.errors import UsageError
+from iddetective.faces import PipelineSettings
+from iddetective.ingest import BatchWriter, Runner
+from iddetective.local_runner import LocalRunner
+from iddetective.sources import PhotoJob
+
+from conftest import read_labels, require_set
+
+
+class Recording:
+    """A `LocalRunner` that records the jobs each run handed it."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[str]] = []
+
+    def run(
+        self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
+    ) -> None:
+        self.runs.append(sorted(Path(job.path).name for job in jobs))
+        LocalRunner().run(jobs, settings, writer)
+
+
+def photos(folder: Path, count: int) -> list[Path]:
+    rows = sorted(read_labels(require_set("face_recognition")), key=lambda r: r.path)
+    folder.mkdir()
+    copies = []
+    for row in rows[:count]:
+        copies.append(Path(shutil.copy(row.path, folder / Path(row.path).name)))
+    return copies
+
+
+def test_a_runner_gets_only_what_the_plan_left_and_its_outcomes_make_the_report(
+    tmp_path: Path,
+) -> None:
+    first, second, third = photos(tmp_path / "photos", 3)
+    runner: Runner = Recording()
+    assert isinstance(runner, Recording)
+    second.rename(tmp_path / second.name)  # not there for the first run
+    with Catalogue(tmp_path / "data", create=True) as catalogue:
+        report = catalogue.index([str(tmp_path / "photos")], runner=runner)
+        assert runner.runs == [sorted([first.name, third.name])]
+        assert report.indexed + report.no_face == 2 and not report.failed
+        (tmp_path / second.name).rename(second)
+        os.utime(third, ns=(1, 1))  # changed since it was stored: planned again
+        again = catalogue.index([str(tmp_path / "photos")], runner=runner)
+        assert runner.runs[1] == sorted([second.name, third.name])
+        # The new photo stored; the touched one read again, its bytes known: unchanged.
+        assert again.indexed + again.no_face == 1 and again.unchanged == 2
+        assert catalogue.stats().photos == 3
+        assert again.clustering is not None  # the catalogue clusters after any runner
+
+
+def test_workers_are_for_the_local_runner(tmp_path: Path) -> None:
+    with (
+        Catalogue(tmp_path, create=True) as catalogue,
+        pytest.raises(UsageError, match="--workers is for a local run"),
+    ):
+        catalogue.index([str(tmp_path)], workers=2, runner=Recording())
+    with pytest.raises(UsageError, match="--workers must be at least 1, not 0"):
+        LocalRunner(0)
