@@ -16,10 +16,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "CatalogueIndex",
     "IndexDamaged",
     "IndexMismatch",
     "IndexOutdated",
     "Neighbours",
+    "PersistentIndex",
     "VectorIndex",
     "checked_addition",
     "checked_vectors",
@@ -90,6 +92,40 @@ class VectorIndex(Protocol):
 
     def save(self, path: Path, epoch: int) -> None:
         """Write the index to `path` atomically, recording the catalogue epoch it reflects."""
+        ...
+
+
+@runtime_checkable
+class PersistentIndex(Protocol):
+    """The class of an index kept in a file beside the catalogue, a cache rebuilt from it
+    (`exact`, `ivf`): what `vector_index/keeper.py` needs to find, load and tidy the file."""
+
+    #: Appended to the index's path in the data directory.
+    suffix: str
+
+    def __call__(self, dimension: int) -> VectorIndex:
+        """A new, empty index."""
+        ...
+
+    def load(self, path: Path) -> tuple[VectorIndex, int]:
+        """The index saved at `path` and its epoch; IndexMismatch (IndexOutdated,
+        IndexDamaged) for a file that cannot be used or is missing."""
+        ...
+
+    def remove_abandoned(self, path: Path, older_than: float) -> int:
+        """Delete what killed saves to `path` left (over `older_than` seconds old); returns
+        the files or directories deleted."""
+        ...
+
+
+@runtime_checkable
+class CatalogueIndex(Protocol):
+    """The class of an index that searches the catalogue's own face table (`pgvector`):
+    always up to date, nothing saved beside the catalogue."""
+
+    def of_catalogue(self, url: str, model: str, dimension: int) -> VectorIndex:
+        """The index over the faces of `model` in the catalogue at `url`; IndexMismatch
+        when that catalogue cannot hold it."""
         ...
 
 
