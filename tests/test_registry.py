@@ -32,7 +32,7 @@ def test_every_builtin_satisfies_its_seam(kind: str) -> None:
     ],
 )
 def test_a_dotted_path_to_the_wrong_thing_is_refused(kind: str, spec: str, missing: str) -> None:
-    with pytest.raises(UsageError, match=f"does not implement the .* protocol: {missing}"):
+    with pytest.raises(UsageError, match=rf"does not implement the .* protocol: {missing}"):
         resolve_class(kind, spec)
 
 
@@ -78,3 +78,17 @@ def test_cli_refuses_a_vector_index_that_is_not_one(tmp_path: Path) -> None:
         result.output
     )
     assert "Traceback" not in result.output
+
+
+class MemoryOnly(ExactIndex):
+    """A VectorIndex kept neither in a file nor in the catalogue: the keeper cannot keep it
+    (an ExactIndex whose class cannot load or tidy a file)."""
+
+    load = None
+    remove_abandoned = None
+
+
+def test_an_index_the_keeper_cannot_keep_is_refused(tmp_path: Path) -> None:
+    catalogue = Catalogue(tmp_path, create=True, vector_index="test_registry:MemoryOnly")
+    with catalogue, pytest.raises(UsageError, match=r"neither kept in a file .* nor in the"):
+        catalogue.reindex()
