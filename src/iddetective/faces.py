@@ -46,7 +46,8 @@ class Detection:
 
 @runtime_checkable
 class Detector(Protocol):
-    """Finds face rectangles in an RGB image."""
+    """Finds face rectangles in an RGB image. Implementations must pass
+    tests/test_face_models_contract.py."""
 
     name: str
 
@@ -57,7 +58,8 @@ class Detector(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns face rectangles into fixed-length embeddings."""
+    """Turns face rectangles into fixed-length embeddings. Implementations must pass
+    tests/test_face_models_contract.py."""
 
     name: str
     dimension: int
