@@ -14,14 +14,18 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 __all__ = ["Backoff", "Wait", "retried"]
 
 T = TypeVar("T")
-#: After the error of a try and the number of retries made so far, the seconds to wait
-#: before the next try, or None when the error is not one to try again after.
-Wait = Callable[[Exception, int], float | None]
+
+
+class Wait(Protocol):
+    """Told the error of a try and the number of retries made so far: the seconds to wait
+    before the next try, or None when the error is not one to try again after."""
+
+    def __call__(self, error: Exception, retry: int, /) -> float | None: ...
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .base import (
     VectorIndex,
 )
 
-__all__ = ["CATCH_UP_BATCH", "IndexKeeper", "IndexProgress", "Notice"]
+__all__ = ["CATCH_UP_BATCH", "IndexKeeper"]
 
 #: Told (faces done, faces to do) while the index is rebuilt or caught up.
 IndexProgress = Callable[[int, int], None]
