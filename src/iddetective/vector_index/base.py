@@ -24,6 +24,7 @@ __all__ = [
     "PersistentIndex",
     "VectorIndex",
     "checked_addition",
+    "checked_queries",
     "checked_vectors",
     "nearest",
     "within",
@@ -139,6 +140,14 @@ def checked_vectors(vectors: np.ndarray, dimension: int, count: int | None) -> n
     if count is not None and len(vectors) != count:
         raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
     return vectors
+
+
+def checked_queries(queries: np.ndarray, dimension: int, k: int | None = None) -> np.ndarray:
+    """The queries of a search as a contiguous float32 matrix, or IndexMismatch: a wrong
+    dimension, or `k` (the neighbours asked for, if any) below 1."""
+    if k is not None and k < 1:
+        raise IndexMismatch(f"k must be at least 1, not {k}")
+    return checked_vectors(queries, dimension, None)
 
 
 def checked_addition(
