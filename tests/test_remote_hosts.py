@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -399,3 +401,51 @@ def test_the_dashboard_starts_and_ends_workers_on_a_host(sshd: Server, tmp_path:
         assert answer.status_code == 502, answer.text
         assert answer.json()["error"]["code"] == "remote_host"
         assert "host 'local'" in answer.json()["error"]["message"]
+
+
+# --- the shipped script ------------------------------------------------------------------
+WORKERS_SCRIPT = resources.files("iddetective") / "scripts" / "workers.sh"
+
+
+def run_script(home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """scripts/workers.sh run as a host runs it: `sh -s` reading `set -- …` and the script."""
+    text = f"set -- {shlex.join(arguments)}\n" + WORKERS_SCRIPT.read_text()
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home)}
+    return subprocess.run(
+        ["sh", "-s"], input=text, capture_output=True, text=True, env=environment, timeout=30
+    )
+
+
+def test_the_workers_script_is_package_data_and_posix_sh() -> None:
+    assert WORKERS_SCRIPT.is_file()
+    checked = subprocess.run(["dash", "-n"], input=WORKERS_SCRIPT.read_text(), text=True)
+    assert checked.returncode == 0
+    assert f'"$HOME/{STATE_FILE}"' in WORKERS_SCRIPT.read_text()
+
+
+def test_the_workers_script_starts_finds_stops_and_forgets(tmp_path: Path) -> None:
+    started = run_script(tmp_path, "start", "2", *SLEEPER)
+    assert started.returncode == 0, started.stderr
+    pids = [line.split("\t")[0] for line in started.stdout.splitlines()]
+    assert len(pids) == 2 and (tmp_path / STATE_FILE).read_text() == started.stdout
+    try:
+        alive = run_script(tmp_path, "alive", *pids, "999999").stdout.split()[::2]
+        assert alive == pids
+        assert run_script(tmp_path, "signal", "TERM", "group", pids[0]).returncode == 0
+        deadline = time.monotonic() + 10
+        while pids[0] in run_script(tmp_path, "alive", *pids).stdout.split()[::2]:
+            assert time.monotonic() < deadline, "the signalled worker still runs"
+            time.sleep(0.1)
+        assert run_script(tmp_path, "forget", pids[0]).returncode == 0
+        assert run_script(tmp_path, "records").stdout.split("\t")[0] == pids[1]
+    finally:
+        run_script(tmp_path, "signal", "KILL", "group", *pids)
+
+
+def test_the_workers_script_refuses_an_unknown_action(tmp_path: Path) -> None:
+    refused = run_script(tmp_path, "reboot")
+    assert refused.returncode == 2 and "unknown action 'reboot'" in refused.stderr
+    missing = run_script(tmp_path, "start", "1", "no-such-program-here")
+    assert missing.returncode == 127 and "no-such-program-here: command not found" in (
+        missing.stderr
+    )

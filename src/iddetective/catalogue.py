@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from .entities import (
     Stats,
     StoredFace,
 )
-from .errors import NotFound, StoreError, UsageError, from_os_error
+from .errors import NotFound, UsageError
 from .faces import PipelineSettings, pipeline_for
 from .fetch import Fetcher, FetchSettings
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
@@ -57,12 +57,13 @@ from .ingest import IndexReport, ProgressCallback, Runner, index_plan
 from .local_runner import LocalRunner
 from .query import Query, parse_query
 from .registry import resolve_class
-from .search import SearchResult, check_against_catalogue, match_faces
+from .search import SearchResult, match_faces
 from .settings import Settings
 from .sources import Plan, plan_sources
 from .store import Store
 from .urls import masked_url
-from .vector_index import IndexDamaged, IndexMismatch, IndexOutdated, Neighbours, VectorIndex
+from .vector_index import Neighbours, VectorIndex
+from .vector_index.keeper import IndexKeeper, IndexProgress
 
 __all__ = [
     "CATALOG_FILE",
@@ -76,8 +77,6 @@ CATALOG_FILE = "catalog.sqlite"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Who the audit log names for searches made from the command line.
 CLI_ACTOR = "cli"
-IndexProgress = Callable[[int, int], None]
-T = TypeVar("T")
 VECTORS_DIR = "vectors"
 
 
@@ -128,8 +127,15 @@ class Catalogue:
         if self.db is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)  # vector index and media
         self.store: Store = open_store(self.db or path, readonly=False)
-        self._index: VectorIndex | None = None
-        self._index_epoch = -1
+        self._vectors = IndexKeeper(
+            self.store,
+            self._index_name,
+            folder=self.data_dir / VECTORS_DIR,
+            pipeline=self.pipeline,
+            db=self.db,
+            notice=self.notice,
+            progress=index_progress,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> Catalogue:
@@ -147,9 +153,7 @@ class Catalogue:
 
     def close(self) -> None:
         """Close the store (and the vector index's connection, if it has one)."""
-        close_index = getattr(self._index, "close", None)
-        if close_index is not None:
-            close_index()
+        self._vectors.close()
         self.store.close()
 
     def __enter__(self) -> Catalogue:
@@ -304,7 +308,7 @@ class Catalogue:
         threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
-        faces = self._with_index(
+        faces = self._vectors.with_index(
             lambda index: match_faces(
                 self.store, index, analysis, top=top, threshold=threshold, allowed=allowed
             )
@@ -373,128 +377,23 @@ class Catalogue:
         """For each embedding (a row), every catalogue face within `radius`, nearest first,
         with distances checked against the catalogue's own embeddings: what opt-out and
         erasure act on must not come from a damaged index."""
-        queries = np.asarray(embeddings, np.float32).reshape(-1, self._dimension())
-
-        def within(index: VectorIndex) -> list[Neighbours]:
-            found = index.range_search(queries, radius)
-            check_against_catalogue(self.store, queries, found)
-            return found
-
-        return self._with_index(within)
-
-    def _dimension(self) -> int:
-        return pipeline_for(self.pipeline).embedder.dimension
-
-    def _with_index(self, work: Callable[[VectorIndex], T]) -> T:
-        """`work` over the vector index; if the index proves damaged (answers disagree with the
-        catalogue), it is rebuilt from the catalogue and `work` runs once more."""
-        try:
-            return work(self.vector_index())
-        except IndexDamaged as error:
-            self.notice(f"{error}; rebuilding the vector index from the catalogue")
-        self.reindex()
-        try:
-            return work(self.vector_index())
-        except IndexDamaged as error:
-            raise StoreError(f"{error}, even after rebuilding the vector index") from None
+        return self._vectors.faces_within(embeddings, radius)
 
     def vector_index(self) -> VectorIndex:
-        """The vector index, brought up to date with the catalogue before it is used.
-
-        The index file records the catalogue's face epoch. A file from an older epoch is
-        caught up (faces added and removed since); a missing or unreadable one is rebuilt.
-        An index that searches the catalogue's own table (pgvector) is always up to date.
-        """
-        index_class = resolve_class("vector_index", self._index_name)
-        if hasattr(index_class, "of_catalogue"):
-            if self._index is None:
-                self._index = self._index_in_store(index_class)
-            return self._index
-        epoch = self.store.faces_epoch()
-        if self._index is not None and self._index_epoch == epoch:
-            return self._index
-        path = self._index_path(index_class)
-        try:
-            index, saved_epoch = index_class.load(path)
-        except IndexOutdated:
-            index, saved_epoch = self._new_index(index_class), -1
-        except IndexMismatch as error:
-            if path.exists() or path.is_symlink():  # a missing index is only a first run
-                self.notice(f"{error}; rebuilding the vector index from the catalogue")
-            index, saved_epoch = self._new_index(index_class), -1
-        if saved_epoch != epoch:
-            self._catch_up(index)
-            if self._saved(index, path, epoch):
-                index = self._reloaded(index_class, path, index)
-        self._index, self._index_epoch = index, epoch
-        return index
-
-    def _saved(self, index: VectorIndex, path: Path, epoch: int) -> bool:
-        """Save the index; a cache that cannot be written (full disk, read-only folder) is
-        said, not fatal: the index in memory answers, and the next run catches up again."""
-        try:
-            index.save(path, epoch)
-        except OSError as error:
-            self.notice(f"cannot save the vector index: {from_os_error(error)}")
-            return False
-        return True
-
-    @staticmethod
-    def _reloaded(index_class: Any, path: Path, index: VectorIndex) -> VectorIndex:
-        """The index just saved, loaded again so its vectors are memory-mapped, not in RAM."""
-        try:
-            reloaded: VectorIndex = index_class.load(path)[0]
-        except (IndexMismatch, OSError):
-            return index  # another process replaced it meanwhile: ours is as good
-        return reloaded
-
-    def _index_in_store(self, index_class: Any) -> VectorIndex:
-        if not self.db:
-            raise UsageError(
-                f"the {self._index_name} vector index searches the catalogue's own table: "
-                "it needs the catalogue on PostgreSQL (--db postgresql://…)"
-            )
-        dimension = pipeline_for(self.pipeline).embedder.dimension
-        try:
-            index: VectorIndex = index_class.of_catalogue(self.db, self.model, dimension)
-        except IndexMismatch as error:
-            raise StoreError(str(error)) from None
-        return index
-
-    def _new_index(self, index_class: type) -> VectorIndex:
-        index: VectorIndex = index_class(pipeline_for(self.pipeline).embedder.dimension)
-        return index
-
-    def _catch_up(self, index: VectorIndex) -> None:
-        model = self.model
-        current, held = self.store.face_ids(model), index.ids()
-        index.remove(np.setdiff1d(held, current, assume_unique=True))
-        missing = np.setdiff1d(current, held, assume_unique=True)
-        for start in range(0, len(missing), 65536):
-            ids, vectors = self.store.embeddings_of(missing[start : start + 65536])
-            if len(ids):
-                index.add(ids, vectors)
-            if self.index_progress:
-                self.index_progress(min(start + 65536, len(missing)), len(missing))
+        """The vector index, brought up to date with the catalogue before it is used
+        (vector_index/keeper.py: a file is caught up or rebuilt, pgvector always is)."""
+        return self._vectors.index()
 
     def saved_vector_index(self) -> tuple[VectorIndex, int] | None:
         """The vector index as saved in the data directory and the epoch it reflects, loaded
         as it is (not caught up); None when no file is saved, or the index is the
         catalogue's own table. Raises `IndexMismatch` for a foreign or damaged file."""
-        index_class = resolve_class("vector_index", self._index_name)
-        path = self._index_path(index_class)
-        if hasattr(index_class, "of_catalogue") or not (path.exists() or path.is_symlink()):
-            return None
-        saved: tuple[VectorIndex, int] = index_class.load(path)
-        return saved
+        return self._vectors.saved()
 
     @property
     def vector_index_location(self) -> str:
         """Where the vector index lives, for messages."""
-        index_class = resolve_class("vector_index", self._index_name)
-        if hasattr(index_class, "of_catalogue"):
-            return f"the face table of {self.store_location}"
-        return str(self._index_path(index_class))
+        return self._vectors.location(self.store_location)
 
     @property
     def store_location(self) -> str:
@@ -508,32 +407,13 @@ class Catalogue:
 
     def reindex(self) -> int:
         """Rebuild the vector index from the catalogue now; returns the faces it holds."""
-        index_class = resolve_class("vector_index", self._index_name)
-        if hasattr(index_class, "of_catalogue"):
-            return len(self.vector_index())  # the catalogue's own table: nothing to rebuild
-        index = self._new_index(index_class)
-        epoch = self.store.faces_epoch()
-        self._catch_up(index)
-        index.save(self._index_path(index_class), epoch)
-        self._index, self._index_epoch = index, epoch
-        return len(index)
+        return self._vectors.rebuild()
 
     def sweep_vector_files(self, older_than: float = 60) -> int:
         """Bring the vector index up to date, then delete what killed saves of it left (over
         `older_than` seconds old): after an erasure no file may keep the erased faces.
         Returns the files or directories deleted."""
-        self.vector_index()
-        index_class = resolve_class("vector_index", self._index_name)
-        remove = getattr(index_class, "remove_abandoned", None)
-        if remove is None:
-            return 0  # the catalogue's own table: nothing beside it
-        removed: int = remove(self._index_path(index_class), older_than)
-        return removed
-
-    def _index_path(self, index_class: type) -> Path:
-        model = self.model
-        suffix = getattr(index_class, "suffix", "")
-        return self.data_dir / VECTORS_DIR / f"{self._index_name}-{model}{suffix}"
+        return self._vectors.sweep(older_than)
 
     # -- people and photos -----------------------------------------------------------------------
     def person(self, ref: str) -> tuple[PersonRef, list[StoredFace]]:

@@ -18,7 +18,7 @@ from . import distances
 from .entities import Box, FaceAnalysis, PhotoAnalysis
 from .errors import BadImage
 from .imaging import MAX_PIXELS, DecodedImage, decode_image
-from .registry import resolve_class
+from .registry import checked_instance, resolve_class
 
 __all__ = [
     "CnnDetector",
@@ -46,7 +46,8 @@ class Detection:
 
 @runtime_checkable
 class Detector(Protocol):
-    """Finds face rectangles in an RGB image."""
+    """Finds face rectangles in an RGB image. Implementations must pass
+    tests/test_face_models_contract.py."""
 
     name: str
 
@@ -57,7 +58,8 @@ class Detector(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns face rectangles into fixed-length embeddings."""
+    """Turns face rectangles into fixed-length embeddings. Implementations must pass
+    tests/test_face_models_contract.py."""
 
     name: str
     dimension: int
@@ -180,10 +182,10 @@ class FacePipeline:
         embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings or PipelineSettings()
-        self.detector = detector or _instance("detector", self.settings.detector, Detector)
-        self.embedder = embedder or _instance("embedder", self.settings.embedder, Embedder)
+        self.detector: Detector = _instance("detector", detector or self.settings.detector)
+        self.embedder: Embedder = _instance("embedder", embedder or self.settings.embedder)
         fallback = self.settings.fallback_detector
-        self.fallback = _instance("detector", fallback, Detector) if fallback else None
+        self.fallback = _instance("detector", fallback) if fallback else None
 
     @property
     def model(self) -> str:
@@ -252,13 +254,9 @@ def pipeline_for(settings: PipelineSettings) -> FacePipeline:
     return FacePipeline(settings)
 
 
-def _instance(kind: str, name: str, protocol: type) -> Any:
-    instance = resolve_class(kind, name)()
-    if not isinstance(instance, protocol):
-        from .errors import UsageError
-
-        raise UsageError(f"{kind} {name!r} does not implement the {protocol.__name__} protocol")
-    return instance
+def _instance(kind: str, spec: str | object) -> Any:
+    """The backend `spec` names (a short name or dotted path), or `spec` itself, checked."""
+    return checked_instance(kind, resolve_class(kind, spec)() if isinstance(spec, str) else spec)
 
 
 def face_sharpness(pixels: np.ndarray, box: Box) -> float:

@@ -27,7 +27,6 @@ import http.client
 import ipaddress
 import itertools
 import math
-import random
 import re
 import socket
 import ssl
@@ -43,6 +42,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import BadImage, IDDetectiveError, UsageError, printable
 from .imaging import photo_suffix
+from .retrying import Backoff, retried
+from .urls import masked_url
 
 __all__ = ["FetchError", "FetchSettings", "Fetcher", "refusal_reason"]
 
@@ -161,21 +162,20 @@ class Fetcher:
 
     def _fetch_with_retries(self, target: _Target) -> bytes:
         attempts = self.settings.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._attempt(target)
-            except _Failure as failure:
-                if not failure.transient:
-                    raise
-                if attempt == attempts:
-                    raise failure.gave_up(attempts) from None
-                time.sleep(self._retry_delay(attempt, failure.retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return retried(lambda: self._attempt(target), self._retry_delay, attempts=attempts)
+        except _Failure as failure:
+            # Failures that are not transient are never tried again: a transient one here
+            # is the last of the attempts.
+            raise failure.gave_up(attempts) if failure.transient else failure from None
 
-    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        nominal = self.settings.backoff * 2 ** (attempt - 1)
-        delay = nominal * random.uniform(0.5, 1.0)
-        return delay if retry_after is None else max(delay, retry_after)
+    def _retry_delay(self, error: Exception, retry: int) -> float | None:
+        """How long to wait after a failed attempt: transient failures only, with jittered
+        backoff, or longer when the server said so (Retry-After)."""
+        if not isinstance(error, _Failure) or not error.transient:
+            return None
+        delay = Backoff(self.settings.backoff, jitter=True).delay(retry)
+        return delay if error.retry_after is None else max(delay, error.retry_after)
 
     def _attempt(self, first: _Target) -> bytes:
         target = first
@@ -490,17 +490,7 @@ def _redirect_target(base: str, location: str) -> _Target:
 def _redact(url: str) -> str:
     """`url` for messages and logs: any user name and password masked, so that they do not
     keep them, and control characters escaped, so that a CR/LF in it forges no line."""
-    return printable(_masked(url))
-
-
-def _masked(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    return printable(masked_url(url, user=True))
 
 
 def _send_request(connection: http.client.HTTPConnection, target: _Target, deadline: float) -> None:

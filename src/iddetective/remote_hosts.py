@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,11 @@ __all__ = [
 
 #: Where each host records the workers started there, relative to the SSH user's home.
 STATE_FILE = ".iddetective/workers.pids"
-_LOG_DIR = ".iddetective/logs"
 _FIELDS = {"address", "port", "user", "identity", "known_hosts", "iddetective", "env"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _COMMAND_MISSING = 127
+#: The shell script every action on a host runs (package data).
+_WORKERS_SCRIPT = resources.files("iddetective") / "scripts" / "workers.sh"
 _STOP_POLL = 0.1
 
 
@@ -280,13 +282,13 @@ def up(
     if db is not None:
         environment["IDDETECTIVE_DB"] = db
     with _connected(host, connect_timeout) as client:
-        output = _run(client, host, _start_script(argv, environment, workers))
+        output = _control(client, host, "start", workers, *argv, environment=environment)
         started = [_parse_record(line) for line in output.splitlines() if line.strip()]
         time.sleep(settle)
         alive = _alive(client, host, started)
         dead = [record for record in started if record.pid not in alive]
         if dead:
-            tail = _run(client, host, f"tail -c 2000 {shlex.quote(dead[0].log)}")
+            tail = _control(client, host, "log", dead[0].log)
             reason = f"worker {dead[0].pid} ({shlex.join(argv)}) exited at once; its log:\n{tail}"
             raise WorkerStartFailed(host.name, reason)
     return [_worker(host, record, True) for record in started]
@@ -344,45 +346,24 @@ def fleet_down(hosts_file: Path, name: str, grace: float = 30.0) -> list[int]:
     return down(host_named(hosts_file, name), grace=grace)
 
 
-def _start_script(argv: Sequence[str], environment: Mapping[str, str], workers: int) -> str:
-    """A POSIX sh script that starts the workers, records them and prints their records.
-
-    setsid gives each worker a session and process group of its own, so it outlives the SSH
-    session and SIGKILL reaches its pool processes too; `$!` is the worker's own pid because
-    nohup and setsid exec (a background job is never a group leader, so setsid need not fork).
-    """
-    exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in environment.items())
-    program = shlex.quote(argv[0])
-    return f"""set -e
-{exports}if ! command -v {program} >/dev/null 2>&1; then
-    echo "{argv[0]}: command not found" >&2; exit {_COMMAND_MISSING}
-fi
-mkdir -p "$HOME/{_LOG_DIR}"
-detach=$(command -v setsid || true)
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-i=0
-while [ "$i" -lt {workers} ]; do
-    i=$((i + 1))
-    log="$HOME/{_LOG_DIR}/worker-$stamp-$$-$i.log"
-    nohup $detach {shlex.join(argv)} >"$log" 2>&1 </dev/null &
-    pid=$!
-    ticks=$({_TICKS_OF_PID})
-    line=$(printf '%s\\t%s\\t%s\\t%s' "$pid" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ticks" "$log")
-    printf '%s\\n' "$line" >>"$HOME/{STATE_FILE}"
-    printf '%s\\n' "$line"
-done
-"""
-
-
-# The process's start time: ticks since boot from /proc (Linux), else ps's lstart.
-_TICKS_OF_PID = (
-    "if [ -r /proc/$pid/stat ]; then sed 's/.*) //' /proc/$pid/stat | cut -d' ' -f20; "
-    "else ps -o lstart= -p $pid | tr -s ' ' _; fi"
-)
+def _control(
+    client: paramiko.SSHClient,
+    host: Host,
+    action: str,
+    *arguments: object,
+    environment: Mapping[str, str] | None = None,
+) -> str:
+    """The output of the shipped script scripts/workers.sh doing `action` on the host: the
+    script, its arguments and the `environment` it exports all go through standard input."""
+    exports = "".join(
+        f"export {key}={shlex.quote(value)}\n" for key, value in (environment or {}).items()
+    )
+    call = f"set -- {shlex.join([action, *map(str, arguments)])}\n"
+    return _run(client, host, exports + call + _WORKERS_SCRIPT.read_text())
 
 
 def _records(client: paramiko.SSHClient, host: Host) -> list[_Record]:
-    text = _run(client, host, f'cat "$HOME/{STATE_FILE}" 2>/dev/null || true')
+    text = _control(client, host, "records")
     return [_parse_record(line) for line in text.splitlines() if line.strip()]
 
 
@@ -395,15 +376,9 @@ def _alive(client: paramiko.SSHClient, host: Host, records: Sequence[_Record]) -
     """The pids of `records` still running as the same process (not a zombie, not reused)."""
     if not records:
         return set()
-    pids = " ".join(str(record.pid) for record in records)
-    script = f"""for pid in {pids}; do
-    state=$(ps -o stat= -p $pid 2>/dev/null || true)
-    case "$state" in ""|Z*) continue;; esac
-    printf '%s %s\\n' "$pid" "$({_TICKS_OF_PID})"
-done
-"""
+    output = _control(client, host, "alive", *(record.pid for record in records))
     running: dict[str, str] = {}
-    for line in _run(client, host, script).splitlines():
+    for line in output.splitlines():
         pid, _, ticks = line.partition(" ")
         running[pid] = ticks
     return {r.pid for r in records if r.ticks and running.get(str(r.pid)) == r.ticks}
@@ -412,14 +387,8 @@ done
 def _signal(
     client: paramiko.SSHClient, host: Host, signal: str, pids: Sequence[int], group: bool = False
 ) -> None:
-    # `kill -- -PID` reaches the process group setsid made; it fails when there is none.
-    kills = (
-        f"kill -{signal} -- -{pid} 2>/dev/null || kill -{signal} {pid} 2>/dev/null || true"
-        if group
-        else f"kill -{signal} {pid} 2>/dev/null || true"
-        for pid in pids
-    )
-    _run(client, host, "\n".join(kills))
+    if pids:
+        _control(client, host, "signal", signal, "group" if group else "one", *pids)
 
 
 def _wait_until_gone(
@@ -434,14 +403,9 @@ def _wait_until_gone(
 
 
 def _forget(client: paramiko.SSHClient, host: Host, pids: set[int]) -> None:
-    """Remove `pids` from the state file (written aside, then renamed over it)."""
-    kept = "".join(r.line() for r in _records(client, host) if r.pid not in pids)
-    state = f'"$HOME/{STATE_FILE}"'
-    script = f"""mkdir -p "$HOME/.iddetective"
-printf '%s' {shlex.quote(kept)} >{state}.new
-mv {state}.new {state}
-"""
-    _run(client, host, script)
+    """Remove `pids` from the state file."""
+    if pids:
+        _control(client, host, "forget", *sorted(pids))
 
 
 def _worker(host: Host, record: _Record, alive: bool) -> RemoteWorker:

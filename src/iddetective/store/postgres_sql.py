@@ -37,6 +37,7 @@ from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
 
 from ..errors import StoreError
+from ..retrying import Backoff, retried
 
 __all__ = [
     "NOCASE",
@@ -74,6 +75,10 @@ RETRIES = 5
 #: Seconds a store keeps trying to reach its server again after losing its connection (a
 #: restart takes a few), before its statement fails with a `StoreError`.
 RECONNECT_SECONDS = 30.0
+#: Waits between tries to connect to a server that is down, and to rerun a write that lost
+#: a deadlock or a serialisation conflict.
+CONNECT_BACKOFF = Backoff(0.1, longest=2.0)
+WRITE_BACKOFF = Backoff(0.01)
 
 
 class VectorLoader(Loader):
@@ -172,21 +177,15 @@ class PostgresBase:
         """Run `work` in a write transaction, again from the start if it lost a deadlock or a
         serialisation conflict to another writer, or its connection (it must be safe to
         repeat: saves are)."""
-        for attempt in range(RETRIES):
-            try:
-                with self._write(lock):
-                    return work()
-            except (errors.DeadlockDetected, errors.SerializationFailure) as error:
-                if attempt == RETRIES - 1:
-                    raise StoreError(f"cannot write {self.url}: {error}") from None
-                time.sleep(0.01 * 2**attempt)
-            except LostConnection:
-                # The next try connects again. Had the lost COMMIT been made, the work finds
-                # its rows there and changes nothing (a save then reports its photos as
-                # unchanged rather than indexed).
-                if attempt == RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+
+        def written() -> T:
+            with self._write(lock):
+                return work()
+
+        try:
+            return retried(written, _write_retry_delay, attempts=RETRIES)
+        except (errors.DeadlockDetected, errors.SerializationFailure) as error:
+            raise StoreError(f"cannot write {self.url}: {error}") from None
 
     # -- reading -------------------------------------------------------------------------
     def _all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
@@ -246,19 +245,32 @@ def connect_patiently(dsn: str, shown: str, configure: Callable[[Connection], No
     (a restart takes a few seconds) tried again with backoff for up to `RECONNECT_SECONDS`,
     then a StoreError naming `shown` (the URL without its password)."""
     deadline = time.monotonic() + RECONNECT_SECONDS
-    delay = 0.1
-    while True:
+
+    def connect() -> Connection:
         # libpq waits for an unreachable host as long as TCP does, unless told otherwise.
         timeout = max(2, round(deadline - time.monotonic()))
-        try:
-            db = psycopg.connect(dsn, autocommit=True, connect_timeout=timeout)
-        except psycopg.OperationalError as error:
-            if time.monotonic() + delay > deadline:
-                raise StoreError(f"cannot reach {shown}: {error}") from None
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
-            continue
-        return configured(db, configure)
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=timeout)
+
+    try:
+        db = retried(connect, _connect_retry_delay, seconds=RECONNECT_SECONDS)
+    except psycopg.OperationalError as error:
+        raise StoreError(f"cannot reach {shown}: {error}") from None
+    return configured(db, configure)
+
+
+def _connect_retry_delay(error: Exception, retry: int) -> float | None:
+    """A server that cannot be reached is tried again (it may be restarting)."""
+    return CONNECT_BACKOFF.delay(retry) if isinstance(error, psycopg.OperationalError) else None
+
+
+def _write_retry_delay(error: Exception, retry: int) -> float | None:
+    """A write that lost to another writer is run again after a backoff, one that lost its
+    connection at once: the next try connects again. (Had the lost COMMIT been made, the
+    work finds its rows there and changes nothing: a save then reports its photos as
+    unchanged rather than indexed.)"""
+    if isinstance(error, errors.DeadlockDetected | errors.SerializationFailure):
+        return WRITE_BACKOFF.delay(retry)
+    return 0.0 if isinstance(error, LostConnection) else None
 
 
 def configured(db: Connection, configure: Callable[[Connection], None]) -> Connection:

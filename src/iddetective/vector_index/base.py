@@ -16,12 +16,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "CatalogueIndex",
     "IndexDamaged",
     "IndexMismatch",
     "IndexOutdated",
     "Neighbours",
+    "PersistentIndex",
     "VectorIndex",
     "checked_addition",
+    "checked_queries",
     "checked_vectors",
     "nearest",
     "within",
@@ -93,6 +96,40 @@ class VectorIndex(Protocol):
         ...
 
 
+@runtime_checkable
+class PersistentIndex(Protocol):
+    """The class of an index kept in a file beside the catalogue, a cache rebuilt from it
+    (`exact`, `ivf`): what `vector_index/keeper.py` needs to find, load and tidy the file."""
+
+    #: Appended to the index's path in the data directory.
+    suffix: str
+
+    def __call__(self, dimension: int) -> VectorIndex:
+        """A new, empty index."""
+        ...
+
+    def load(self, path: Path) -> tuple[VectorIndex, int]:
+        """The index saved at `path` and its epoch; IndexMismatch (IndexOutdated,
+        IndexDamaged) for a file that cannot be used or is missing."""
+        ...
+
+    def remove_abandoned(self, path: Path, older_than: float) -> int:
+        """Delete what killed saves to `path` left (over `older_than` seconds old); returns
+        the files or directories deleted."""
+        ...
+
+
+@runtime_checkable
+class CatalogueIndex(Protocol):
+    """The class of an index that searches the catalogue's own face table (`pgvector`):
+    always up to date, nothing saved beside the catalogue."""
+
+    def of_catalogue(self, url: str, model: str, dimension: int) -> VectorIndex:
+        """The index over the faces of `model` in the catalogue at `url`; IndexMismatch
+        when that catalogue cannot hold it."""
+        ...
+
+
 def checked_vectors(vectors: np.ndarray, dimension: int, count: int | None) -> np.ndarray:
     """`vectors` as a contiguous float32 matrix, or IndexMismatch saying what is wrong."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -103,6 +140,14 @@ def checked_vectors(vectors: np.ndarray, dimension: int, count: int | None) -> n
     if count is not None and len(vectors) != count:
         raise IndexMismatch(f"{count} ids but {len(vectors)} vectors")
     return vectors
+
+
+def checked_queries(queries: np.ndarray, dimension: int, k: int | None = None) -> np.ndarray:
+    """The queries of a search as a contiguous float32 matrix, or IndexMismatch: a wrong
+    dimension, or `k` (the neighbours asked for, if any) below 1."""
+    if k is not None and k < 1:
+        raise IndexMismatch(f"k must be at least 1, not {k}")
+    return checked_vectors(queries, dimension, None)
 
 
 def checked_addition(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
+from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 
 __all__ = ["ExactIndex"]
 
@@ -53,8 +53,7 @@ class ExactIndex:
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        if k < 1:
-            raise IndexMismatch(f"k must be at least 1, not {k}")
+        checked_queries(queries, self.dimension, k)
         return [nearest(ids, dist, k) for ids, dist in self._distance_rows(queries, allowed)]
 
     def range_search(
@@ -65,7 +64,7 @@ class ExactIndex:
     def _distance_rows(
         self, queries: np.ndarray, allowed: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        queries = checked_vectors(queries, self.dimension, None)
+        queries = checked_queries(queries, self.dimension)
         ids, vectors = self._ids, self._vectors
         if allowed is not None:
             mask = np.isin(ids, np.asarray(allowed, dtype=np.int64))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import distances
-from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
+from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 from .integrity import file_digests, sealed, unsealed, verify_files
 
 __all__ = ["IvfIndex"]
@@ -135,9 +135,7 @@ class IvfIndex:
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        if k < 1:
-            raise IndexMismatch(f"k must be at least 1, not {k}")
-        queries = checked_vectors(queries, self.dimension, None)
+        queries = checked_queries(queries, self.dimension, k)
         rows = self._allowed_rows(allowed)
         if self._exact(rows):
             return [nearest(ids, dist, k) for ids, dist in self._scan(queries, rows)]
@@ -147,7 +145,7 @@ class IvfIndex:
     def range_search(
         self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        queries = checked_vectors(queries, self.dimension, None)
+        queries = checked_queries(queries, self.dimension)
         rows = self._allowed_rows(allowed)
         if self._exact(rows):
             return [within(ids, dist, radius) for ids, dist in self._scan(queries, rows)]

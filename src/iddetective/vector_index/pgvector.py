@@ -35,7 +35,7 @@ from psycopg import sql
 from ..files import write_atomically
 from ..store.postgres_sql import configured, connect_patiently, once_more_if_lost
 from ..urls import without_password
-from .base import IndexMismatch, Neighbours, checked_addition, checked_vectors, nearest, within
+from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 
 __all__ = ["PgvectorIndex"]
 
@@ -155,9 +155,7 @@ class PgvectorIndex:
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        if k < 1:
-            raise IndexMismatch(f"k must be at least 1, not {k}")
-        queries = checked_vectors(queries, self.dimension, None)
+        queries = checked_queries(queries, self.dimension, k)
         allowed_ids = _listed(allowed)
         if self._exact(allowed_ids) or k > self._hnsw_max:
             return [nearest(*self._scan(q, allowed_ids), k) for q in queries]
@@ -166,7 +164,7 @@ class PgvectorIndex:
     def range_search(
         self, queries: np.ndarray, radius: float, allowed: np.ndarray | None = None
     ) -> list[Neighbours]:
-        queries = checked_vectors(queries, self.dimension, None)
+        queries = checked_queries(queries, self.dimension)
         allowed_ids = _listed(allowed)
         if self._exact(allowed_ids):
             return [within(*self._scan(q, allowed_ids), radius) for q in queries]
