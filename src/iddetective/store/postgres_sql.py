@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -37,6 +37,7 @@ from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
 
 from ..errors import StoreError
+from .dialect import Lock
 
 __all__ = [
     "NOCASE",
@@ -57,7 +58,6 @@ __all__ = [
 #: The store's connection: autocommit, rows as tuples (a type, for the modules of the store).
 Connection = psycopg.Connection[tuple[Any, ...]]
 Params = tuple[Any, ...] | list[Any] | dict[str, Any]
-Lock = Literal["exclusive", "shared", "none"]
 T = TypeVar("T")
 
 #: First key of the store's advisory locks ("iddt" in ASCII), and of its per-photo locks.

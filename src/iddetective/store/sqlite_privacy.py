@@ -8,7 +8,7 @@ are kept as embeddings in their own table, never returned by any read of the cat
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +31,7 @@ class SqlitePrivacy:
 
     _db: sqlite3.Connection
     _write: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    _photos: Callable[[Iterator[int]], dict[int, PhotoRef]]
+    _photos: Callable[[Iterable[int]], dict[int, PhotoRef]]
     _bump_epoch: Callable[[], None]
     _audit_event: Callable[..., None]
 
