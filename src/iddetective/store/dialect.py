@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["REVOKE_KEY", "Dialect", "Lock", "Row", "timestamp"]
+from ..errors import StoreError
+
+__all__ = ["REVOKE_KEY", "Dialect", "Row", "check_version", "timestamp"]
 
 Row = tuple[Any, ...]
 #: What a write transaction locks in PostgreSQL (SQLite has one write lock for all): `exclusive`
@@ -46,9 +48,13 @@ class Dialect:
         """One write transaction, holding the store's writer lock."""
         raise NotImplementedError
 
-    def _nocase(self, expression: str) -> str:
-        """`expression` compared and sorted as SQLite's NOCASE does: ASCII letters folded,
-        every other character by its code, whatever the database's locale."""
+    def _nocase(self, column: str) -> str:
+        """`column` sorted as SQLite's NOCASE sorts: ASCII letters folded, every other
+        character by its code, whatever the database's locale."""
+        raise NotImplementedError
+
+    def _nocase_equals(self, column: str) -> str:
+        """A condition: `column` equals the next parameter, as SQLite's NOCASE compares."""
         raise NotImplementedError
 
     def _vector(self, embedding: np.ndarray) -> Any:
@@ -115,3 +121,14 @@ def timestamp() -> str:
     """The time to record: ISO 8601 text in UTC to the second, which SQLite keeps as it is
     and PostgreSQL parses into its `timestamptz`."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_version(version: int, known: int, where: str) -> None:
+    """Refuse a catalogue (at `where`) whose schema `version` is not the `known` one."""
+    if version > known:
+        raise StoreError(
+            f"{where} has schema version {version}, newer than this iddetective "
+            f"understands ({known}); upgrade iddetective"
+        )
+    if version < known:
+        raise StoreError(f"{where} needs migrating; open it once for writing")

@@ -12,42 +12,41 @@ The URL is libpq's: `postgresql://user:password@host:port/database` (docs/scalin
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import psycopg
+from psycopg import errors
 
 from ..entities import (
     IndexedPhoto,
     KnownPhoto,
     Outcome,
-    PersonRef,
-    PersonSummary,
     SaveResult,
 )
-from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..errors import StoreError
 from ..urls import masked_url
 from .access import Access
 from .checking import Checking
 from .clusters import Clusters
-from .dialect import Lock
+from .dialect import Lock, check_version
 from .erasing import Erasing
 from .photos import Photos
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
-from .postgres_people import PostgresPeople
-from .postgres_privacy import PostgresPrivacy
 from .postgres_sql import (
-    NOCASE,
     PHOTO_LOCK_CLASS,
 )
+from .postgres_text import PostgresText
+from .privacy import Privacy
 from .saving import Saving
 
 __all__ = ["PostgresStore"]
 
 
 class PostgresStore(
-    PostgresPeople,
-    PostgresPrivacy,
+    PostgresText,
+    Privacy,
     Erasing,
     Saving,
     Clusters,
@@ -77,14 +76,7 @@ class PostgresStore(
     def _check_schema(self) -> None:
         if not self.readonly:
             migrate(self._db, self.url)
-        version = schema_version(self._db)
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.url} has schema version {version}, newer than this iddetective "
-                f"understands ({len(MIGRATIONS)}); upgrade iddetective"
-            )
-        if version < len(MIGRATIONS):
-            raise StoreError(f"{self.url} needs migrating; open it once for writing")
+        check_version(schema_version(self._db), len(MIGRATIONS), self.url)
 
     def close(self) -> None:
         self._db.close()
@@ -118,29 +110,45 @@ class PostgresStore(
             (PHOTO_LOCK_CLASS, sorted(keys)),
         )
 
-    # -- people --------------------------------------------------------------------------------
-    def resolve_person(self, ref: str) -> PersonRef:
-        row = self._one("SELECT id, name FROM person WHERE id = %s", (ref,))
-        if row:
-            return PersonRef(row[0], row[1])
-        rows = self._all(
-            f"SELECT id, name FROM person WHERE lower(name) = {NOCASE} ORDER BY id", (ref,)
-        )
-        if not rows:
-            raise NotFound(f"no person has the id or name {ref!r}")
-        if len(rows) > 1:
-            raise AmbiguousPerson(ref, [(r[0], r[1]) for r in rows])
-        return PersonRef(rows[0][0], rows[0][1])
-
-    def people(self) -> list[PersonSummary]:
-        rows = self._all(
-            "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
-            "LEFT JOIN face f ON f.person_id = p.id GROUP BY p.id ORDER BY p.name, p.id"
-        )
-        return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
+    # -- privacy -------------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
+        # Deleted rows stay in their pages, marked dead, until the table is rewritten; the
+        # write-ahead log keeps them until a checkpoint recycles it (backups and replicas are
+        # the operator's to age out: docs/scaling.md).
+        vacuum = f"VACUUM (FULL, ANALYZE) {', '.join(_TABLES)}"
+        self._reconnecting(lambda: self._db.execute(vacuum))
+        # Only superusers and pg_checkpoint members may; the server checkpoints on its own.
+        with contextlib.suppress(errors.InsufficientPrivilege):
+            self._reconnecting(lambda: self._db.execute("CHECKPOINT"))
 
     # -- checking ------------------------------------------------------------------------------
     def _engine_problems(self) -> list[str]:
         """None to find from here: PostgreSQL checks its own pages (data checksums, amcheck)
         and the schema enforces what SQLite's foreign key check looks for."""
         return []
+
+
+#: Every table of the catalogue, rewritten by `compact`.
+_TABLES = (
+    "person",
+    "alias",
+    "account",
+    "list",
+    "list_member",
+    "relation",
+    "person_text",
+    "photo",
+    "photo_file",
+    "face",
+    "face_cluster",
+    "face_rejection",
+    "failure",
+    "optout",
+    "erased_label",
+    "erase_secret",
+    "audit",
+    "edit",
+    "api_key",
+    "meta",
+)

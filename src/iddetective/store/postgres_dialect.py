@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .dialect import Dialect, Row
-from .postgres_sql import PostgresBase, iso, vectors_of
+from .postgres_sql import NOCASE, PostgresBase, iso, vectors_of
 
 __all__ = ["PostgresDialect", "to_postgres"]
 
@@ -20,10 +20,13 @@ class PostgresDialect(PostgresBase, Dialect):
 
     FOR_UPDATE = " FOR UPDATE"
 
-    def _nocase(self, expression: str) -> str:
-        # lower() under the "C" collation folds ASCII letters and no others, as NOCASE does,
-        # and "C" sorts by code point, as SQLite does.
-        return f'lower(({expression})::text COLLATE "C")'
+    # Text columns are COLLATE "C" (postgres_migrations.py): lower() of them folds ASCII
+    # letters and no others, as NOCASE does, and sorts by code point, as SQLite does.
+    def _nocase(self, column: str) -> str:
+        return f"lower({column})"
+
+    def _nocase_equals(self, column: str) -> str:
+        return f"lower({column}) = {NOCASE.replace('%s', '?')}"
 
     def _vector(self, embedding: np.ndarray) -> Any:
         return np.asarray(embedding, dtype=np.float32)  # register_vector binds it as `vector`

@@ -14,23 +14,21 @@ from pathlib import Path
 
 from ..entities import (
     Outcome,
-    PersonRef,
-    PersonSummary,
     SaveResult,
 )
-from ..errors import AmbiguousPerson, NotFound, StoreError
+from ..errors import NotFound, StoreError
 from .access import Access
 from .checking import Checking
 from .clusters import Clusters
-from .dialect import Lock
+from .dialect import Lock, check_version
 from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .photos import Photos
+from .privacy import Privacy
 from .saving import Saving
 from .sqlite_file import checked_connect, create_whole, refuse_foreign
-from .sqlite_people import SqlitePeople
-from .sqlite_privacy import SqlitePrivacy
 from .sqlite_sql import SqliteDialect
+from .sqlite_text import SqliteText
 
 __all__ = ["SqliteStore"]
 
@@ -38,7 +36,7 @@ BUSY_TIMEOUT_SECONDS = 60.0
 
 
 class SqliteStore(
-    SqlitePeople, SqlitePrivacy, Erasing, Saving, Clusters, Checking, Photos, Access, SqliteDialect
+    SqliteText, Privacy, Erasing, Saving, Clusters, Checking, Photos, Access, SqliteDialect
 ):
     """`Store` over one SQLite file."""
 
@@ -107,13 +105,7 @@ class SqliteStore(
 
     def _check_version(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this iddetective "
-                f"understands ({len(MIGRATIONS)}); upgrade iddetective"
-            )
-        if version < len(MIGRATIONS):
-            raise StoreError(f"{self.path} needs migrating; open it once for writing")
+        check_version(version, len(MIGRATIONS), str(self.path))
 
     @contextmanager
     def _write(self, lock: Lock = "exclusive") -> Iterator[sqlite3.Connection]:
@@ -138,26 +130,15 @@ class SqliteStore(
                 self._bump_epoch()
         return results
 
-    # -- people --------------------------------------------------------------------------------
-    def resolve_person(self, ref: str) -> PersonRef:
-        row = self._db.execute("SELECT id, name FROM person WHERE id = ?", (ref,)).fetchone()
-        if row:
-            return PersonRef(row["id"], row["name"])
-        rows = self._db.execute(
-            "SELECT id, name FROM person WHERE name = ? COLLATE NOCASE ORDER BY id", (ref,)
-        ).fetchall()
-        if not rows:
-            raise NotFound(f"no person has the id or name {ref!r}")
-        if len(rows) > 1:
-            raise AmbiguousPerson(ref, [(r["id"], r["name"]) for r in rows])
-        return PersonRef(rows[0]["id"], rows[0]["name"])
-
-    def people(self) -> list[PersonSummary]:
-        rows = self._db.execute(
-            "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
-            "LEFT JOIN face f ON f.person_id = p.id GROUP BY p.id ORDER BY p.name, p.id"
-        ).fetchall()
-        return [PersonSummary(r[0], r[1], r[2], r[3]) for r in rows]
+    # -- privacy -------------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
+        # Deleted rows linger in free pages and the WAL until both are rewritten, and the
+        # text index keeps deleted trigrams in old segments until they are merged.
+        self._db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- checking ------------------------------------------------------------------------------
     def _engine_problems(self) -> list[str]:

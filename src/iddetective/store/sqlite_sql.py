@@ -22,8 +22,11 @@ class SqliteDialect(Dialect):
 
     _db: sqlite3.Connection
 
-    def _nocase(self, expression: str) -> str:
-        return f"{expression} COLLATE NOCASE"
+    def _nocase(self, column: str) -> str:
+        return f"{column} COLLATE NOCASE"
+
+    def _nocase_equals(self, column: str) -> str:
+        return f"{column} = ? COLLATE NOCASE"
 
     def _vector(self, embedding: np.ndarray) -> Any:
         return np.asarray(embedding, dtype="<f4").tobytes()

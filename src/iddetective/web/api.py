@@ -168,9 +168,8 @@ def person_detail(
 ) -> dict[str, Any]:
     """A person and their faces (with the photos they are in), a page at a time."""
     with request.app.state.lock:
-        person, faces = request.app.state.catalogue.person(person_id)
+        person, page = request.app.state.catalogue.person_page(person_id, limit, offset)
         profile = request.app.state.catalogue.profile(person.id)
-        page = faces[offset : offset + limit]
         origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in page])
     face_views.audit_view(request, caller, f"person {person.id}", page, thumbnails=True)
     return {
@@ -185,7 +184,7 @@ def person_detail(
             for kind, other in profile.relations
         ],
         "provenance": asdict(profile.provenance),
-        "photos": len({face.photo.id for face in faces}),
+        "photos": person.photos,
         "faces": {
             "items": [
                 {
@@ -200,7 +199,7 @@ def person_detail(
             ],
             "offset": offset,
             "limit": limit,
-            "total": len(faces),
+            "total": person.faces,
         },
     }
 
