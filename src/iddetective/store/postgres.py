@@ -69,7 +69,7 @@ class PostgresStore(
             self._check_schema()
             self._configure(self._db)
         except BaseException:
-            self._db.close()
+            self._close_all()
             raise
 
     # -- connection and schema -----------------------------------------------------------------
@@ -79,7 +79,7 @@ class PostgresStore(
         check_version(schema_version(self._db), len(MIGRATIONS), self.url)
 
     def close(self) -> None:
-        self._db.close()
+        self._close_all()
 
     # -- ingestion -----------------------------------------------------------------------------
     def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:

@@ -8,11 +8,13 @@ batch or none of it.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..entities import (
+    AuditEntry,
     Outcome,
     SaveResult,
 )
@@ -20,12 +22,13 @@ from ..errors import NotFound, StoreError
 from .access import Access
 from .checking import Checking
 from .clusters import Clusters
-from .dialect import Lock, check_version
+from .dialect import Lock, check_version, timestamp
 from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .photos import Photos
 from .privacy import Privacy
 from .saving import Saving
+from .sqlite_connections import SqliteConnections
 from .sqlite_file import checked_connect, create_whole, refuse_foreign
 from .sqlite_sql import SqliteDialect
 from .sqlite_text import SqliteText
@@ -33,6 +36,14 @@ from .sqlite_text import SqliteText
 __all__ = ["SqliteStore"]
 
 BUSY_TIMEOUT_SECONDS = 60.0
+#: How long a search waits to write its audit entry at once before leaving it to the
+#: background writer, and how often that writer tries again.
+AUDIT_WAIT_SECONDS = 0.2
+AUDIT_RETRY_SECONDS = 1.0
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteStore(
@@ -43,6 +54,11 @@ class SqliteStore(
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self._pending_audit: list[tuple[object, ...]] = []
+        self._audit_lock = threading.Lock()
+        self._audit_due = threading.Event()
+        self._audit_writer: threading.Thread | None = None
+        self._closed = False
         if self.path.exists() or self.path.is_symlink():
             refuse_foreign(self.path)
         elif readonly:
@@ -50,14 +66,20 @@ class SqliteStore(
         else:
             self._make_folder()
             create_whole(self.path, self._build)
-        self._db = self._connect()
+        self._connections = SqliteConnections(self._connect(), self._open_reader)
         try:
             if not readonly:
                 self._migrate()
             self._check_version()
         except BaseException:
-            self._db.close()
+            self._connections.close()
             raise
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite_connections.py): the writer inside `_write`, its
+        own reader elsewhere."""
+        return self._connections.current()
 
     # -- connection and schema -----------------------------------------------------------------
     def _make_folder(self) -> None:
@@ -69,11 +91,11 @@ class SqliteStore(
     def _build(self, db: sqlite3.Connection) -> None:
         """The schema of a new catalogue, on the file `create_whole` links into place."""
         _configure(db, readonly=False)
-        self._db = db
+        self._connections = SqliteConnections(db, lambda: db)
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        # Threads may share the connection (the web app serialises its calls with a lock).
+        # Closed by whichever thread closes the store (SqliteConnections.close).
         db = checked_connect(
             self.path,
             readonly=self.readonly,
@@ -87,6 +109,18 @@ class SqliteStore(
         except BaseException:
             db.close()
             raise
+        return db
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """Another connection to the catalogue, for one thread's reads."""
+        db = checked_connect(
+            self.path,
+            readonly=self.readonly,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        _configure(db, readonly=True)  # the writer set the file up
         return db
 
     def _migrate(self) -> None:
@@ -109,18 +143,94 @@ class SqliteStore(
 
     @contextmanager
     def _write(self, lock: Lock = "exclusive") -> Iterator[sqlite3.Connection]:
-        """One write transaction: SQLite has one write lock, whatever `lock` asks for."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction on the writer connection: SQLite has one write lock,
+        whatever `lock` asks for."""
+        with self._connections.writing() as db, self._transaction(db):
+            yield db
+
+    @contextmanager
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT on the writer, the audit entries waiting written first."""
+        db.execute("BEGIN IMMEDIATE")
+        with self._audit_lock:
+            pending, self._pending_audit = self._pending_audit, []
         try:
-            yield self._db
+            if pending:
+                db.executemany(_INSERT_AUDIT, pending)
+            yield
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                db.execute("ROLLBACK")
+            with self._audit_lock:
+                self._pending_audit[:0] = pending
             raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        self._closed = True
+        self._audit_due.set()
+        if self._audit_writer is not None:
+            self._audit_writer.join()
+        try:
+            if self._pending_audit:
+                self._flush_audit(BUSY_TIMEOUT_SECONDS)
+        finally:
+            self._connections.close()
+
+    # -- the audit log -------------------------------------------------------------------------
+    def record_search(
+        self,
+        actor: str,
+        kind: str,
+        results: int,
+        query_sha256: str | None = None,
+        query_text: str | None = None,
+    ) -> None:
+        """Append a search to the audit log: at once, unless another writer holds the
+        catalogue (another process, a long erasure), when it is kept and written with the
+        next write transaction or by a background thread as soon as the lock is free: the
+        search answers meanwhile. Every write and every read of the log writes it first."""
+        with self._audit_lock:
+            self._pending_audit.append(
+                (timestamp(), actor, kind, query_sha256, query_text, results)
+            )
+        if self._connections.writing_here() or self._flush_audit(AUDIT_WAIT_SECONDS):
+            return
+        self._audit_due.set()
+        if self._audit_writer is None:
+            self._audit_writer = threading.Thread(
+                target=self._write_audit_later, name="iddetective-audit", daemon=True
+            )
+            self._audit_writer.start()
+
+    def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
+        if self._pending_audit:
+            self._flush_audit(BUSY_TIMEOUT_SECONDS)
+        return super().audit(limit, before)
+
+    def _flush_audit(self, wait: float) -> bool:
+        """Write the audit entries waiting, if the writer and SQLite's lock come within
+        `wait` seconds; whether they did."""
+        try:
+            with self._connections.writing(wait) as db:
+                db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                try:
+                    with self._transaction(db):
+                        pass
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        except (TimeoutError, StoreError, sqlite3.OperationalError):
+            return False
+        return True
+
+    def _write_audit_later(self) -> None:
+        """The background writer of audit entries that could not be written at once."""
+        while not self._closed:
+            self._audit_due.wait()
+            self._audit_due.clear()
+            while self._pending_audit and not self._closed:
+                if not self._flush_audit(AUDIT_RETRY_SECONDS):
+                    self._audit_due.wait(AUDIT_RETRY_SECONDS)
 
     # -- ingestion -----------------------------------------------------------------------------
     def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
@@ -135,10 +245,11 @@ class SqliteStore(
         """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
         # Deleted rows linger in free pages and the WAL until both are rewritten, and the
         # text index keeps deleted trigrams in old segments until they are merged.
-        self._db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("VACUUM")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._connections.writing() as db:
+            db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- checking ------------------------------------------------------------------------------
     def _engine_problems(self) -> list[str]:

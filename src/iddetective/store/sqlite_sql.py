@@ -20,7 +20,10 @@ _CHUNK = 900
 class SqliteDialect(Dialect):
     """The SQL primitives of the store-neutral mixins, over the SQLite store's connection."""
 
-    _db: sqlite3.Connection
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection statements run on (the store's)."""
+        raise NotImplementedError
 
     def _nocase(self, column: str) -> str:
         return f"{column} COLLATE NOCASE"
