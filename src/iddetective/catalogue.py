@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,6 +146,7 @@ class Catalogue:
         self.store: Store = open_store(self.db or path, readonly=False)
         self._index: VectorIndex | None = None
         self._index_epoch = -1
+        self._index_lock = threading.Lock()
 
     @property
     def model(self) -> str:
@@ -415,6 +417,15 @@ class Catalogue:
         epoch = self.store.faces_epoch()
         if self._index is not None and self._index_epoch == epoch:
             return self._index
+        # One thread catches up; the others wait for it here (never while searching: the
+        # index they were given is never changed, only replaced).
+        with self._index_lock:
+            if self._index is not None and self._index_epoch == epoch:
+                return self._index
+            return self._caught_up(index_class, epoch)
+
+    def _caught_up(self, index_class: Any, epoch: int) -> VectorIndex:
+        """The index of the file, caught up to `epoch`, saved and put in place."""
         path = self._index_path(index_class)
         try:
             index, saved_epoch = index_class.load(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,8 +71,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
         try:
-            with app.state.lock:
-                app.state.catalogue.vector_index()  # build or catch up before the first search
+            app.state.catalogue.vector_index()  # build or catch up before the first search
             yield
         finally:
             app.state.analysis.close()
@@ -88,7 +86,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.router.route_class = CheckedRoute  # /healthz and /metrics, as the routers' routes
     app.state.settings = settings
-    app.state.lock = threading.RLock()
     app.state.sessions = Sessions()
     app.state.shown = Shown()
     app.state.fleet_monitor = fleet_views.FleetMonitor()
@@ -155,8 +152,7 @@ def first_admin_key(data_dir: Path, host: str) -> str | None:
 
 
 def _stats(app: FastAPI) -> object:
-    with app.state.lock:
-        return app.state.catalogue.stats()
+    return app.state.catalogue.stats()
 
 
 def _version() -> str:
