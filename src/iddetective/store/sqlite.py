@@ -7,6 +7,7 @@ batch or none of it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from ..entities import (
     Outcome,
     SaveResult,
 )
-from ..errors import NotFound, StoreError
+from ..errors import NotFound, StoreBusy, StoreError
 from .access import Access
 from .checking import Checking
 from .clusters import Clusters
@@ -59,6 +60,7 @@ class SqliteStore(
         self._audit_due = threading.Event()
         self._audit_writer: threading.Thread | None = None
         self._closed = False
+        self._defer_busy_audit = False
         if self.path.exists() or self.path.is_symlink():
             refuse_foreign(self.path)
         elif readonly:
@@ -186,16 +188,29 @@ class SqliteStore(
         query_sha256: str | None = None,
         query_text: str | None = None,
     ) -> None:
-        """Append a search to the audit log: at once, unless another writer holds the
-        catalogue (another process, a long erasure), when it is kept and written with the
-        next write transaction or by a background thread as soon as the lock is free: the
-        search answers meanwhile. Every write and every read of the log writes it first."""
-        with self._audit_lock:
-            self._pending_audit.append(
-                (timestamp(), actor, kind, query_sha256, query_text, results)
-            )
-        if self._connections.writing_here() or self._flush_audit(AUDIT_WAIT_SECONDS):
+        """Append a search to the audit log, waiting for another writer as any write does;
+        after `defer_busy_audit`, an entry another writer holds up (another process, a long
+        erasure) is kept and written with the next write transaction, before the log is
+        read, or by a background thread as soon as the lock is free: the search answers
+        meanwhile. An error other than a busy catalogue (a full disk) is raised."""
+        entry = (timestamp(), actor, kind, query_sha256, query_text, results)
+        if self._connections.writing_here():
+            self._db.execute(_INSERT_AUDIT, entry)
             return
+        with self._audit_lock:
+            self._pending_audit.append(entry)
+        try:
+            wait = AUDIT_WAIT_SECONDS if self._defer_busy_audit else BUSY_TIMEOUT_SECONDS
+            if self._flush_audit(wait):
+                return
+            if not self._defer_busy_audit:
+                raise StoreBusy(f"cannot use {self.path}: another program holds it")
+        except StoreError:
+            # Not a busy catalogue (a full disk, a read-only or damaged file): the search is
+            # refused, never answered unaudited.
+            with self._audit_lock:
+                self._pending_audit = [e for e in self._pending_audit if e is not entry]
+            raise
         self._audit_due.set()
         if self._audit_writer is None:
             self._audit_writer = threading.Thread(
@@ -203,14 +218,21 @@ class SqliteStore(
             )
             self._audit_writer.start()
 
+    def defer_busy_audit(self) -> None:
+        """From now on, an audit entry another writer keeps from being written within
+        `AUDIT_WAIT_SECONDS` waits in memory instead of holding up its search (the web
+        server's choice: a server killed before the lock frees loses those entries)."""
+        self._defer_busy_audit = True
+
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
         if self._pending_audit:
-            self._flush_audit(BUSY_TIMEOUT_SECONDS)
+            with contextlib.suppress(StoreError):  # the log as it stands can still be read
+                self._flush_audit(BUSY_TIMEOUT_SECONDS)
         return super().audit(limit, before)
 
     def _flush_audit(self, wait: float) -> bool:
         """Write the audit entries waiting, if the writer and SQLite's lock come within
-        `wait` seconds; whether they did."""
+        `wait` seconds; whether they did (other errors, a full disk say, are raised)."""
         try:
             with self._connections.writing(wait) as db:
                 db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
@@ -219,7 +241,7 @@ class SqliteStore(
                         pass
                 finally:
                     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        except (TimeoutError, StoreError, sqlite3.OperationalError):
+        except (TimeoutError, StoreBusy):
             return False
         return True
 
@@ -229,7 +251,11 @@ class SqliteStore(
             self._audit_due.wait()
             self._audit_due.clear()
             while self._pending_audit and not self._closed:
-                if not self._flush_audit(AUDIT_RETRY_SECONDS):
+                try:
+                    written = self._flush_audit(AUDIT_RETRY_SECONDS)
+                except StoreError:
+                    written = False  # kept: the next write or read of the log tries again
+                if not written:
                     self._audit_due.wait(AUDIT_RETRY_SECONDS)
 
     # -- ingestion -----------------------------------------------------------------------------

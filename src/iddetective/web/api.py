@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import calibration, distances, media
@@ -199,12 +199,19 @@ def person_detail(
     }
 
 
-@router.delete("/people/{person_id}", response_model=models.ErasureResult)
+@router.delete(
+    "/people/{person_id}",
+    response_model=models.ErasureResult,
+    responses={202: {"model": models.JobModel, "description": "Started in the background."}},
+)
 def erase_person(
     request: Request,
     caller: Admin,
     person_id: str,
     optout: Annotated[bool, Query(description="Also opt their faces out.")] = False,
+    background: Annotated[
+        bool, Query(description="Run as a background job: 202 with the job.")
+    ] = False,
     unnamed_within: Annotated[
         float,
         Query(
@@ -213,20 +220,30 @@ def erase_person(
             description="Unnamed faces this close to one of theirs go too (0: none).",
         ),
     ] = distances.ERASE_UNNAMED_THRESHOLD,
-) -> dict[str, Any]:
+) -> Any:
     """Erase a person everywhere (rows, faces, index entries, crops, and the unnamed faces
     within `unnamed_within` of theirs); audited by token. `optout` also opts their faces
-    out, so re-indexing the operator's files never brings them back."""
-    erasure = request.app.state.catalogue.erase_person(
-        person_id, unnamed_within=unnamed_within, optout=optout, actor=caller.actor
-    )
-    return {
-        "token": erasure.token,
-        "faces": len(erasure.faces),
-        "unnamed": erasure.unnamed,
-        "photos": len(erasure.photos),
-        "optout": erasure.optout,
-    }
+    out, so re-indexing the operator's files never brings them back. With `background`, as
+    a job (202; GET /api/jobs/{id} says how it stands): the person is checked first."""
+    catalogue = request.app.state.catalogue
+
+    def erase() -> dict[str, Any]:
+        erasure = catalogue.erase_person(
+            person_id, unnamed_within=unnamed_within, optout=optout, actor=caller.actor
+        )
+        return {
+            "token": erasure.token,
+            "faces": len(erasure.faces),
+            "unnamed": erasure.unnamed,
+            "photos": len(erasure.photos),
+            "optout": erasure.optout,
+        }
+
+    if background:
+        catalogue.store.resolve_person(person_id)  # an unknown one is a 404 now, not later
+        job = request.app.state.jobs.start("erasure", "admin", caller.actor, erase)
+        return JSONResponse(job.as_json(), status_code=202)
+    return erase()
 
 
 @router.get(

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
-from . import api, curation, fleet_views, models, pages
+from . import api, curation, fleet_views, jobs, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -67,6 +67,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalogue = Catalogue(settings.data_dir, create=True, pipeline=settings.pipeline)
+        # Searches answer while another program holds the SQLite catalogue; their audit
+        # entries are written when it lets go (store/sqlite.py).
+        defer_busy_audit = getattr(app.state.catalogue.store, "defer_busy_audit", None)
+        if defer_busy_audit is not None:
+            defer_busy_audit()
         app.state.analysis = AnalysisPool(
             settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
@@ -74,6 +79,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             app.state.catalogue.vector_index()  # build or catch up before the first search
             yield
         finally:
+            app.state.jobs.close()
             app.state.analysis.close()
             app.state.catalogue.close()
 
@@ -86,6 +92,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.router.route_class = CheckedRoute  # /healthz and /metrics, as the routers' routes
     app.state.settings = settings
+    app.state.jobs = jobs.Jobs()
     app.state.sessions = Sessions()
     app.state.shown = Shown()
     app.state.fleet_monitor = fleet_views.FleetMonitor()
@@ -98,6 +105,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.include_router(api.router)
     app.include_router(curation.router)
+    app.include_router(jobs.router)
     app.include_router(fleet_views.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from .. import media
 from ..discovery import ClusterReport
@@ -53,16 +53,29 @@ def list_clusters(
     }
 
 
-@router.post("/clusters/run", response_model=ClusterReport)
+@router.post(
+    "/clusters/run",
+    response_model=ClusterReport,
+    responses={202: {"model": models.JobModel, "description": "Started in the background."}},
+)
 def run_clustering(
     request: Request,
     caller: Curator,
     run: models.ClusterRun | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Cluster the unnamed faces not considered yet (indexing does this after every batch),
-    or with `full` every unnamed face again, keeping cluster ids where faces stay together."""
+    or with `full` every unnamed face again, keeping cluster ids where faces stay together;
+    with `background`, as a job (202; GET /api/jobs/{id} says how it stands)."""
     full = run is not None and run.full
-    return asdict(request.app.state.catalogue.cluster(full=full))
+    catalogue = request.app.state.catalogue
+
+    def cluster() -> dict[str, Any]:
+        return asdict(catalogue.cluster(full=full))
+
+    if run is not None and run.background:
+        job = request.app.state.jobs.start("clustering", "curate", caller.actor, cluster)
+        return JSONResponse(job.as_json(), status_code=202)
+    return cluster()
 
 
 @router.get("/clusters/{cluster_id}", response_model=models.ClusterModel)
