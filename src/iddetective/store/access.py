@@ -8,8 +8,13 @@ from ..entities import ApiKey, AuditEntry
 from ..errors import LastAdminKey, NotFound
 from .dialect import REVOKE_KEY, Dialect, Row, timestamp
 
-__all__ = ["Access"]
+__all__ = ["INSERT_AUDIT", "Access"]
 
+#: Append an entry to the audit log.
+INSERT_AUDIT = (
+    "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 _KEY_COLUMNS = "id, role, label, created_at, revoked_at, hash"
 
 
@@ -59,12 +64,12 @@ class Access(Dialect):
         query_text: str | None = None,
     ) -> None:
         """Append a search to the audit log."""
+        self._append_audit((timestamp(), actor, kind, query_sha256, query_text, results))
+
+    def _append_audit(self, entry: Row) -> None:
+        """Write one audit entry (the columns of `INSERT_AUDIT`)."""
         with self._write("none"):
-            self._execute(
-                "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (timestamp(), actor, kind, query_sha256, query_text, results),
-            )
+            self._execute(INSERT_AUDIT, entry)
 
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
         """The latest `limit` audit entries (those before the id `before`), newest first."""

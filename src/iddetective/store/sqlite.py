@@ -20,10 +20,10 @@ from ..entities import (
     SaveResult,
 )
 from ..errors import NotFound, StoreBusy, StoreError
-from .access import Access
+from .access import INSERT_AUDIT, Access
 from .checking import Checking
 from .clusters import Clusters
-from .dialect import Lock, check_version, timestamp
+from .dialect import Lock, Row, check_version
 from .erasing import Erasing
 from .migrations import MIGRATIONS
 from .photos import Photos
@@ -41,10 +41,6 @@ BUSY_TIMEOUT_SECONDS = 60.0
 #: background writer, and how often that writer tries again.
 AUDIT_WAIT_SECONDS = 0.2
 AUDIT_RETRY_SECONDS = 1.0
-_INSERT_AUDIT = (
-    "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 
 class SqliteStore(
@@ -97,14 +93,8 @@ class SqliteStore(
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        # Closed by whichever thread closes the store (SqliteConnections.close).
-        db = checked_connect(
-            self.path,
-            readonly=self.readonly,
-            timeout=BUSY_TIMEOUT_SECONDS,
-            isolation_level=None,
-            check_same_thread=False,
-        )
+        """The writer connection, once the file is known to be a catalogue."""
+        db = self._open()
         try:
             _refuse_other_databases(db, self.path)  # before anything writes to it
             _configure(db, self.readonly)
@@ -115,15 +105,19 @@ class SqliteStore(
 
     def _open_reader(self) -> sqlite3.Connection:
         """Another connection to the catalogue, for one thread's reads."""
-        db = checked_connect(
+        db = self._open()
+        _configure(db, readonly=True)  # the writer set the file up
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        # Closed by whichever thread closes the store (SqliteConnections.close).
+        return checked_connect(
             self.path,
             readonly=self.readonly,
             timeout=BUSY_TIMEOUT_SECONDS,
             isolation_level=None,
             check_same_thread=False,
         )
-        _configure(db, readonly=True)  # the writer set the file up
-        return db
 
     def _migrate(self) -> None:
         if self._db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
@@ -158,7 +152,7 @@ class SqliteStore(
             pending, self._pending_audit = self._pending_audit, []
         try:
             if pending:
-                db.executemany(_INSERT_AUDIT, pending)
+                db.executemany(INSERT_AUDIT, pending)
             yield
             db.execute("COMMIT")
         except BaseException:
@@ -180,22 +174,14 @@ class SqliteStore(
             self._connections.close()
 
     # -- the audit log -------------------------------------------------------------------------
-    def record_search(
-        self,
-        actor: str,
-        kind: str,
-        results: int,
-        query_sha256: str | None = None,
-        query_text: str | None = None,
-    ) -> None:
+    def _append_audit(self, entry: Row) -> None:
         """Append a search to the audit log, waiting for another writer as any write does;
         after `defer_busy_audit`, an entry another writer holds up (another process, a long
         erasure) is kept and written with the next write transaction, before the log is
         read, or by a background thread as soon as the lock is free: the search answers
         meanwhile. An error other than a busy catalogue (a full disk) is raised."""
-        entry = (timestamp(), actor, kind, query_sha256, query_text, results)
         if self._connections.writing_here():
-            self._db.execute(_INSERT_AUDIT, entry)
+            self._db.execute(INSERT_AUDIT, entry)
             return
         with self._audit_lock:
             self._pending_audit.append(entry)
@@ -206,8 +192,8 @@ class SqliteStore(
             if not self._defer_busy_audit:
                 raise StoreBusy(f"cannot use {self.path}: another program holds it")
         except StoreError:
-            # Not a busy catalogue (a full disk, a read-only or damaged file): the search is
-            # refused, never answered unaudited.
+            # A full disk, a read-only or damaged file, or (unless deferring) a writer held
+            # past the busy timeout: the search is refused, never answered unaudited.
             with self._audit_lock:
                 self._pending_audit = [e for e in self._pending_audit if e is not entry]
             raise
