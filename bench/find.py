@@ -77,7 +77,7 @@ from anyascii import anyascii
 
 from iddetective.entities import FoundPerson, PersonRecord, PersonRef
 from iddetective.store.sqlite import SqliteStore
-from iddetective.store.sqlite_people import _RANK, _SEQ_BITS, _TIERS
+from iddetective.store.sqlite_text import _RANK, _SEQ_BITS, _TIERS
 from iddetective.textfold import fold, search_forms
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "find"

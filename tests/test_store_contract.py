@@ -330,6 +330,39 @@ def test_faces_of_a_person(store: Store) -> None:
     assert store.stats().unknown_faces == 1
 
 
+def test_faces_of_a_person_come_a_page_at_a_time(store: Store) -> None:
+    store.save([photo(f"{'x' * i}.jpg", label="Ann") for i in range(1, 6)] + [photo("c.jpg")])
+    ann = store.resolve_person("Ann")
+    every = store.faces_of_person(ann.id)
+    assert len(every) == 5 and [f.id for f in every] == sorted(f.id for f in every)
+    pages = [store.faces_of_person(ann.id, limit=2, offset=start) for start in (0, 2, 4, 6)]
+    assert [[f.id for f in page] for page in pages] == [
+        [f.id for f in every[0:2]],
+        [f.id for f in every[2:4]],
+        [f.id for f in every[4:]],
+        [],
+    ]
+    assert pages[1][0] == every[2]
+    summary = store.person_summary(ann.id)
+    assert (summary.id, summary.name, summary.faces, summary.photos) == (ann.id, "Ann", 5, 5)
+    with pytest.raises(NotFound):
+        store.person_summary("p_nobody")
+
+
+def test_lists_and_names_sort_and_match_as_sqlite_nocase_does(store: Store) -> None:
+    # NOCASE folds ASCII letters only and orders the rest by code point, in both stores.
+    ann = add(store, "e1", "Ann", lists=("beta", "Émile", "Alpha", "alpha 2", "_under"))
+    add(store, "e2", "Émile Zola")
+    assert store.profile(ann).lists == ("_under", "Alpha", "alpha 2", "beta", "Émile")
+    assert store.resolve_person("ÉMILE ZOLA").name == "Émile Zola"
+    with pytest.raises(NotFound):
+        store.resolve_person("émile zola")  # É is not an ASCII letter: no fold
+    query = parse_query('list:"ALPHA"')
+    assert [p.id for p in store.people_matching(query)] == [ann]
+    with pytest.raises(QueryError):
+        store.people_matching(parse_query('list:"émile"'))
+
+
 # -- people ------------------------------------------------------------------------------------
 
 

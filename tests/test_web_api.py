@@ -229,6 +229,26 @@ def test_every_view_of_a_persons_faces_is_audited_once(
     ]
 
 
+def test_a_persons_faces_come_a_page_at_a_time(site: tuple[TestClient, WebCatalogue]) -> None:
+    client, web = site
+    key = bearer(web.keys["admin"])
+    people = client.get("/api/people?limit=200", headers=key).json()["items"]
+    most = max(people, key=lambda p: p["faces"])
+    assert most["faces"] >= 1  # the store's contract suite pages longer lists
+    url = f"/api/people/{most['id']}"
+    whole = client.get(f"{url}?limit=200", headers=key).json()
+    pages = [
+        client.get(f"{url}?limit=1&offset={start}", headers=key).json()
+        for start in range(most["faces"] + 1)
+    ]
+    assert [i for page in pages for i in page["faces"]["items"]] == whole["faces"]["items"]
+    assert len(whole["faces"]["items"]) == whole["faces"]["total"] == most["faces"]
+    assert {(p["faces"]["total"], p["photos"]) for p in pages} == {
+        (most["faces"], whole["photos"])
+    }
+    assert whole["photos"] == len({i["sha256"] for i in whole["faces"]["items"]})
+
+
 def test_the_crops_of_a_searchs_matches_are_not_audited_again(
     site: tuple[TestClient, WebCatalogue],
 ) -> None:

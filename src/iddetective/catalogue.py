@@ -421,6 +421,15 @@ class Catalogue:
         person = self.store.resolve_person(ref)
         return person, self.store.faces_of_person(person.id)
 
+    def person_page(
+        self, ref: str, limit: int, offset: int = 0
+    ) -> tuple[PersonSummary, list[StoredFace]]:
+        """A person (by id or unambiguous name) with their face and photo counts, and the
+        page of `limit` of their faces after `offset` (in id order), read a page at a time."""
+        person = self.store.resolve_person(ref)
+        summary = self.store.person_summary(person.id)
+        return summary, self.store.faces_of_person(person.id, limit, offset)
+
     # -- discovering people (discovery.py, docs/clustering.md) -------------------------------
     def cluster(self, *, full: bool = False) -> discovery.ClusterReport:
         """Cluster the unnamed faces clustering has not considered yet (every unnamed face

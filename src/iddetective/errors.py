@@ -14,6 +14,7 @@ __all__ = [
     "LastAdminKey",
     "NotFound",
     "PhotoChanged",
+    "StoreBusy",
     "StoreError",
     "Unauthorized",
     "UsageError",
@@ -112,6 +113,10 @@ class AmbiguousPerson(IDDetectiveError):
 
 class StoreError(IDDetectiveError):
     """The catalogue cannot be opened or written (newer schema, locked too long, ...)."""
+
+
+class StoreBusy(StoreError):
+    """Another writer held the catalogue longer than this one waited for it."""
 
 
 class Unauthorized(IDDetectiveError):

@@ -7,7 +7,7 @@ Terms are `field:value` (a value in double quotes may hold spaces; `\\"` is a qu
 bare value, which looks in names, aliases and handles. `NOT` binds tightest, then `AND`
 (also implied between neighbouring terms), then `OR`; parentheses group. `face:` may appear
 once, at the top level, joined by AND: the people the rest selects are then searched by
-that photo. The grammar is docs/query.md's; stores compile the filter (store/sqlite_query.py).
+that photo. The grammar is docs/query.md's; stores compile the filter (store/people_query.py).
 """
 
 from __future__ import annotations

@@ -36,18 +36,21 @@ from ..entities import (
 )
 from ..query import Query
 
-__all__ = ["Store"]
+__all__ = [
+    "AccessStore",
+    "ClusterStore",
+    "PeopleStore",
+    "PhotoStore",
+    "PrivacyStore",
+    "Store",
+]
 
 
 @runtime_checkable
-class Store(Protocol):
-    """A catalogue backend. Every write is atomic; readers only see committed data."""
+class PhotoStore(Protocol):
+    """Photos, their files and faces, and reports over them (store/photos.py, saving.py,
+    checking.py)."""
 
-    def close(self) -> None:
-        """Release connections and files."""
-        ...
-
-    # -- checking (iddetective check) ----------------------------------------------------------
     def stored_files(self) -> Iterator[StoredFile]:
         """Every file of every stored photo as indexed (size, mtime, SHA-256), by path."""
         ...
@@ -56,7 +59,6 @@ class Store(Protocol):
         """What is wrong inside the database itself (empty when it is intact)."""
         ...
 
-    # -- ingestion ---------------------------------------------------------------------------
     def file_record(self, path: str) -> StoredFile | None:
         """The size and mtime the file at `path` had when it was last stored (or failed)."""
         ...
@@ -81,56 +83,62 @@ class Store(Protocol):
         """Remove one photo (by path or SHA-256) with its faces; returns what was removed."""
         ...
 
-    def erase_person(self, person_id: str, actor: str, unnamed: Sequence[int] = ()) -> Erasure:
-        """Remove the person, their faces, those of `unnamed` that still have no person (and
-        were not rejected from them), and photos left with no face, in one transaction.
-
-        Their names and external id are kept as keyed hashes so no later label names them;
-        audit query texts and review notes that mention them are redacted. The audit log gets
-        one `erase` entry naming an opaque token, never the person.
-        """
+    def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
+        """Where each photo came from, who added it, on what basis."""
         ...
 
-    def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
-        """Remove these faces, and photos left with no face; audited as `kind` by token, with
-        how many faces of how many named people."""
+    def photo(self, ref: str) -> PhotoRef:
+        """The stored photo with this path or SHA-256; `NotFound` if there is none."""
         ...
 
-    def erasable_unnamed(self, person_id: str, face_ids: Sequence[int]) -> list[int]:
-        """Those of `face_ids` that have no person and were not rejected from this one."""
+    def faces_epoch(self) -> int:
+        """A counter bumped by every transaction that adds or removes faces (not labels)."""
         ...
 
-    def compact(self) -> None:
-        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
+    def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (face ids int64, embeddings float32) of one model, in batches, ids ascending."""
         ...
 
-    # -- the opt-out registry ----------------------------------------------------------------
-    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
-        """Keep faces' embeddings (one, or n x d) in the blocklist under one token (audited
-        by it)."""
+    def face_ids(self, model: str) -> np.ndarray:
+        """Ids of every face embedded with `model` (int64, ascending)."""
         ...
 
-    def optouts(self) -> list[OptOut]:
-        """The opt-outs: tokens, times and face counts only, never the embeddings."""
+    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of these faces; ids that do not exist are left out."""
         ...
 
-    def remove_optout(self, token: str, actor: str) -> OptOut:
-        """Withdraw an opt-out; `NotFound` for an unknown token."""
+    def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
+        """The faces with these ids (missing ids are left out)."""
         ...
 
-    def optout_embeddings(self, model: str) -> np.ndarray:
-        """The blocked embeddings of `model`, for matching only."""
+    def faces_of_person(
+        self, person_id: str, limit: int | None = None, offset: int = 0
+    ) -> list[StoredFace]:
+        """The faces assigned to the person, oldest first: all of them, or the page of
+        `limit` after `offset`."""
         ...
 
-    def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
-        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
+    def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
+        """Ids of every face assigned to one of these people (int64, ascending)."""
         ...
 
-    def purge_audit(self, older_than_days: int) -> int:
-        """Delete audit entries older than this many days; returns how many."""
+    def failures(self) -> list[Failure]:
+        """Files and manifest rows that could not be indexed, newest first."""
         ...
 
-    # -- people ------------------------------------------------------------------------------
+    def reviews(self) -> list[Review]:
+        """Labelled photos whose label went to one of several faces, or could not be applied."""
+        ...
+
+    def stats(self) -> Stats:
+        """Catalogue size (data_bytes is filled in by the caller that knows the directory)."""
+        ...
+
+
+@runtime_checkable
+class PeopleStore(Protocol):
+    """The people catalogue and its search (store/people.py, people_query.py)."""
+
     def resolve_person(self, ref: str) -> PersonRef:
         """The person with id `ref`, or the only person named `ref` (case-insensitive).
 
@@ -142,19 +150,10 @@ class Store(Protocol):
         """Every person, by name."""
         ...
 
-    def faces_of_person(self, person_id: str) -> list[StoredFace]:
-        """Every face assigned to the person, oldest first."""
+    def person_summary(self, person_id: str) -> PersonSummary:
+        """The person with this id and how many faces and photos they have; `NotFound`."""
         ...
 
-    def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
-        """Where each photo came from, who added it, on what basis."""
-        ...
-
-    def photo(self, ref: str) -> PhotoRef:
-        """The stored photo with this path or SHA-256; `NotFound` if there is none."""
-        ...
-
-    # -- the people catalogue ----------------------------------------------------------------
     def upsert_person(self, record: PersonRecord) -> tuple[PersonRef, bool]:
         """Create or update the person with `record.external_id`: (person, created).
 
@@ -189,77 +188,11 @@ class Store(Protocol):
         """
         ...
 
-    # -- faces -------------------------------------------------------------------------------
-    def faces_epoch(self) -> int:
-        """A counter bumped by every transaction that adds or removes faces (not labels)."""
-        ...
 
-    def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (face ids int64, embeddings float32) of one model, in batches, ids ascending."""
-        ...
+@runtime_checkable
+class ClusterStore(Protocol):
+    """Clusters of unnamed faces and the recorded edits of who is who (store/clusters.py)."""
 
-    def face_ids(self, model: str) -> np.ndarray:
-        """Ids of every face embedded with `model` (int64, ascending)."""
-        ...
-
-    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings) of these faces; ids that do not exist are left out."""
-        ...
-
-    def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
-        """The faces with these ids (missing ids are left out)."""
-        ...
-
-    def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
-        """Ids of every face assigned to one of these people (int64, ascending)."""
-        ...
-
-    # -- reports -----------------------------------------------------------------------------
-    def failures(self) -> list[Failure]:
-        """Files and manifest rows that could not be indexed, newest first."""
-        ...
-
-    def reviews(self) -> list[Review]:
-        """Labelled photos whose label went to one of several faces, or could not be applied."""
-        ...
-
-    def stats(self) -> Stats:
-        """Catalogue size (data_bytes is filled in by the caller that knows the directory)."""
-        ...
-
-    # -- API keys and audit ------------------------------------------------------------------
-    def add_key(self, key: ApiKey) -> None:
-        """Store a new API key (its hash, never the secret)."""
-        ...
-
-    def keys(self) -> list[ApiKey]:
-        """Every API key, revoked ones included, oldest first."""
-        ...
-
-    def key(self, key_id: str) -> ApiKey | None:
-        """The key with this id, or None."""
-        ...
-
-    def revoke_key(self, key_id: str) -> ApiKey:
-        """Revoke a key (idempotent); `NotFound` for an unknown id."""
-        ...
-
-    def record_search(
-        self,
-        actor: str,
-        kind: str,
-        results: int,
-        query_sha256: str | None = None,
-        query_text: str | None = None,
-    ) -> None:
-        """Append one search to the audit log."""
-        ...
-
-    def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
-        """Audit entries newest first, `limit` of them, with ids below `before` if given."""
-        ...
-
-    # -- clusters and edits of who is who (store/clusters.py) --------------------------------
     def unnamed_faces(self, model: str, only_new: bool) -> UnnamedFaces:
         """Faces of `model` with no person; only those clustering has not considered yet
         when `only_new`."""
@@ -328,4 +261,103 @@ class Store(Protocol):
 
     def forget_edits_of(self, person_id: str) -> int:
         """Delete the recorded edits that mention a person (erasure)."""
+        ...
+
+
+@runtime_checkable
+class PrivacyStore(Protocol):
+    """Erasure, the opt-out registry and retention (store/erasing.py, privacy.py)."""
+
+    def erase_person(self, person_id: str, actor: str, unnamed: Sequence[int] = ()) -> Erasure:
+        """Remove the person, their faces, those of `unnamed` that still have no person (and
+        were not rejected from them), and photos left with no face, in one transaction.
+
+        Their names and external id are kept as keyed hashes so no later label names them;
+        audit query texts and review notes that mention them are redacted. The audit log gets
+        one `erase` entry naming an opaque token, never the person.
+        """
+        ...
+
+    def erase_faces(self, face_ids: Sequence[int], actor: str, kind: str) -> Erasure:
+        """Remove these faces, and photos left with no face; audited as `kind` by token, with
+        how many faces of how many named people."""
+        ...
+
+    def erasable_unnamed(self, person_id: str, face_ids: Sequence[int]) -> list[int]:
+        """Those of `face_ids` that have no person and were not rejected from this one."""
+        ...
+
+    def compact(self) -> None:
+        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
+        ...
+
+    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
+        """Keep faces' embeddings (one, or n x d) in the blocklist under one token (audited
+        by it)."""
+        ...
+
+    def optouts(self) -> list[OptOut]:
+        """The opt-outs: tokens, times and face counts only, never the embeddings."""
+        ...
+
+    def remove_optout(self, token: str, actor: str) -> OptOut:
+        """Withdraw an opt-out; `NotFound` for an unknown token."""
+        ...
+
+    def optout_embeddings(self, model: str) -> np.ndarray:
+        """The blocked embeddings of `model`, for matching only."""
+        ...
+
+    def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
+        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
+        ...
+
+    def purge_audit(self, older_than_days: int) -> int:
+        """Delete audit entries older than this many days; returns how many."""
+        ...
+
+
+@runtime_checkable
+class AccessStore(Protocol):
+    """API keys and the audit log (store/access.py)."""
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new API key (its hash, never the secret)."""
+        ...
+
+    def keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones included, oldest first."""
+        ...
+
+    def key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, or None."""
+        ...
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key (idempotent); `NotFound` for an unknown id."""
+        ...
+
+    def record_search(
+        self,
+        actor: str,
+        kind: str,
+        results: int,
+        query_sha256: str | None = None,
+        query_text: str | None = None,
+    ) -> None:
+        """Append one search to the audit log."""
+        ...
+
+    def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
+        """Audit entries newest first, `limit` of them, with ids below `before` if given."""
+        ...
+
+
+@runtime_checkable
+class Store(PhotoStore, PeopleStore, ClusterStore, PrivacyStore, AccessStore, Protocol):
+    """A catalogue backend: every part above. Every write is atomic; readers only see
+    committed data."""
+
+    def close(self) -> None:
+        """Release connections and files."""
         ...

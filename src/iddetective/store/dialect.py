@@ -1,5 +1,7 @@
-"""The SQL primitives that store-neutral mixins (store/clusters.py) run their statements with;
-each store provides them for its database (`SqliteDialect`, `PostgresDialect`).
+"""The SQL primitives that the store-neutral parts (photos.py, people.py, access.py,
+clusters.py, ...) run their statements with; each store provides them for its database
+(`SqliteDialect`, `PostgresDialect`), with what differs between the two: how a vector is
+bound, how a recorded time reads back, case-insensitive comparison, row locks.
 
 Shared statements are written in SQLite's form: `?` placeholders, and `IN ({marks})` where a
 list of values goes (`_rows_in`); the PostgreSQL store turns them into `%s` and `= ANY(%s)`.
@@ -12,13 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["REVOKE_KEY", "Dialect", "Row", "timestamp"]
+from ..errors import StoreError
+
+__all__ = ["REVOKE_KEY", "Dialect", "Row", "check_version", "timestamp"]
 
 Row = tuple[Any, ...]
+#: What a write transaction locks in PostgreSQL (SQLite has one write lock for all): `exclusive`
+#: for changes of who is who, `shared` for saves of photos, `none` for rows nothing else
+#: touches (audit, keys).
+Lock = Literal["exclusive", "shared", "none"]
 
 #: Revoke a key (parameters: the time, the key's id), unless it is the last active admin
 #: key, so that nobody is left able to manage keys (the PostgreSQL store locks the active
@@ -33,9 +41,33 @@ REVOKE_KEY = (
 class Dialect:
     """What a store-neutral mixin needs of its store: a base each store's dialect implements."""
 
-    def _write(self) -> AbstractContextManager[Any]:
+    #: Appended to a SELECT whose rows the transaction must hold until it ends.
+    FOR_UPDATE = ""
+
+    def _write(self, lock: Lock = "exclusive") -> AbstractContextManager[Any]:
         """One write transaction, holding the store's writer lock."""
         raise NotImplementedError
+
+    def _nocase(self, column: str) -> str:
+        """`column` sorted as SQLite's NOCASE sorts: ASCII letters folded, every other
+        character by its code, whatever the database's locale."""
+        raise NotImplementedError
+
+    def _nocase_equals(self, column: str) -> str:
+        """A condition: `column` equals the next parameter, as SQLite's NOCASE compares."""
+        raise NotImplementedError
+
+    def _vector(self, embedding: np.ndarray) -> Any:
+        """An embedding as the `face.embedding` column takes it."""
+        raise NotImplementedError
+
+    def _time(self, value: Any) -> str:
+        """A recorded time as the catalogue shows it: ISO 8601 in UTC, to the second."""
+        raise NotImplementedError
+
+    def _time_or_none(self, value: Any) -> str | None:
+        """`_time` of a time that may not have been recorded."""
+        return None if value is None else self._time(value)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """The rows of a statement, as tuples."""
@@ -57,8 +89,18 @@ class Dialect:
         0 x 0 when there is no row)."""
         raise NotImplementedError
 
+    def _vector_rows_in(
+        self, sql: str, values: Iterable[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        """`_vector_rows` of a statement holding `IN ({marks})`, for every one of `values`."""
+        raise NotImplementedError
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    def _execute_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> int:
+        """Run a statement holding `IN ({marks})` for every one of `values`; rows changed."""
         raise NotImplementedError
 
     def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
@@ -79,3 +121,14 @@ def timestamp() -> str:
     """The time to record: ISO 8601 text in UTC to the second, which SQLite keeps as it is
     and PostgreSQL parses into its `timestamptz`."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_version(version: int, known: int, where: str) -> None:
+    """Refuse a catalogue (at `where`) whose schema `version` is not the `known` one."""
+    if version > known:
+        raise StoreError(
+            f"{where} has schema version {version}, newer than this iddetective "
+            f"understands ({known}); upgrade iddetective"
+        )
+    if version < known:
+        raise StoreError(f"{where} needs migrating; open it once for writing")

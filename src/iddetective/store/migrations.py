@@ -83,7 +83,7 @@ MIGRATIONS: list[str] = [
     """,
     # 3: the people catalogue: external ids, aliases, accounts, lists, relations, and the
     # folded text of names, aliases and handles for substring search (textfold.py), whose
-    # rowids order it by length (store/sqlite_people.py) and are listed per person.
+    # rowids order it by length (store/sqlite_text.py) and are listed per person.
     """
     ALTER TABLE person ADD COLUMN external_id TEXT;
     ALTER TABLE person ADD COLUMN notes TEXT NOT NULL DEFAULT '';

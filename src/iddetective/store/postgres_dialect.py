@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .dialect import Dialect, Row
-from .postgres_sql import PostgresBase, vectors_of
+from .postgres_sql import NOCASE, PostgresBase, iso, vectors_of
 
 __all__ = ["PostgresDialect", "to_postgres"]
 
@@ -17,6 +17,22 @@ __all__ = ["PostgresDialect", "to_postgres"]
 class PostgresDialect(PostgresBase, Dialect):
     """The SQL primitives of the store-neutral mixins, over the PostgreSQL store's connection.
     Reads connect again after a server restart (`_all`); other statements never run twice."""
+
+    FOR_UPDATE = " FOR UPDATE"
+
+    # Text columns are COLLATE "C" (postgres_migrations.py): lower() of them folds ASCII
+    # letters and no others, as NOCASE does, and sorts by code point, as SQLite does.
+    def _nocase(self, column: str) -> str:
+        return f"lower({column})"
+
+    def _nocase_equals(self, column: str) -> str:
+        return f"lower({column}) = {NOCASE.replace('%s', '?')}"
+
+    def _vector(self, embedding: np.ndarray) -> Any:
+        return np.asarray(embedding, dtype=np.float32)  # register_vector binds it as `vector`
+
+    def _time(self, value: Any) -> str:
+        return iso(value)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._all(to_postgres(sql), tuple(params))
@@ -32,6 +48,15 @@ class PostgresDialect(PostgresBase, Dialect):
     ) -> tuple[list[Row], np.ndarray]:
         rows = self._binary(to_postgres(sql), tuple(params))
         return rows, vectors_of(rows, column)
+
+    def _vector_rows_in(
+        self, sql: str, values: Iterable[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._binary(to_postgres(sql), (list(values),))
+        return rows, vectors_of(rows, column)
+
+    def _execute_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> int:
+        return self._db.execute(to_postgres(sql), (*before, list(values))).rowcount
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(to_postgres(sql), tuple(params)).rowcount

@@ -20,11 +20,12 @@ whether the change was made.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -38,6 +39,7 @@ from psycopg.types import TypeInfo
 
 from ..errors import StoreError
 from ..retrying import Backoff, retried
+from .dialect import Lock
 
 __all__ = [
     "NOCASE",
@@ -58,7 +60,6 @@ __all__ = [
 #: The store's connection: autocommit, rows as tuples (a type, for the modules of the store).
 Connection = psycopg.Connection[tuple[Any, ...]]
 Params = tuple[Any, ...] | list[Any] | dict[str, Any]
-Lock = Literal["exclusive", "shared", "none"]
 T = TypeVar("T")
 
 #: First key of the store's advisory locks ("iddt" in ASCII), and of its per-photo locks.
@@ -70,6 +71,8 @@ MIGRATION_LOCK = 2
 #: SQLite's `x = ? COLLATE NOCASE` is `lower(x) = NOCASE` here (x a `COLLATE "C"` column):
 #: ASCII letters fold and no others, as in SQLite, whatever the database's locale.
 NOCASE = 'lower(%s::text COLLATE "C")'
+#: Guards the stores' lists of opened connections.
+_OPENED = threading.Lock()
 #: Times a save that lost a deadlock to another save is run again before giving up.
 RETRIES = 5
 #: Seconds a store keeps trying to reach its server again after losing its connection (a
@@ -94,15 +97,51 @@ class VectorLoader(Loader):
 class PostgresBase:
     """The connection and its transactions (a base of `PostgresStore` and its mixins)."""
 
-    _db: Connection
     #: The URL as given, password included: never shown.
     _dsn: str
     #: The URL without its password, for messages.
     url: str
     readonly: bool
-    #: True inside `_write`: there, a lost connection fails the transaction (its statements
-    #: must not run again on their own, outside it).
-    _writing = False
+    #: Each thread's own connection (and whether it is inside `_write`), so that threads
+    #: never share a transaction nor wait for each other's statements.
+    _local: threading.local
+    _opened: list[Connection]
+
+    # -- a connection per thread -------------------------------------------------------------
+    @property
+    def _db(self) -> Connection:
+        """This thread's connection, opened on its first statement."""
+        db: Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = connect_patiently(self._dsn, self.url, self._configure)
+            self._db = db
+        return db
+
+    @_db.setter
+    def _db(self, db: Connection) -> None:
+        if not hasattr(self, "_local"):
+            self._local, self._opened = threading.local(), []
+        old: Connection | None = getattr(self._local, "db", None)
+        self._local.db = db
+        with _OPENED:
+            self._opened = [c for c in self._opened if c is not old] + [db]
+
+    @property
+    def _writing(self) -> bool:
+        """True inside `_write`: there, a lost connection fails the transaction (its
+        statements must not run again on their own, outside it)."""
+        return bool(getattr(self._local, "writing", False))
+
+    @_writing.setter
+    def _writing(self, value: bool) -> None:
+        self._local.writing = value
+
+    def _close_all(self) -> None:
+        """Close every thread's connection."""
+        with _OPENED:
+            opened, self._opened = self._opened, []
+        for db in opened:
+            db.close()
 
     # -- the connection ----------------------------------------------------------------------
     def _configure(self, db: Connection) -> None:
@@ -132,7 +171,7 @@ class PostgresBase:
         """Replace the lost connection, trying again with backoff while the server is down."""
         db = connect_patiently(self._dsn, self.url, self._configure)
         self._db.close()
-        self._db = db
+        self._db = db  # in this thread; the others keep theirs
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager

@@ -1,8 +1,7 @@
 """Storing one ingestion outcome, for both stores (a mixin over each store's SQL primitives,
 store/dialect.py).
 
-Each store runs a batch in its own write transaction (`save`) and inserts a new photo with
-its faces itself (`_photo_id`: the embeddings are stored differently); the rest is the same:
+Each store runs a batch in its own write transaction (`save`); the rest is the same:
 failures recorded, opted-out faces dropped before anything of them is stored, the file's
 path recorded, and a label given to the photo's largest, most central face, unless it names
 an erased person (store/erasing.py).
@@ -11,7 +10,7 @@ an erased person (store/erasing.py).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..entities import (
@@ -28,19 +27,17 @@ from ..entities import (
 )
 from ..errors import AmbiguousPerson, NotFound
 from ..labelling import choose_labelled_face
-from .dialect import Dialect, timestamp
+from .dialect import timestamp
+from .photos import Photos
 
 __all__ = ["Saving"]
 
 
-class Saving(Dialect):
+class Saving(Photos):
     """The per-outcome part of `save` in both stores (a mixin over the store's primitives)."""
 
-    has_photo: Callable[[str], bool]
     opted_out: Callable[[PhotoAnalysis], list[bool]]
     resolve_person: Callable[[str], PersonRef]
-    _photo_id: Callable[[IndexedPhoto | KnownPhoto], tuple[int, bool]]
-    _delete_orphan_photos: Callable[[Sequence[int]], None]
     _write_person_text: Callable[[str], None]
     _erased_label: Callable[[str, str | None], str | None]
 

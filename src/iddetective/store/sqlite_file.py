@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError
 
 __all__ = ["checked_connect", "create_whole", "refuse_foreign", "storage_error"]
 
@@ -132,7 +132,8 @@ def storage_error(path: Path) -> Iterator[None]:
     except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
         raise
     except sqlite3.DatabaseError as error:
-        raise StoreError(_in_words(path, error)) from None
+        busy = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+        raise (StoreBusy if busy else StoreError)(_in_words(path, error)) from None
 
 
 def _in_words(path: Path, error: sqlite3.DatabaseError) -> str:

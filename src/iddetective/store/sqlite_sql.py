@@ -20,7 +20,22 @@ _CHUNK = 900
 class SqliteDialect(Dialect):
     """The SQL primitives of the store-neutral mixins, over the SQLite store's connection."""
 
-    _db: sqlite3.Connection
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection statements run on (the store's)."""
+        raise NotImplementedError
+
+    def _nocase(self, column: str) -> str:
+        return f"{column} COLLATE NOCASE"
+
+    def _nocase_equals(self, column: str) -> str:
+        return f"{column} = ? COLLATE NOCASE"
+
+    def _vector(self, embedding: np.ndarray) -> Any:
+        return np.asarray(embedding, dtype="<f4").tobytes()
+
+    def _time(self, value: Any) -> str:
+        return str(value)  # recorded as ISO 8601 text already
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [tuple(r) for r in self._db.execute(sql, params)]
@@ -36,6 +51,19 @@ class SqliteDialect(Dialect):
     ) -> tuple[list[Row], np.ndarray]:
         rows = self._rows(sql, params)
         return rows, blob_vectors([r[column] for r in rows])
+
+    def _vector_rows_in(
+        self, sql: str, values: Iterable[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._rows_in(sql, values)
+        return rows, blob_vectors([r[column] for r in rows])
+
+    def _execute_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> int:
+        changed = 0
+        for chunk in chunks(sorted(set(values))):
+            query = sql.format(marks=",".join("?" * len(chunk)))
+            changed += self._db.execute(query, [*before, *chunk]).rowcount
+        return changed
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(sql, params).rowcount

@@ -10,6 +10,7 @@ always up to date. `Catalogue` (catalogue.py) asks here for every use of the ind
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -62,6 +63,9 @@ class IndexKeeper:
         self.pipeline, self.notice, self.progress = pipeline, notice, progress
         self._index: VectorIndex | None = None
         self._epoch = -1
+        # Held while the index is caught up or rebuilt and swapped, never while searching:
+        # an index handed out is never changed, only replaced (threads share the keeper).
+        self._lock = threading.RLock()
 
     @property
     def model(self) -> str:
@@ -93,12 +97,20 @@ class IndexKeeper:
         """The index, brought up to date with the catalogue before it is used."""
         kind = self.kind()
         if isinstance(kind, CatalogueIndex):
-            if self._index is None:
-                self._index = self._in_catalogue(kind)
-            return self._index
+            with self._lock:
+                if self._index is None:
+                    self._index = self._in_catalogue(kind)
+                return self._index
         epoch = self.store.faces_epoch()
         if self._index is not None and self._epoch == epoch:
             return self._index
+        with self._lock:  # one thread catches up; the others wait for its index
+            if self._index is not None and self._epoch == epoch:
+                return self._index
+            return self._caught_up(kind, epoch)
+
+    def _caught_up(self, kind: PersistentIndex, epoch: int) -> VectorIndex:
+        """The saved index caught up to `epoch`, saved again and put in place."""
         path = self.path(kind)
         index, saved_epoch = self._loaded(kind, path)
         if saved_epoch != epoch:
@@ -158,12 +170,13 @@ class IndexKeeper:
         kind = self.kind()
         if isinstance(kind, CatalogueIndex):
             return len(self.index())  # the catalogue's own table: nothing to rebuild
-        index = kind(self.dimension)
-        epoch = self.store.faces_epoch()
-        self._catch_up(index)
-        index.save(self.path(kind), epoch)
-        self._index, self._epoch = index, epoch
-        return len(index)
+        with self._lock:
+            index = kind(self.dimension)
+            epoch = self.store.faces_epoch()
+            self._catch_up(index)
+            index.save(self.path(kind), epoch)
+            self._index, self._epoch = index, epoch
+            return len(index)
 
     def sweep(self, older_than: float = 60) -> int:
         """Bring the index up to date, then delete what killed saves of it left (over

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,6 +93,7 @@ class PgvectorIndex:
         self._db = _connect(url, self._configure)
         #: hnsw.ef_search as set in the connection's session; the table's size estimate.
         self._session_ef_search: int | None = None
+        self._reading = threading.RLock()
         self._estimate: tuple[float, float] | None = None
         if table is None:
             self._create_table()
@@ -337,8 +339,12 @@ class PgvectorIndex:
 
     def _read(self, work: Callable[[], T]) -> T:
         """Run a read, once more on a new connection if the server dropped this one (it
-        restarted: reads wait for it as the store's do, store/postgres_sql.py)."""
-        return once_more_if_lost(self._db, work, self._reconnect)
+        restarted: reads wait for it as the store's do, store/postgres_sql.py).
+
+        Threads share the index (the web server's): one read at a time on its connection,
+        so one search's session `hnsw.ef_search` is never another's."""
+        with self._reading:
+            return once_more_if_lost(self._db, work, self._reconnect)
 
     def _reconnect(self) -> None:
         db = connect_patiently(self._url, without_password(self._url), self._configure)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import calibration, distances, media
@@ -61,16 +61,15 @@ async def search_photo(
     analysis = await state.analysis.analyse(data, _upload_name(photo))
 
     def match() -> Any:
-        with state.lock:
-            return state.catalogue.search_analysis(
-                analysis,
-                sha256=hashlib.sha256(data).hexdigest(),
-                path=None,
-                top=top,
-                threshold=calibration.resolve_threshold(threshold, max_fmr),
-                people=person,
-                actor=caller.actor,
-            )
+        return state.catalogue.search_analysis(
+            analysis,
+            sha256=hashlib.sha256(data).hexdigest(),
+            path=None,
+            top=top,
+            threshold=calibration.resolve_threshold(threshold, max_fmr),
+            people=person,
+            actor=caller.actor,
+        )
 
     result = await run_in_threadpool(match)
     state.metrics.searches.labels(kind="photo").inc()
@@ -86,8 +85,7 @@ def list_people(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """Everyone in the catalogue, by name, a page at a time."""
-    with request.app.state.lock:
-        everyone = request.app.state.catalogue.people()
+    everyone = request.app.state.catalogue.people()
     page = everyone[offset : offset + limit]
     return {
         "items": [asdict(p) for p in page],
@@ -107,8 +105,7 @@ def find_people(
     """People whose name, alias or handle contains `q` in any case, accent or script
     (`petr` finds «Пётр»), best first, with the field that matched. Audited."""
     state = request.app.state
-    with state.lock:
-        found = state.catalogue.find(q, limit=limit, actor=caller.actor)
+    found = state.catalogue.find(q, limit=limit, actor=caller.actor)
     state.metrics.searches.labels(kind="text").inc()
     return {"items": [asdict(f) for f in found]}
 
@@ -142,11 +139,10 @@ async def run_query(
         analysed = (analysis, hashlib.sha256(data).hexdigest())
 
     def run() -> Any:
-        with state.lock:
-            limit = calibration.resolve_threshold(threshold, max_fmr)
-            return state.catalogue.query(
-                q, top=top, threshold=limit, photo=analysed, actor=caller.actor
-            )
+        limit = calibration.resolve_threshold(threshold, max_fmr)
+        return state.catalogue.query(
+            q, top=top, threshold=limit, photo=analysed, actor=caller.actor
+        )
 
     answer = await run_in_threadpool(run)
     state.metrics.searches.labels(kind="query").inc()
@@ -167,11 +163,9 @@ def person_detail(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """A person and their faces (with the photos they are in), a page at a time."""
-    with request.app.state.lock:
-        person, faces = request.app.state.catalogue.person(person_id)
-        profile = request.app.state.catalogue.profile(person.id)
-        page = faces[offset : offset + limit]
-        origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in page])
+    person, page = request.app.state.catalogue.person_page(person_id, limit, offset)
+    profile = request.app.state.catalogue.profile(person.id)
+    origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in page])
     face_views.audit_view(request, caller, f"person {person.id}", page, thumbnails=True)
     return {
         "id": person.id,
@@ -185,7 +179,7 @@ def person_detail(
             for kind, other in profile.relations
         ],
         "provenance": asdict(profile.provenance),
-        "photos": len({face.photo.id for face in faces}),
+        "photos": person.photos,
         "faces": {
             "items": [
                 {
@@ -200,17 +194,24 @@ def person_detail(
             ],
             "offset": offset,
             "limit": limit,
-            "total": len(faces),
+            "total": person.faces,
         },
     }
 
 
-@router.delete("/people/{person_id}", response_model=models.ErasureResult)
+@router.delete(
+    "/people/{person_id}",
+    response_model=models.ErasureResult,
+    responses={202: {"model": models.JobModel, "description": "Started in the background."}},
+)
 def erase_person(
     request: Request,
     caller: Admin,
     person_id: str,
     optout: Annotated[bool, Query(description="Also opt their faces out.")] = False,
+    background: Annotated[
+        bool, Query(description="Run as a background job: 202 with the job.")
+    ] = False,
     unnamed_within: Annotated[
         float,
         Query(
@@ -219,21 +220,30 @@ def erase_person(
             description="Unnamed faces this close to one of theirs go too (0: none).",
         ),
     ] = distances.ERASE_UNNAMED_THRESHOLD,
-) -> dict[str, Any]:
+) -> Any:
     """Erase a person everywhere (rows, faces, index entries, crops, and the unnamed faces
     within `unnamed_within` of theirs); audited by token. `optout` also opts their faces
-    out, so re-indexing the operator's files never brings them back."""
-    with request.app.state.lock:
-        erasure = request.app.state.catalogue.erase_person(
+    out, so re-indexing the operator's files never brings them back. With `background`, as
+    a job (202; GET /api/jobs/{id} says how it stands): the person is checked first."""
+    catalogue = request.app.state.catalogue
+
+    def erase() -> dict[str, Any]:
+        erasure = catalogue.erase_person(
             person_id, unnamed_within=unnamed_within, optout=optout, actor=caller.actor
         )
-    return {
-        "token": erasure.token,
-        "faces": len(erasure.faces),
-        "unnamed": erasure.unnamed,
-        "photos": len(erasure.photos),
-        "optout": erasure.optout,
-    }
+        return {
+            "token": erasure.token,
+            "faces": len(erasure.faces),
+            "unnamed": erasure.unnamed,
+            "photos": len(erasure.photos),
+            "optout": erasure.optout,
+        }
+
+    if background:
+        catalogue.store.resolve_person(person_id)  # an unknown one is a 404 now, not later
+        job = request.app.state.jobs.start("erasure", "admin", caller.actor, erase)
+        return JSONResponse(job.as_json(), status_code=202)
+    return erase()
 
 
 @router.get(
@@ -250,8 +260,7 @@ def photo_thumbnail(
     """A stored photo, shrunk, upright, with no metadata (audited unless a view of the
     caller's showed it)."""
     state = request.app.state
-    with state.lock:
-        photo = state.catalogue.photo(sha256)
+    photo = state.catalogue.photo(sha256)
     path = media.thumbnail(state.catalogue.data_dir, photo, size)
     face_views.audit_fetch(request, caller, face_views.photo_item(photo.sha256), f"photo {sha256}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
@@ -268,8 +277,7 @@ def face_crop(
     """A square crop around one stored face (audited unless a view of the caller's showed
     it)."""
     state = request.app.state
-    with state.lock:
-        face = state.catalogue.face(face_id)
+    face = state.catalogue.face(face_id)
     path = media.face_crop(state.catalogue.data_dir, face.id, face.photo, face.box)
     face_views.audit_fetch(request, caller, face_views.face_item(face.id), f"face {face.id}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": MEDIA_CACHE})
@@ -294,10 +302,9 @@ async def upload_photo(
     analysis = await state.analysis.analyse(data, name)
 
     def store() -> Any:
-        with state.lock:
-            return state.catalogue.add_upload(
-                data, name, analysis, person or None, actor=caller.actor, basis=basis
-            )
+        return state.catalogue.add_upload(
+            data, name, analysis, person or None, actor=caller.actor, basis=basis
+        )
 
     result = await run_in_threadpool(store)
     state.metrics.indexed.inc()
@@ -312,30 +319,26 @@ async def upload_photo(
 @router.get("/stats", response_model=Stats)
 def stats(request: Request, caller: StatsReader) -> dict[str, Any]:
     """Catalogue size: photos, faces, people, failures, bytes on disk."""
-    with request.app.state.lock:
-        return asdict(request.app.state.catalogue.stats())
+    return asdict(request.app.state.catalogue.stats())
 
 
 @router.get("/keys", response_model=list[models.KeyModel])
 def list_keys(request: Request, caller: Admin) -> list[dict[str, Any]]:
     """Every API key (never the keys themselves), revoked ones included."""
-    with request.app.state.lock:
-        return [_key_json(key) for key in request.app.state.catalogue.api_keys()]
+    return [_key_json(key) for key in request.app.state.catalogue.api_keys()]
 
 
 @router.post("/keys", response_model=models.CreatedKey, status_code=201)
 def create_key(request: Request, caller: Admin, new: models.NewKey) -> dict[str, Any]:
     """Create a key with a role; the answer holds the key itself, shown this once."""
-    with request.app.state.lock:
-        secret, key = request.app.state.catalogue.create_key(new.role, new.label)
+    secret, key = request.app.state.catalogue.create_key(new.role, new.label)
     return {**_key_json(key), "key": secret}
 
 
 @router.delete("/keys/{key_id}", response_model=models.KeyModel)
 def revoke_key(request: Request, caller: Admin, key_id: str) -> dict[str, Any]:
     """Revoke a key; requests with it fail from now on."""
-    with request.app.state.lock:
-        return _key_json(request.app.state.catalogue.revoke_key(key_id))
+    return _key_json(request.app.state.catalogue.revoke_key(key_id))
 
 
 @router.get("/audit", response_model=models.AuditPage)
@@ -346,8 +349,7 @@ def audit(
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
     """The audit log of searches, newest first, a page at a time."""
-    with request.app.state.lock:
-        entries = request.app.state.catalogue.audit(limit=limit, before=before)
+    entries = request.app.state.catalogue.audit(limit=limit, before=before)
     next_before = entries[-1].id if len(entries) == limit else None
     return {"items": [asdict(e) for e in entries], "next_before": next_before}
 

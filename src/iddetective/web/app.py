@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from ..catalogue import Catalogue
 from ..errors import UsageError
 from ..faces import PipelineSettings
 from ..settings import default_hosts_file
-from . import api, curation, fleet_views, models, pages
+from . import api, curation, fleet_views, jobs, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
 from .auth import Caller, Sessions, requires
 from .errors import ERROR_RESPONSES, install_error_handlers
@@ -76,14 +75,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
             db=settings.db,
             vector_index=settings.vector_index,
         )
+        # Searches answer while another program holds the SQLite catalogue; their audit
+        # entries are written when it lets go (store/sqlite.py).
+        defer_busy_audit = getattr(app.state.catalogue.store, "defer_busy_audit", None)
+        if defer_busy_audit is not None:
+            defer_busy_audit()
         app.state.analysis = AnalysisPool(
             settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
         )
         try:
-            with app.state.lock:
-                app.state.catalogue.vector_index()  # build or catch up before the first search
+            app.state.catalogue.vector_index()  # build or catch up before the first search
             yield
         finally:
+            app.state.jobs.close()
             app.state.analysis.close()
             app.state.catalogue.close()
 
@@ -96,7 +100,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.router.route_class = CheckedRoute  # /healthz and /metrics, as the routers' routes
     app.state.settings = settings
-    app.state.lock = threading.RLock()
+    app.state.jobs = jobs.Jobs()
     app.state.sessions = Sessions()
     app.state.shown = Shown()
     app.state.fleet_monitor = fleet_views.FleetMonitor()
@@ -109,6 +113,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.include_router(api.router)
     app.include_router(curation.router)
+    app.include_router(jobs.router)
     app.include_router(fleet_views.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -163,8 +168,7 @@ def first_admin_key(data_dir: Path, host: str, *, db: str | None = None) -> str 
 
 
 def _stats(app: FastAPI) -> object:
-    with app.state.lock:
-        return app.state.catalogue.stats()
+    return app.state.catalogue.stats()
 
 
 def _version() -> str:

@@ -88,13 +88,11 @@ def caller_of(request: Request) -> Caller:
     state = request.app.state
     secret = _header_key(request)
     if secret is not None:
-        with state.lock:
-            return Caller(access.authenticate(state.catalogue.store, secret))
+        return Caller(access.authenticate(state.catalogue.store, secret))
     session = state.sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise Unauthorized("an API key is required (Authorization: Bearer idd_…) or log in")
-    with state.lock:
-        key = state.catalogue.store.key(session.key_id)
+    key = state.catalogue.store.key(session.key_id)
     if key is None or not key.active:
         state.sessions.close(request.cookies.get(SESSION_COOKIE))
         raise Unauthorized("the key this session logged in with was revoked")

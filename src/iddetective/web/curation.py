@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from .. import media
 from ..discovery import ClusterReport
@@ -43,8 +43,7 @@ def list_clusters(
 ) -> dict[str, Any]:
     """Clusters of at least `min_size` unnamed faces, largest first, with a few faces each
     (audited)."""
-    with request.app.state.lock:
-        found = request.app.state.catalogue.clusters(min_size=min_size, limit=limit, offset=offset)
+    found = request.app.state.catalogue.clusters(min_size=min_size, limit=limit, offset=offset)
     audit_clusters(request, caller, found, offset)
     return {
         "items": [_cluster_json(cluster) for cluster in found],
@@ -54,24 +53,35 @@ def list_clusters(
     }
 
 
-@router.post("/clusters/run", response_model=ClusterReport)
+@router.post(
+    "/clusters/run",
+    response_model=ClusterReport,
+    responses={202: {"model": models.JobModel, "description": "Started in the background."}},
+)
 def run_clustering(
     request: Request,
     caller: Curator,
     run: models.ClusterRun | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Cluster the unnamed faces not considered yet (indexing does this after every batch),
-    or with `full` every unnamed face again, keeping cluster ids where faces stay together."""
+    or with `full` every unnamed face again, keeping cluster ids where faces stay together;
+    with `background`, as a job (202; GET /api/jobs/{id} says how it stands)."""
     full = run is not None and run.full
-    with request.app.state.lock:
-        return asdict(request.app.state.catalogue.cluster(full=full))
+    catalogue = request.app.state.catalogue
+
+    def cluster() -> dict[str, Any]:
+        return asdict(catalogue.cluster(full=full))
+
+    if run is not None and run.background:
+        job = request.app.state.jobs.start("clustering", "curate", caller.actor, cluster)
+        return JSONResponse(job.as_json(), status_code=202)
+    return cluster()
 
 
 @router.get("/clusters/{cluster_id}", response_model=models.ClusterModel)
 def cluster_detail(request: Request, caller: Viewer, cluster_id: ClusterId) -> dict[str, Any]:
     """One cluster with all its faces (audited)."""
-    with request.app.state.lock:
-        cluster = request.app.state.catalogue.cluster_faces(cluster_id)
+    cluster = request.app.state.catalogue.cluster_faces(cluster_id)
     face_views.audit_view(request, caller, f"cluster {cluster.id}", cluster.faces)
     return _cluster_json(cluster)
 
@@ -90,8 +100,7 @@ def cluster_face_crop(
     """A square crop around a face of the cluster (audited unless a view of the caller's
     showed it)."""
     state = request.app.state
-    with state.lock:
-        cluster = state.catalogue.cluster_faces(cluster_id)
+    cluster = state.catalogue.cluster_faces(cluster_id)
     face = next((f for f in cluster.faces if f.id == face_id), None)
     if face is None:
         raise NotFound(f"cluster {cluster_id} has no face with the id {face_id}")
@@ -107,10 +116,9 @@ def name_cluster(
 ) -> dict[str, Any]:
     """Give the cluster's faces to an existing `person` or a new person `new_name` (one of
     the two). Faces once rejected from that person stay in the cluster."""
-    with request.app.state.lock:
-        edit = request.app.state.catalogue.name_cluster(
-            cluster_id, person=target.person, new_name=target.new_name, actor=caller.actor
-        )
+    edit = request.app.state.catalogue.name_cluster(
+        cluster_id, person=target.person, new_name=target.new_name, actor=caller.actor
+    )
     return asdict(edit)
 
 
@@ -118,18 +126,16 @@ def name_cluster(
 def move_faces(request: Request, caller: Curator, move: models.FaceMove) -> dict[str, Any]:
     """Move faces to an existing `person` or a new person `new_name`: split a person who is
     two, or give unnamed faces to someone."""
-    with request.app.state.lock:
-        edit = request.app.state.catalogue.move_faces(
-            move.face_ids, person=move.person, new_name=move.new_name, actor=caller.actor
-        )
+    edit = request.app.state.catalogue.move_faces(
+        move.face_ids, person=move.person, new_name=move.new_name, actor=caller.actor
+    )
     return asdict(edit)
 
 
 @router.post("/faces/reject", response_model=models.EditModel)
 def reject_faces(request: Request, caller: Curator, faces: models.FaceIds) -> dict[str, Any]:
     """Take faces from their person; they never rejoin that person on their own."""
-    with request.app.state.lock:
-        edit = request.app.state.catalogue.reject_faces(faces.face_ids, actor=caller.actor)
+    edit = request.app.state.catalogue.reject_faces(faces.face_ids, actor=caller.actor)
     return asdict(edit)
 
 
@@ -139,8 +145,7 @@ def merge_people(
 ) -> dict[str, Any]:
     """Fold `source` into this person: faces, name (as an alias), aliases, accounts, lists
     and relations. The source person is gone until the edit is undone."""
-    with request.app.state.lock:
-        edit = request.app.state.catalogue.merge_people(person_id, merge.source, actor=caller.actor)
+    edit = request.app.state.catalogue.merge_people(person_id, merge.source, actor=caller.actor)
     return asdict(edit)
 
 
@@ -149,8 +154,7 @@ def list_edits(
     request: Request, caller: Curator, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """The recorded edits of who is who, newest first."""
-    with request.app.state.lock:
-        found = request.app.state.catalogue.edits(limit=limit)
+    found = request.app.state.catalogue.edits(limit=limit)
     return {"items": [asdict(edit) for edit in found]}
 
 
@@ -160,8 +164,7 @@ def undo_edit(
 ) -> dict[str, Any]:
     """Undo an edit (recorded as an edit of its own). Refused for an undo, an edit undone
     already, and while a later edit still changes the same faces (undo that first)."""
-    with request.app.state.lock:
-        edit = request.app.state.catalogue.undo(edit_id, actor=caller.actor)
+    edit = request.app.state.catalogue.undo(edit_id, actor=caller.actor)
     return asdict(edit)
 
 

@@ -91,8 +91,7 @@ def audit_view(
     """Audit one view (`what` names it) showing `faces` to the caller; their crops (and with
     `thumbnails`, their photos' thumbnails, which the view links) count as shown."""
     state = request.app.state
-    with state.lock:
-        state.catalogue.record_view(what, len(faces), actor=caller.actor)
+    state.catalogue.record_view(what, len(faces), actor=caller.actor)
     items = [face_item(face.id) for face in faces]
     if thumbnails:
         items += [photo_item(face.photo.sha256) for face in faces]
@@ -105,8 +104,7 @@ def audit_fetch(request: Request, caller: Caller, item: Item, what: str) -> None
     state = request.app.state
     if state.shown.was_shown(caller.key.id, item):
         return
-    with state.lock:
-        state.catalogue.record_view(what, 1, actor=caller.actor)
+    state.catalogue.record_view(what, 1, actor=caller.actor)
     state.shown.remember(caller.key.id, [item])
 
 

@@ -262,6 +262,5 @@ def _replies_json(replies: Sequence[WorkerReply]) -> dict[str, Any]:
 
 
 def _catalogue_stats(request: Request) -> Stats:
-    with request.app.state.lock:
-        stats: Stats = request.app.state.catalogue.stats()
+    stats: Stats = request.app.state.catalogue.stats()
     return stats

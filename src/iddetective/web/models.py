@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ __all__ = [
     "FleetStatusModel",
     "FoundPage",
     "Health",
+    "JobModel",
     "KeyModel",
     "MergeSource",
     "NewKey",
@@ -245,6 +246,21 @@ class ErasureResult(BaseModel):
     optout: str | None = Field(description="The opt-out made of their faces, if asked for.")
 
 
+class JobModel(BaseModel):
+    """A background job (web/jobs.py): how it stands, and once done what it did or why not."""
+
+    id: str
+    kind: Literal["clustering", "erasure"]
+    state: Literal["queued", "running", "done", "failed"]
+    created_at: str
+    finished_at: str | None = Field(description="When it ended (done or failed).")
+    result: dict[str, Any] | None = Field(
+        description="Once done: the body the endpoint answers when not run in the background."
+    )
+    error: str | None = Field(description="Once failed: why.")
+    status_url: str = Field(description="Where to ask how it stands.")
+
+
 class FoundModel(BaseModel):
     """A person found by text, with the field and value that matched.
 
@@ -311,6 +327,9 @@ class ClusterRun(BaseModel):
     model_config = STRICT
 
     full: bool = Field(default=False, description="Cluster every unnamed face again.")
+    background: bool = Field(
+        default=False, description="Run as a background job: 202 with the job (GET /api/jobs/{id})."
+    )
 
 
 class PersonTarget(BaseModel):

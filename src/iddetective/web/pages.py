@@ -47,8 +47,7 @@ def login(
     except Forbidden as error:
         return _render(request, "login.html", None, 403, next=_local(next), error=str(error))
     try:
-        with state.lock:
-            api_key = access.authenticate(state.catalogue.store, key.strip())
+        api_key = access.authenticate(state.catalogue.store, key.strip())
     except Unauthorized as error:
         return _render(request, "login.html", None, 401, next=_local(next), error=str(error))
     token, _ = state.sessions.open(api_key)
@@ -93,8 +92,7 @@ def people_page(request: Request, q: Annotated[str, Query(max_length=200)] = "")
     if isinstance(caller, Response):
         return caller
     state = request.app.state
-    with state.lock:
-        found = state.catalogue.find(q, actor=caller.actor) if q.strip() else None
+    found = state.catalogue.find(q, actor=caller.actor) if q.strip() else None
     if found is not None:
         state.metrics.searches.labels(kind="text").inc()
     return _render(request, "people.html", caller, q=q, found=found)
@@ -112,10 +110,9 @@ def person_page(request: Request, person_id: str) -> Response:
     caller = _page_caller(request, "search")
     if isinstance(caller, Response):
         return caller
-    with request.app.state.lock:
-        person, faces = request.app.state.catalogue.person(person_id)
-        profile = request.app.state.catalogue.profile(person.id)
-        origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in faces])
+    person, faces = request.app.state.catalogue.person(person_id)
+    profile = request.app.state.catalogue.profile(person.id)
+    origins = request.app.state.catalogue.photo_provenance([f.photo.id for f in faces])
     face_views.audit_view(request, caller, f"person {person.id}", faces, thumbnails=True)
     return _render(
         request, "person.html", caller, person=person, faces=faces, profile=profile, origins=origins
@@ -135,10 +132,9 @@ def clusters_page(
     caller = _page_caller(request, "search")
     if isinstance(caller, Response):
         return caller
-    with request.app.state.lock:
-        found = request.app.state.catalogue.clusters(
-            min_size=2, limit=CLUSTERS_PER_PAGE + 1, offset=offset
-        )
+    found = request.app.state.catalogue.clusters(
+        min_size=2, limit=CLUSTERS_PER_PAGE + 1, offset=offset
+    )
     audit_clusters(request, caller, found[:CLUSTERS_PER_PAGE], offset)
     return _render(
         request,
@@ -157,8 +153,7 @@ def edits_page(request: Request) -> Response:
     caller = _page_caller(request, "curate")
     if isinstance(caller, Response):
         return caller
-    with request.app.state.lock:
-        edits = request.app.state.catalogue.edits(limit=200)
+    edits = request.app.state.catalogue.edits(limit=200)
     return _render(request, "edits.html", caller, edits=edits)
 
 
@@ -168,9 +163,8 @@ def admin_page(request: Request) -> Response:
     caller = _page_caller(request, "admin")
     if isinstance(caller, Response):
         return caller
-    with request.app.state.lock:
-        keys = request.app.state.catalogue.api_keys()
-        entries = request.app.state.catalogue.audit(limit=200)
+    keys = request.app.state.catalogue.api_keys()
+    entries = request.app.state.catalogue.audit(limit=200)
     return _render(request, "admin.html", caller, keys=keys, entries=entries)
 
 

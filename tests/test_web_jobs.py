@@ -1,0 +1,74 @@
+"""Long operations as background jobs: a full clustering run and an erasure answer 202 with a
+job at once, and GET /api/jobs/{id} says how it stands and what it did."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from iddetective.web import ServerSettings, create_app
+
+from conftest import WebCatalogue, copy_data
+
+
+@pytest.fixture()
+def site(web_catalogue: WebCatalogue, tmp_path: Path) -> Iterator[tuple[TestClient, WebCatalogue]]:
+    data = copy_data(web_catalogue.data_dir, tmp_path / "data")
+    app = create_app(ServerSettings(data, analysis_workers=0, broker=None))
+    with TestClient(app) as client:
+        yield client, web_catalogue
+
+
+def bearer(web: WebCatalogue, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {web.keys[role]}"}
+
+
+def finished(client: TestClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        job: dict[str, Any] = client.get(url, headers=headers).json()
+        if job["state"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_a_full_clustering_run_in_the_background(site: tuple[TestClient, WebCatalogue]) -> None:
+    client, web = site
+    curator = bearer(web, "admin")
+    for stranger in web.strangers[:2]:  # unnamed faces to cluster
+        files = {
+            "photo": (Path(stranger.path).name, Path(stranger.path).read_bytes(), "image/jpeg")
+        }
+        assert client.post("/api/photos", files=files, headers=curator).status_code == 201
+    started = client.post(
+        "/api/clusters/run", json={"full": True, "background": True}, headers=curator
+    )
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert job["kind"] == "clustering" and job["state"] in ("queued", "running", "done")
+    done = finished(client, job["status_url"], curator)
+    assert done["state"] == "done" and done["error"] is None and done["finished_at"]
+    again = client.post("/api/clusters/run", json={"full": True}, headers=curator)
+    assert again.status_code == 200
+    assert done["result"]["considered"] == again.json()["considered"] >= 1
+    assert client.get(job["status_url"], headers=bearer(web, "search")).status_code == 403
+    assert client.get("/api/jobs/j_0000000000000000", headers=curator).status_code == 404
+
+
+def test_an_erasure_in_the_background(site: tuple[TestClient, WebCatalogue]) -> None:
+    client, web = site
+    admin = bearer(web, "admin")
+    person = client.get("/api/people?limit=1", headers=admin).json()["items"][0]
+    started = client.delete(f"/api/people/{person['id']}?background=true", headers=admin)
+    assert started.status_code == 202, started.text
+    done = finished(client, started.json()["status_url"], admin)
+    assert done["state"] == "done" and done["kind"] == "erasure"
+    assert done["result"]["faces"] == person["faces"] and done["result"]["token"]
+    assert client.get(f"/api/people/{person['id']}", headers=admin).status_code == 404
+    unknown = client.delete("/api/people/p_nobody?background=true", headers=admin)
+    assert unknown.status_code == 404  # checked before the job is started
