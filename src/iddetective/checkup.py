@@ -17,7 +17,8 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -26,12 +27,37 @@ from . import media
 from .entities import StoredFile
 from .errors import BadImage
 from .imaging import open_photo_file
+from .store import Store
 from .vector_index import IndexMismatch, IndexOutdated, VectorIndex
 
-if TYPE_CHECKING:
-    from .catalogue import Catalogue
+__all__ = ["CheckReport", "Checked", "Problem", "check_data_dir"]
 
-__all__ = ["CheckReport", "Problem", "check_data_dir"]
+
+class Checked(Protocol):
+    """What `check_data_dir` needs of an open data directory (`catalogue.Catalogue` is one),
+    so this module never imports the catalogue that calls it."""
+
+    store: Store
+    data_dir: Path
+
+    @property
+    def model(self) -> str:
+        """The embedding model of the catalogue's faces."""
+        ...
+
+    @property
+    def store_location(self) -> str:
+        """Where the catalogue lives, for messages."""
+        ...
+
+    @property
+    def vector_index_location(self) -> str:
+        """Where the vector index lives, for messages."""
+        ...
+
+    def saved_vector_index(self) -> tuple[VectorIndex, int] | None:
+        """The vector index as saved, not caught up (None: nothing saved to compare)."""
+        ...
 
 #: Catalogue faces compared with the index per search (an exact scan of this many rows).
 _CHUNK = 1024
@@ -68,7 +94,7 @@ class CheckReport:
 
 
 def check_data_dir(
-    catalogue: Catalogue, *, quick: bool = False, progress: FileProgress | None = None
+    catalogue: Checked, *, quick: bool = False, progress: FileProgress | None = None
 ) -> CheckReport:
     """Check the catalogue, its vector index, the photo files and the media cache; change
     nothing. `progress` is told (files done, files in all) while photo files are read."""
@@ -80,13 +106,13 @@ def check_data_dir(
     return report
 
 
-def _check_catalogue(catalogue: Catalogue, report: CheckReport) -> None:
+def _check_catalogue(catalogue: Checked, report: CheckReport) -> None:
     for text in catalogue.store.integrity_problems():
         report.add("catalogue", catalogue.store_location, text)
     report.checked["catalogue"] = 1
 
 
-def _check_vector_index(catalogue: Catalogue, report: CheckReport) -> None:
+def _check_vector_index(catalogue: Checked, report: CheckReport) -> None:
     report.checked["vector index"] = 0
     try:
         saved = catalogue.saved_vector_index()
@@ -129,7 +155,7 @@ def _check_vector_index(catalogue: Catalogue, report: CheckReport) -> None:
 
 
 def _faces_whose_vector_differs(
-    catalogue: Catalogue, index: VectorIndex, face_ids: np.ndarray
+    catalogue: Checked, index: VectorIndex, face_ids: np.ndarray
 ) -> list[int]:
     """Faces whose nearest neighbour in the index, among themselves, is not their own entry at
     distance zero: the index holds some other vector under their id."""
@@ -143,7 +169,7 @@ def _faces_whose_vector_differs(
 
 
 def _check_photo_files(
-    catalogue: Catalogue, report: CheckReport, quick: bool, progress: FileProgress | None
+    catalogue: Checked, report: CheckReport, quick: bool, progress: FileProgress | None
 ) -> None:
     files = list(catalogue.store.stored_files())
     for done, record in enumerate(files, start=1):
@@ -176,7 +202,7 @@ def _file_problem(record: StoredFile, quick: bool) -> str | None:
     return None
 
 
-def _check_media(catalogue: Catalogue, report: CheckReport) -> None:
+def _check_media(catalogue: Checked, report: CheckReport) -> None:
     root = catalogue.data_dir / media.MEDIA_DIR
     cached = sorted(root.glob("face/*/*.jpg")) + sorted(root.glob("thumb/*/*.jpg"))
     for path in cached:

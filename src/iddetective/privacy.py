@@ -14,21 +14,21 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from . import distances, media
 from .entities import Erasure, OptOut, PersonRef
 from .errors import UsageError
-from .faces import pipeline_for
+from .faces import PipelineSettings, pipeline_for
 from .files import OWN_PHOTO_DIRS, PARTIAL_GLOB
 from .imaging import read_photo_bytes
-
-if TYPE_CHECKING:
-    from .catalogue import Catalogue
+from .store import Store
+from .vector_index import Neighbours
 
 __all__ = [
+    "Catalogue",
     "ErasurePreview",
     "FaceGroup",
     "MaintenanceReport",
@@ -40,6 +40,28 @@ __all__ = [
     "preview_optout",
     "run_maintenance",
 ]
+
+
+class Catalogue(Protocol):
+    """What privacy operations need of an open data directory (`catalogue.Catalogue` is one):
+    named by what it does, so this module never imports the catalogue that calls it."""
+
+    store: Store
+    data_dir: Path
+    pipeline: PipelineSettings
+
+    @property
+    def model(self) -> str:
+        """The embedding model of the catalogue's faces."""
+        ...
+
+    def faces_within(self, embeddings: np.ndarray, radius: float) -> list[Neighbours]:
+        """Faces within `radius` of each embedding, checked against the catalogue."""
+        ...
+
+    def sweep_vector_files(self, older_than: float = 60) -> int:
+        """Catch the vector index up; delete what killed saves of it left."""
+        ...
 
 #: Partly written files older than this are left over from a killed process.
 _STALE_PART_SECONDS = 3600

@@ -10,16 +10,34 @@ is an error pointing at it, with the closest names.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from ..entities import PersonRef
+from ..entities import FoundPerson, PersonRef
 from ..query import And, Expr, Not, Or, Query, Term
 from ..textfold import search_forms
+from .dialect import Row
 
-if TYPE_CHECKING:
-    from .people import People
+__all__ = ["People", "people_matching"]
 
-__all__ = ["people_matching"]
+
+class People(Protocol):
+    """What the compiler needs of a store (store/people.py's `People` is one): its SQL
+    primitives, its text test and its substring search."""
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def _firsts(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def _nocase_equals(self, column: str) -> str: ...
+
+    def _text_test(self, form: str) -> tuple[str, str]: ...
+
+    def find(self, text: str, limit: int) -> list[FoundPerson]:
+        """People whose name, alias or handle contains `text`, best first."""
+        ...
 
 _TEXT_FIELDS = {
     "text": ("name", "alias", "handle"),

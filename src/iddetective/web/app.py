@@ -106,7 +106,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.fleet_monitor = fleet_views.FleetMonitor()
     app.state.metrics = Metrics(lambda: _stats(app))
     app.state.metrics.install(app)
-    install_error_handlers(app)
+    install_error_handlers(app, pages.render_error)
     # Outermost (added last): no body is read before the caller and its size are checked;
     # every answer, the intake's refusals included, carries the security headers.
     app.add_middleware(RequestIntake, upload_limit=lambda: settings.max_upload_bytes)

@@ -7,6 +7,7 @@ unexpected is logged with its traceback on the server and answered with a plain 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("iddetective.web")
+#: Renders an error as a page: (request, message, status) -> response.
+ErrorPage = Callable[[Request, str, int], Response]
 
 
 class UploadTooLarge(UsageError):
@@ -122,8 +125,11 @@ def error_response(
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error as JSON with a specific status."""
+def install_error_handlers(app: FastAPI, error_page: ErrorPage) -> None:
+    """Answer every error as JSON with a specific status, or with `error_page` (message,
+    status) to a browser asking for a page (the pages module, passed in: errors are below
+    the pages, never importing them)."""
+    app.state.error_page = error_page
     app.add_exception_handler(IDDetectiveError, library_error_response)
     app.add_exception_handler(OSError, _environment_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -135,9 +141,8 @@ async def library_error_response(request: Request, error: Exception) -> Response
     """The answer to a library error: its status, code and message (a page for a browser)."""
     status, code = next((s, c) for kind, s, c in _STATUS if isinstance(error, kind))
     if _wants_page(request):
-        from .pages import render_error
-
-        return render_error(request, str(error), status)
+        page: Response = request.app.state.error_page(request, str(error), status)
+        return page
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
