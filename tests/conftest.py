@@ -11,11 +11,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import NEEDS, current_test, require
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
 
 REPO = Path(__file__).resolve().parent.parent
+#: Fixtures that start a service: a test using them needs `services`.
+SERVICE_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+_absent_sets: set[str] = set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests using the embedded PostgreSQL need services, wherever they are."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    current_test(item)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    current_test(None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Missing face sets are said loudly at the end, not only as skips in the middle."""
+    for folder in sorted(_absent_sets):
+        terminalreporter.write_line(
+            f"WARNING: the labelled face set {folder} is absent: the tests that need it were "
+            "skipped (set IDDETECTIVE_FACES; under CI=true they fail instead)",
+            red=True,
+            bold=True,
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for need, meaning in NEEDS.items():
+        config.addinivalue_line("markers", f"{need}: {meaning}")
 
 
 def faces_root() -> Path:
@@ -24,12 +59,15 @@ def faces_root() -> Path:
 
 
 def require_set(name: str) -> Path:
-    """The folder of one labelled set; fails under CI when absent, else skips with the reason."""
+    """The folder of one labelled set; fails under CI when absent, else skips with the reason
+    (and the run ends with a warning naming it). The test must be marked `faces`."""
+    require("faces")
     folder = faces_root() / name
     if not (folder / "labels.csv").exists():
         reason = f"labelled face set {folder} is absent (set IDDETECTIVE_FACES)"
         if os.environ.get("CI"):
             pytest.fail(reason)
+        _absent_sets.add(str(folder))
         pytest.skip(reason)
     return folder
 

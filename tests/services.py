@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import require
+
 __all__ = ["RedisServer", "free_port", "missing", "start_redis"]
 
 
@@ -87,6 +89,7 @@ class RedisServer:
 def start_redis(folder: Path) -> RedisServer:
     """A started `redis-server` of our own keeping its log in `folder`; without the program
     the test fails under CI and is skipped elsewhere."""
+    require("services")
     binary = shutil.which("redis-server")
     if binary is None:
         missing("redis-server is not installed (Debian: apt-get install redis-server)")

@@ -33,6 +33,8 @@ from iddetective.web.app import ServerSettings
 
 from conftest import WebCatalogue, copy_data
 
+pytestmark = pytest.mark.faces
+
 #: Who calls: a key of each role, and nobody.
 CALLERS = ["admin", "search", "ingest", "no key"]
 

@@ -38,6 +38,8 @@ from iddetective.ingest import IndexReport
 
 from conftest import require_set
 
+pytestmark = pytest.mark.faces
+
 #: Source photos are shrunk to this longer side: big enough for HOG, small enough to be fast.
 SIDE = 400
 #: Face boxes of the same face in two encodings of one photo may differ by this many pixels.

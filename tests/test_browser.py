@@ -28,6 +28,8 @@ from iddetective.catalogue import Catalogue
 
 from conftest import Labelled, WebCatalogue, copy_data, read_labels, require_set
 
+pytestmark = [pytest.mark.faces, pytest.mark.services, pytest.mark.browser]
+
 CHROMIUM = Path("/usr/bin/chromium")
 STARTUP_SECONDS = 60.0
 #: The first search starts the analysis worker process, which loads dlib's models.

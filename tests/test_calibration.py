@@ -15,6 +15,8 @@ from iddetective.errors import UsageError
 
 from conftest import WebCatalogue, copy_data
 
+pytestmark = pytest.mark.faces
+
 
 def test_the_table_is_monotonic_and_agrees_with_the_default_threshold() -> None:
     table = calibration.calibration_for()

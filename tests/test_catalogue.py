@@ -19,6 +19,8 @@ from iddetective.errors import AmbiguousPerson, NotFound
 
 from conftest import read_labels, require_set, write_manifest
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def lfw_people() -> dict[str, list[str]]:

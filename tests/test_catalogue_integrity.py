@@ -28,6 +28,8 @@ from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, copy_data, read_labels, require_set, split_enrol_probe
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def fr_rows() -> tuple[list[Labelled], list[Labelled]]:

@@ -28,7 +28,11 @@ from iddetective.child_processes import spawn_pool
 
 from conftest import read_labels, require_set, write_manifest
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+pytestmark = [
+    pytest.mark.faces,
+    pytest.mark.services,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc"),
+]
 
 
 def workers_of(pid: int) -> set[Process]:

@@ -19,6 +19,8 @@ from iddetective.schemas import search_schema
 
 from conftest import copy_data, read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def fr_set() -> Path:

@@ -27,6 +27,8 @@ from iddetective.metrics import pairwise_scores
 
 from conftest import Labelled, copy_data, read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 
 # -- the algorithm on hand-made vectors ----------------------------------------------------------
 def _unit(rng: np.random.Generator, centre: np.ndarray, spread: float) -> np.ndarray:

@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 
 from conftest import Labelled, read_labels, require_set, write_manifest
+
+pytestmark = pytest.mark.faces
 
 
 def index_command(manifest: Path, data: Path) -> list[str]:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -17,6 +18,8 @@ from iddetective.cli import main
 from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, WebCatalogue, copy_data, run_in_terminal, write_manifest
+
+pytestmark = pytest.mark.faces
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -32,6 +32,8 @@ from iddetective.faces import PipelineSettings
 
 from conftest import require_set
 
+pytestmark = pytest.mark.faces
+
 NAN = np.nan
 
 

@@ -18,6 +18,8 @@ from iddetective.registry import available, checked_instance, resolve_class
 
 from conftest import read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 #: Photos are decoded at most this large: a CNN detector on a CPU takes seconds beyond it.
 MAX_SIDE = 480
 #: The share of the set's same/different pairs an embedder must call right at its threshold.

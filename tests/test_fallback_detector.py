@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from iddetective.cli import main
@@ -11,6 +12,8 @@ from iddetective.faces import FacePipeline, PipelineSettings
 from iddetective.imaging import read_photo_bytes
 
 from conftest import require_set
+
+pytestmark = pytest.mark.faces
 
 #: lfw_dev photos in which HOG (upsample 1) finds no face and dlib's CNN detector finds one.
 MISSED_BY_HOG = ("images/David_Wells_0007.jpg", "images/Hamid_Karzai_0006.jpg")

@@ -17,6 +17,8 @@ from iddetective.fetch import FetchSettings
 
 from conftest import Labelled, read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, list[Labelled]]:

@@ -32,6 +32,8 @@ from conftest import (
     write_manifest,
 )
 
+pytestmark = pytest.mark.faces
+
 
 def photos_of(web: WebCatalogue, person: str) -> list[str]:
     return [r.path for r in web.enrolled + web.probes if r.person == person]

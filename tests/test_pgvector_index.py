@@ -27,6 +27,8 @@ from iddetective.vector_index.pgvector import PgvectorIndex
 
 from conftest import read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 DIM = 128
 Opener = Callable[..., PgvectorIndex]
 

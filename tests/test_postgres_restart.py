@@ -34,6 +34,8 @@ from iddetective.vector_index.pgvector import PgvectorIndex
 
 from conftest import EmbeddedPostgres, _new_postgres, _start_postgres
 
+pytestmark = pytest.mark.services
+
 # -- a PostgreSQL of our own, and what we do to it ---------------------------------------------
 
 

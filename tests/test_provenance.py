@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -13,6 +14,8 @@ from iddetective.cli import main
 from iddetective.web import ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data, read_labels, require_set
+
+pytestmark = pytest.mark.faces
 
 
 def test_index_records_who_and_on_what_basis(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ from iddetective.remote_hosts import (
     up,
 )
 
+pytestmark = pytest.mark.services
+
 SSHD = Path("/usr/sbin/sshd")
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 BROKER = "redis://:secret@broker.example:6379/0"

@@ -22,6 +22,8 @@ from iddetective.sources import PhotoJob
 
 from conftest import read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 
 class Recording:
     """A `LocalRunner` that records the jobs each run handed it."""

@@ -20,6 +20,8 @@ from iddetective.search import SearchResult, to_json
 
 from conftest import Labelled, lfw_subset, read_labels, require_set, split_enrol_probe
 
+pytestmark = pytest.mark.faces
+
 Build = Callable[[str, list[Labelled], list[str]], Path]
 
 

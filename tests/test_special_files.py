@@ -31,6 +31,8 @@ from iddetective.web import ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data, require_set
 
+pytestmark = pytest.mark.faces
+
 #: Longer than any read here takes when it does not block.
 GRACE_SECONDS = 20.0
 

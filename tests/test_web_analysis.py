@@ -25,6 +25,8 @@ from iddetective.web import AnalysisLimits, ServerSettings, create_app
 from conftest import WebCatalogue, copy_data
 from live_server import serving
 
+pytestmark = pytest.mark.faces
+
 #: 24 bytes that start like a GIF: the hostile tester's upload.
 BAD_BYTES = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00"
 TIME_BOUND = 4.0

@@ -25,6 +25,8 @@ from iddetective.web.analysis import AnalysisPool, Busy
 
 from conftest import WebCatalogue, copy_data
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def site(

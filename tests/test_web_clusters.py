@@ -20,6 +20,8 @@ from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, copy_data, read_labels, require_set
 
+pytestmark = pytest.mark.faces
+
 #: An id that names no cluster, face, person or edit.
 UNKNOWN = 999_999
 

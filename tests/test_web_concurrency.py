@@ -22,6 +22,8 @@ from iddetective.web import ServerSettings, create_app
 from conftest import WebCatalogue, copy_data
 from live_server import serving
 
+pytestmark = pytest.mark.faces
+
 HOLD_SECONDS = 10
 ANSWER_SECONDS = 1.0
 

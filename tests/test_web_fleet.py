@@ -28,6 +28,8 @@ from iddetective.web.fleet_views import FleetMonitor, fleet_totals
 
 from conftest import read_labels, require_set
 
+pytestmark = [pytest.mark.faces, pytest.mark.services]
+
 
 def needs_celery() -> None:
     pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")

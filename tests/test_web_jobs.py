@@ -15,6 +15,8 @@ from iddetective.web import ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture()
 def site(web_catalogue: WebCatalogue, tmp_path: Path) -> Iterator[tuple[TestClient, WebCatalogue]]:

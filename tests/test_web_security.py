@@ -17,6 +17,8 @@ from iddetective.web import ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data
 
+pytestmark = pytest.mark.faces
+
 
 @pytest.fixture(scope="module")
 def site(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from iddetective.catalogue import Catalogue
@@ -15,6 +16,8 @@ from iddetective.faces import PipelineSettings
 from iddetective.ingest import CRASHED
 
 from conftest import read_labels, require_set
+
+pytestmark = pytest.mark.faces
 
 
 def test_photo_that_crashes_a_worker_fails_alone(tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ celery = pytest.importorskip("celery", reason="celery[redis] is not installed (s
 from iddetective import fleet  # noqa: E402  (needs celery)
 from iddetective.fleet.tasks import CRASHED  # noqa: E402
 
+pytestmark = [pytest.mark.faces, pytest.mark.services]
+
 #: Short, so a batch of a killed worker comes back within seconds (production: 300 s).
 VISIBILITY = 3.0
 
