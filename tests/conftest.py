@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from needs import NEEDS, current_test, require
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
+
+from needs import NEEDS, current_test, require
 
 REPO = Path(__file__).resolve().parent.parent
 #: Fixtures that start a service: a test using them needs `services`.

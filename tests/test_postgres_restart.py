@@ -34,7 +34,7 @@ from iddetective.vector_index.pgvector import PgvectorIndex
 
 from conftest import EmbeddedPostgres, _new_postgres, _start_postgres
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.faces, pytest.mark.services]
 
 # -- a PostgreSQL of our own, and what we do to it ---------------------------------------------
 
