@@ -30,7 +30,7 @@ from .photos import Photos
 from .privacy import Privacy
 from .saving import Saving
 from .sqlite_connections import SqliteConnections
-from .sqlite_file import checked_connect, create_whole, refuse_foreign
+from .sqlite_file import checked_connect, create_whole, refuse_foreign, refuse_other_programs
 from .sqlite_sql import SqliteDialect
 from .sqlite_text import SqliteText
 
@@ -96,7 +96,7 @@ class SqliteStore(
         """The writer connection, once the file is known to be a catalogue."""
         db = self._open()
         try:
-            _refuse_other_databases(db, self.path)  # before anything writes to it
+            refuse_other_programs(db, self.path)  # before anything writes to it
             _configure(db, self.readonly)
         except BaseException:
             db.close()
@@ -270,17 +270,6 @@ class SqliteStore(
         for table, rowid, parent, _ in self._db.execute("PRAGMA foreign_key_check").fetchall():
             problems.append(f"{self.path}: {table} row {rowid} refers to a missing {parent}")
         return problems
-
-
-def _refuse_other_databases(db: sqlite3.Connection, path: Path) -> None:
-    """A SQLite file with tables but no schema version is another program's database."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if version == 0 and tables:
-        raise StoreError(
-            f"{path} is a SQLite database of another program, not a catalogue; "
-            "refusing to open it; nothing was written"
-        )
 
 
 def _configure(db: sqlite3.Connection, readonly: bool) -> None:

@@ -22,7 +22,13 @@ from typing import Any
 
 from ..errors import StoreBusy, StoreError
 
-__all__ = ["checked_connect", "create_whole", "refuse_foreign", "storage_error"]
+__all__ = [
+    "checked_connect",
+    "create_whole",
+    "refuse_foreign",
+    "refuse_other_programs",
+    "storage_error",
+]
 
 #: Every SQLite file begins with these 16 bytes; the header is 100 bytes long.
 _MAGIC = b"SQLite format 3\x00"
@@ -58,6 +64,17 @@ def refuse_foreign(path: Path) -> None:
     if recorded is not None and unlogged and info.st_size < recorded:
         raise StoreError(
             f"{path} is truncated ({info.st_size:,} of {recorded:,} bytes); {_ADVICE}"
+        )
+
+
+def refuse_other_programs(db: sqlite3.Connection, path: Path) -> None:
+    """Raise `StoreError` if the open SQLite file at `path` is another program's database:
+    tables, but no schema version of ours. Asked before anything writes to it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if version == 0 and tables:
+        raise StoreError(
+            f"{path} is a SQLite database of another program, not a catalogue; {_ADVICE}"
         )
 
 

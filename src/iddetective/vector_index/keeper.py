@@ -66,6 +66,7 @@ class IndexKeeper:
         # Held while the index is caught up or rebuilt and swapped, never while searching:
         # an index handed out is never changed, only replaced (threads share the keeper).
         self._lock = threading.RLock()
+        self._kind: PersistentIndex | CatalogueIndex | None = None
 
     @property
     def model(self) -> str:
@@ -78,14 +79,11 @@ class IndexKeeper:
         return pipeline_for(self.pipeline).embedder.dimension
 
     def kind(self) -> PersistentIndex | CatalogueIndex:
-        """The index's class, checked to be one the keeper knows how to keep."""
-        index_class = resolve_class("vector_index", self.name)
-        if isinstance(index_class, CatalogueIndex | PersistentIndex):
-            return index_class
-        raise UsageError(
-            f"the vector index {self.name!r} is neither kept in a file (PersistentIndex: "
-            "suffix, load, remove_abandoned) nor in the catalogue (CatalogueIndex: of_catalogue)"
-        )
+        """The index's class, checked to be one the keeper knows how to keep (resolved and
+        checked once: every search asks)."""
+        if self._kind is None:
+            self._kind = _kept_kind(self.name)
+        return self._kind
 
     def close(self) -> None:
         """Close the index's connection, if it has one."""
@@ -242,3 +240,14 @@ def _reloaded(kind: PersistentIndex, path: Path, index: VectorIndex) -> VectorIn
         return kind.load(path)[0]
     except (IndexMismatch, OSError):
         return index  # another process replaced it meanwhile: ours is as good
+
+
+def _kept_kind(name: str) -> PersistentIndex | CatalogueIndex:
+    """The class the registry names `name`, if it is a kind of index the keeper can keep."""
+    index_class = resolve_class("vector_index", name)
+    if isinstance(index_class, CatalogueIndex | PersistentIndex):
+        return index_class
+    raise UsageError(
+        f"the vector index {name!r} is neither kept in a file (PersistentIndex: "
+        "suffix, load, remove_abandoned) nor in the catalogue (CatalogueIndex: of_catalogue)"
+    )
