@@ -69,7 +69,7 @@ import faiss
 import numpy as np
 from usearch.index import Index as UsearchIndex
 
-from iddetective import distances
+from iddetective.matching import distances
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

@@ -7,7 +7,7 @@ step 0.005) is the measured false-match rate there. Rates under 3 / impostor pai
 be measured; for them the table carries a straight line through log10(rate) against
 distance, fitted (least squares) on the measured points with rates from that floor to 1e-3.
 
-    python bench/calibrate.py    # writes src/iddetective/calibration/<model>.json
+    python bench/calibrate.py    # writes src/iddetective/matching/calibration/<model>.json
     python bench/calibrate.py --sets lfw_dev --print
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iddetective.faces import PipelineSettings, pipeline_for
-from iddetective.metrics import all_pairs
+from iddetective.evaluation.metrics import all_pairs
+from iddetective.faces.pipeline import PipelineSettings, pipeline_for
 
 from threshold import LabelledSet, embed_set, faces_root
 

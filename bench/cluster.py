@@ -12,7 +12,7 @@ catalogue would take, `PhotoFaces.labelled`) is scored against the labels:
 Methods, each at every threshold of THRESHOLDS (0.26 to 0.38; average linkage also at
 EXTRA_THRESHOLDS, since it cuts on mean distances):
 
-* ours, `iddetective.clustering.cluster_faces`: average linkage on squared distances over
+* ours, `iddetective.people.clustering.cluster_faces`: average linkage on squared distances over
   the graph of exact close pairs (cluster sums make each candidate one dot product; two
   clusters holding faces of one photo never merge), linear memory, extended one face at a
   time by `choose_cluster`;
@@ -50,7 +50,7 @@ lfw_dev among those with pairwise precision >= TARGET_PRECISION, overall, among 
 that scale (linear memory, new faces added one at a time), and among those reaching it in every
 face order.
 
-Embeddings come from `iddetective.evaluation.embed_photos` and its cache
+Embeddings come from `iddetective.evaluation.evaluate.embed_photos` and its cache
 (~/.cache/iddetective/eval; the first run on lfw_dev embeds for ~3 minutes on 2 workers).
 Needs scikit-learn for DBSCAN and scipy (installed with it) for average linkage: `pip install
 scikit-learn` in the virtualenv, for the bench only (without them those rows are skipped).
@@ -78,8 +78,11 @@ from pathlib import Path
 
 import numpy as np
 
-from iddetective import clustering, distances
-from iddetective.clustering import (
+from iddetective.entities import Box
+from iddetective.evaluation.evaluate import embed_photos, read_labelled_set
+from iddetective.matching import distances
+from iddetective.people import clustering
+from iddetective.people.clustering import (
     CLUSTER_THRESHOLD,
     MIN_FACE_SIDE,
     MIN_SHARPNESS,
@@ -88,8 +91,6 @@ from iddetective.clustering import (
     cluster_faces,
     clusterable,
 )
-from iddetective.entities import Box
-from iddetective.evaluation import embed_photos, read_labelled_set
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
@@ -542,8 +543,13 @@ def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float
     """Boxes (upright pixels) and sharpness of every face of a photo, largest first, as
     `FacePipeline.analyse_image` computes them, without embedding (runs in a worker)."""
     from iddetective.errors import BadImage
-    from iddetective.faces import PipelineSettings, _clip, face_sharpness, pipeline_for
-    from iddetective.imaging import decode_image
+    from iddetective.faces.imaging import decode_image
+    from iddetective.faces.pipeline import (
+        PipelineSettings,
+        _clip,
+        face_sharpness,
+        pipeline_for,
+    )
 
     pipeline = pipeline_for(PipelineSettings())
     try:
@@ -567,8 +573,8 @@ def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float
 def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(boxes (faces, 4), sharpness per face (NaN: unknown), photos whose detection did not
     give the cached embeddings' face count), cached in bench/.cache/."""
-    from iddetective.faces import PipelineSettings
-    from iddetective.processes import map_in_processes
+    from iddetective.faces.pipeline import PipelineSettings
+    from iddetective.processes.pool import map_in_processes
 
     digest = hashlib.sha256(f"v{QUALITY_VERSION} {PipelineSettings()!r}\n".encode())
     for path in faces.paths:

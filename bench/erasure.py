@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from iddetective import distances
+from iddetective.matching import distances
 
 from threshold import LabelledSet, embed_set, faces_root
 

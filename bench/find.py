@@ -76,9 +76,9 @@ import numpy as np
 from anyascii import anyascii
 
 from iddetective.entities import FoundPerson, PersonRecord, PersonRef
+from iddetective.query.textfold import fold, search_forms
 from iddetective.store.sqlite import SqliteStore
 from iddetective.store.sqlite_text import _RANK, _SEQ_BITS, _TIERS
-from iddetective.textfold import fold, search_forms
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "find"
 #: Bump when the generated data changes, so stale caches are not reused.

@@ -57,8 +57,8 @@ from pathlib import Path
 from types import ModuleType
 
 from iddetective.catalogue import Catalogue
-from iddetective.faces import PipelineSettings, pipeline_for
-from iddetective.sources import PHOTO_SUFFIXES
+from iddetective.faces.pipeline import PipelineSettings, pipeline_for
+from iddetective.sources.paths import PHOTO_SUFFIXES
 
 from machine import machine_busy_seconds, wait_for_quiet
 

@@ -13,8 +13,8 @@ Variants, each against the baseline (the pipeline's own embedder: 5-point landma
 0, padding 0.25) on the same pairs: flip test-time augmentation (the mirrored chip's vector
 added), 68-point alignment, both, 5+68-point ensembles, chip padding 0.1 and 0.5, dlib's
 num_jitters 5 (and 10 with --jitter-calls 2). For each: 10-fold pair accuracy (the project's
-protocol, `iddetective.metrics`), errors, pairs fixed / broken against the baseline, TAR at
-FAR 1e-2 and 1e-3 on pairs.csv, TAR at FMR 1e-3 and 1e-4 over all pairs of the evaluated
+protocol, `iddetective.evaluation.metrics`), errors, pairs fixed / broken against the baseline,
+TAR at FAR 1e-2 and 1e-3 on pairs.csv, TAR at FMR 1e-3 and 1e-4 over all pairs of the evaluated
 photos, and seconds per face (landmarks included). The `errors` stage classifies the
 baseline's 10-fold errors by cause (no face, the chosen face not the most central, several
 faces, CNN-fallback face, tiny face, else a hard genuine pair or a look-alike impostor) and
@@ -61,12 +61,8 @@ import dlib
 import face_recognition_models as weights
 import numpy as np
 
-from iddetective import distances
 from iddetective.entities import Box
-from iddetective.faces import Detection, FacePipeline, PipelineSettings
-from iddetective.imaging import decode_image
-from iddetective.labelling import choose_labelled_face
-from iddetective.metrics import (
+from iddetective.evaluation.metrics import (
     FOLDS,
     all_pairs,
     best_threshold,
@@ -76,6 +72,10 @@ from iddetective.metrics import (
     tar_at_far,
     threshold_at_fmr,
 )
+from iddetective.faces.imaging import decode_image
+from iddetective.faces.labelling import choose_labelled_face
+from iddetective.faces.pipeline import Detection, FacePipeline, PipelineSettings
+from iddetective.matching import distances
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"

@@ -58,7 +58,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ann_study as study
 
-from iddetective import distances
+from iddetective.matching import distances
 from iddetective.vector_index.exact import ExactIndex
 from iddetective.vector_index.ivf import IvfIndex
 

@@ -45,19 +45,19 @@ from pathlib import Path
 
 import numpy as np
 
-from iddetective import distances
-from iddetective.child_processes import spawn_pool
 from iddetective.entities import Box
 from iddetective.errors import BadImage
-from iddetective.faces import Embedder, Landmarks, PipelineSettings, pipeline_for
-from iddetective.labelling import choose_labelled_face
-from iddetective.metrics import (
+from iddetective.evaluation.metrics import (
     all_pairs,
     best_threshold,
     kfold_accuracy,
     rate_at,
     threshold_at_fmr,
 )
+from iddetective.faces.labelling import choose_labelled_face
+from iddetective.faces.pipeline import Embedder, Landmarks, PipelineSettings, pipeline_for
+from iddetective.matching import distances
+from iddetective.processes.children import spawn_pool
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"

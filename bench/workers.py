@@ -59,7 +59,7 @@ import search as search_bench  # noqa: E402
 from services import RedisServer, start_redis  # noqa: E402
 
 from iddetective.catalogue import Catalogue  # noqa: E402
-from iddetective.fleet import index_on_fleet  # noqa: E402
+from iddetective.ingest.fleet import index_on_fleet  # noqa: E402
 from iddetective.vector_index.pgvector import PgvectorIndex  # noqa: E402
 
 from conftest import EmbeddedPostgres, _new_postgres, _start_postgres, read_labels  # noqa: E402

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from iddetective.faces import Detection, HogDetector
+from iddetective.faces.pipeline import Detection, HogDetector
 
 __all__ = ["CrashingDetector", "HangingDetector"]
 

@@ -33,8 +33,8 @@ from iddetective.catalogue import Catalogue
 from iddetective.cli import main
 from iddetective.entities import Box, PersonSummary, StoredFace
 from iddetective.errors import BadImage, BadManifest
-from iddetective.imaging import decode_image
-from iddetective.ingest import IndexReport
+from iddetective.faces.imaging import decode_image
+from iddetective.ingest.indexing import IndexReport
 
 from conftest import require_set
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from iddetective import calibration, distances
 from iddetective.cli import main
 from iddetective.errors import UsageError
+from iddetective.matching import calibration, distances
 
 from conftest import WebCatalogue, copy_data
 

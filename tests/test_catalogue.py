@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iddetective import ingest
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.errors import AmbiguousPerson, NotFound
+from iddetective.ingest import indexing as ingest
 
 from conftest import read_labels, require_set, write_manifest
 

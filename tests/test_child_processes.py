@@ -24,7 +24,7 @@ from proc import GONE_WITHIN, Process, command_line, descendants, kill_alone
 from services import free_port
 
 from iddetective.catalogue import CATALOG_FILE
-from iddetective.child_processes import spawn_pool
+from iddetective.processes.children import spawn_pool
 
 from conftest import read_labels, require_set, write_manifest
 
@@ -132,7 +132,7 @@ def test_workers_started_by_a_thread_that_ends_keep_working() -> None:
 #: (see above) and only the watching thread can end them.
 POOL_FROM_A_THREAD = """
 import os, sys, threading, time
-from iddetective.child_processes import spawn_pool
+from iddetective.processes.children import spawn_pool
 
 def start() -> None:
     pool = spawn_pool(2)
@@ -163,7 +163,7 @@ def test_workers_without_the_kernel_signal_die_with_their_parent_too(
 #: A forked child watching its parent's pid alone, as a Celery pool process does.
 FORKED_CHILD = """
 import os, sys, time
-from iddetective.child_processes import die_with_parent
+from iddetective.processes.children import die_with_parent
 
 if os.fork() == 0:
     die_with_parent(death_signal=False)

@@ -13,17 +13,17 @@ from click.testing import CliRunner
 
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
-from iddetective.clustering import (
+from iddetective.entities import Box
+from iddetective.errors import NotFound, UsageError
+from iddetective.evaluation.metrics import pairwise_scores
+from iddetective.faces.quality import sharpness
+from iddetective.people.clustering import (
     MIN_FACE_SIDE,
     choose_cluster,
     close_pairs,
     cluster_faces,
     clusterable,
-    sharpness,
 )
-from iddetective.entities import Box
-from iddetective.errors import NotFound, UsageError
-from iddetective.metrics import pairwise_scores
 
 from conftest import Labelled, copy_data, read_labels, require_set
 

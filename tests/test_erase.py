@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from iddetective import distances
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
+from iddetective.matching import distances
 from iddetective.web import ServerSettings, create_app
 
 from conftest import Labelled, WebCatalogue, copy_data, run_in_terminal, write_manifest

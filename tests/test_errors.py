@@ -111,7 +111,7 @@ def test_printable_escapes_control_characters_and_keeps_the_rest() -> None:
 
 
 def test_messages_quoting_a_path_or_url_escape_its_control_characters() -> None:
-    from iddetective.fetch import FetchError
+    from iddetective.sources.fetch import FetchError
 
     image = BadImage("evil\r\nerror: forged.jpg", "not an image")
     assert "\n" not in str(image) and "evil\\r\\nerror: forged.jpg" in str(image)

@@ -11,9 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from iddetective.cli import main
-from iddetective.detection_study import compare_detectors, parse_detector_settings, sample_photos
 from iddetective.errors import UsageError
-from iddetective.evaluation import (
+from iddetective.evaluation.detection_study import (
+    compare_detectors,
+    parse_detector_settings,
+    sample_photos,
+)
+from iddetective.evaluation.evaluate import (
     Distractors,
     EmbeddingCache,
     LabelledSet,
@@ -28,7 +32,7 @@ from iddetective.evaluation import (
     split_enrolment,
     verification,
 )
-from iddetective.faces import PipelineSettings
+from iddetective.faces.pipeline import PipelineSettings
 
 from conftest import require_set
 

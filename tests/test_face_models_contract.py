@@ -1,4 +1,4 @@
-"""The contract every `Detector` and `Embedder` (faces.py) passes, parametrised by registry
+"""The contract every `Detector` and `Embedder` (faces/pipeline.py) passes, parametrised by registry
 name and run on real photos of the face_recognition set ($IDDETECTIVE_FACES)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iddetective import distances
 from iddetective.entities import Box
-from iddetective.faces import Detector, Embedder, HogDetector
-from iddetective.imaging import decode_image
+from iddetective.faces.imaging import decode_image
+from iddetective.faces.pipeline import Detector, Embedder, HogDetector
+from iddetective.matching import distances
 from iddetective.registry import available, checked_instance, resolve_class
 
 from conftest import read_labels, require_set

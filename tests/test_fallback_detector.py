@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from iddetective.cli import main
-from iddetective.faces import FacePipeline, PipelineSettings
-from iddetective.imaging import read_photo_bytes
+from iddetective.faces.imaging import read_photo_bytes
+from iddetective.faces.pipeline import FacePipeline, PipelineSettings
 
 from conftest import require_set
 

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from iddetective.errors import UsageError
-from iddetective.fetch import Fetcher, FetchError, FetchSettings, refusal_reason
+from iddetective.sources.fetch import Fetcher, FetchError, FetchSettings, refusal_reason
 
 LOCAL = ("127.0.0.1/32",)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
-from iddetective.fetch import FetchSettings
+from iddetective.sources.fetch import FetchSettings
 
 from conftest import Labelled, read_labels, require_set
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iddetective import distances
+from iddetective.matching import distances
 from iddetective.vector_index import IndexDamaged, IndexMismatch
 from iddetective.vector_index.exact import ExactIndex
 from iddetective.vector_index.ivf import IvfIndex

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iddetective.metrics import (
+from iddetective.evaluation.metrics import (
     all_pairs,
     best_threshold,
     dir_at_fpir,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from iddetective import distances
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.entities import OptOut, StoredFace
 from iddetective.errors import UsageError
+from iddetective.matching import distances
 from iddetective.store.migrations import MIGRATIONS
 from iddetective.store.sqlite import SqliteStore
 

@@ -9,9 +9,9 @@ import pytest
 
 from iddetective.entities import Account, PersonRecord, Provenance
 from iddetective.errors import UsageError
+from iddetective.query.textfold import fold, search_forms
 from iddetective.store.migrations import MIGRATIONS
 from iddetective.store.sqlite import SqliteStore
-from iddetective.textfold import fold, search_forms
 
 
 @pytest.fixture()

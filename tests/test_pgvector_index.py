@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from test_store_contract import MODEL, photo
 
-from iddetective import distances
 from iddetective.catalogue import Catalogue
 from iddetective.errors import UsageError
-from iddetective.search import SearchResult
+from iddetective.matching import distances
+from iddetective.matching.search import SearchResult
 from iddetective.settings import Settings
 from iddetective.store.postgres import PostgresStore
 from iddetective.vector_index import IndexMismatch

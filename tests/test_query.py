@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iddetective.entities import Account, PersonRecord, PersonRef
-from iddetective.query import (
+from iddetective.query.language import (
     MAX_DEPTH,
     MAX_TERMS,
     And,
@@ -24,8 +24,8 @@ from iddetective.query import (
     Term,
     parse_query,
 )
+from iddetective.query.textfold import search_forms
 from iddetective.store.sqlite import SqliteStore
-from iddetective.textfold import search_forms
 
 
 def t(field: str, value: str, kind: str | None = None) -> Term:

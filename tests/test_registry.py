@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
 from iddetective.errors import UsageError
-from iddetective.faces import FacePipeline, HogDetector, PipelineSettings
+from iddetective.faces.pipeline import FacePipeline, HogDetector, PipelineSettings
 from iddetective.registry import available, checked_instance, resolve_class
 from iddetective.vector_index.exact import ExactIndex
 
@@ -26,8 +26,8 @@ def test_every_builtin_satisfies_its_seam(kind: str) -> None:
     ("kind", "spec", "missing"),
     [
         ("vector_index", "builtins:dict", "no add, ids, range_search, remove, save, search"),
-        ("detector", "iddetective.faces:DlibResnetEmbedder", "no detect"),
-        ("embedder", "iddetective.faces:HogDetector", "no embed"),
+        ("detector", "iddetective.faces.pipeline:DlibResnetEmbedder", "no detect"),
+        ("embedder", "iddetective.faces.pipeline:HogDetector", "no embed"),
         ("store", "iddetective.vector_index.exact:ExactIndex", "no add_key"),
     ],
 )
@@ -63,7 +63,7 @@ def test_an_instance_is_checked_for_every_member() -> None:
 
 def test_a_pipeline_naming_an_embedder_as_detector_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="Detector protocol: no detect"):
-        FacePipeline(PipelineSettings(detector="iddetective.faces:DlibResnetEmbedder"))
+        FacePipeline(PipelineSettings(detector="iddetective.faces.pipeline:DlibResnetEmbedder"))
 
 
 def test_cli_refuses_a_vector_index_that_is_not_one(tmp_path: Path) -> None:

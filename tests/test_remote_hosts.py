@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from iddetective.errors import UsageError
-from iddetective.remote_hosts import (
+from iddetective.ingest.fleet.remote_hosts import (
     STATE_FILE,
     AuthenticationFailed,
     CommandMissing,

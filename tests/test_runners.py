@@ -15,10 +15,10 @@ import pytest
 
 from iddetective.catalogue import Catalogue
 from iddetective.errors import UsageError
-from iddetective.faces import PipelineSettings
-from iddetective.ingest import BatchWriter, Runner
-from iddetective.local_runner import LocalRunner
-from iddetective.sources import PhotoJob
+from iddetective.faces.pipeline import PipelineSettings
+from iddetective.ingest.indexing import BatchWriter, Runner
+from iddetective.ingest.local import LocalRunner
+from iddetective.sources.paths import PhotoJob
 
 from conftest import read_labels, require_set
 

@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 
 from iddetective.catalogue import Catalogue
-from iddetective.labelling import choose_labelled_face
+from iddetective.faces.labelling import choose_labelled_face
+from iddetective.matching.search import SearchResult, to_json
 from iddetective.schemas import search_schema
-from iddetective.search import SearchResult, to_json
 
 from conftest import Labelled, lfw_subset, read_labels, require_set, split_enrol_probe
 

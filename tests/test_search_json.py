@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from iddetective.entities import Box, PersonRef, PhotoRef
+from iddetective.matching.search import FaceResult, PersonMatch, PhotoHit, SearchResult, to_json
 from iddetective.schemas import search_schema
-from iddetective.search import FaceResult, PersonMatch, PhotoHit, SearchResult, to_json
 from iddetective.web.models import SearchResponse
 
 Shape = Any

@@ -24,9 +24,9 @@ from PIL import Image
 
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
-from iddetective.detection_study import compare_detectors
-from iddetective.evaluation import embed_photos
-from iddetective.faces import PipelineSettings
+from iddetective.evaluation.detection_study import compare_detectors
+from iddetective.evaluation.evaluate import embed_photos
+from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data, require_set

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iddetective import distances
 from iddetective.entities import (
     Account,
     ApiKey,
@@ -33,14 +32,9 @@ from iddetective.entities import (
     PhotoAnalysis,
     Provenance,
 )
-from iddetective.errors import (
-    AmbiguousPerson,
-    LastAdminKey,
-    NotFound,
-    StoreError,
-    UsageError,
-)
-from iddetective.query import And, Expr, Not, Or, QueryError, Term, parse_query
+from iddetective.errors import AmbiguousPerson, LastAdminKey, NotFound, StoreError, UsageError
+from iddetective.matching import distances
+from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
 

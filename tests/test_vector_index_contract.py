@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iddetective import distances
+from iddetective.matching import distances
 from iddetective.registry import available, resolve_class
 from iddetective.vector_index import CatalogueIndex, IndexMismatch, PersistentIndex, VectorIndex
 from iddetective.vector_index.ivf import IvfIndex

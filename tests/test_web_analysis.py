@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from iddetective.cli import main
-from iddetective.faces import PipelineSettings
+from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import AnalysisLimits, ServerSettings, create_app
 
 from conftest import WebCatalogue, copy_data

@@ -19,7 +19,7 @@ from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
 from iddetective.errors import UsageError
-from iddetective.faces import PipelineSettings
+from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import ServerSettings, create_app, first_admin_key
 from iddetective.web.analysis import AnalysisPool, Busy
 

@@ -170,7 +170,7 @@ def test_a_broker_that_does_not_answer_is_503(tmp_path: Path) -> None:
 
 def test_rates_come_from_the_photos_of_the_last_minute() -> None:
     needs_celery()
-    from iddetective.fleet import WorkerStatus
+    from iddetective.ingest.fleet import WorkerStatus
 
     now = [1000.0]
     monitor = FleetMonitor(window=60, clock=lambda: now[0])
@@ -221,7 +221,7 @@ def test_totals_add_the_rates_of_the_live_workers_and_the_photos_of_all() -> Non
 @pytest.mark.slow
 def test_the_dashboard_api_watches_and_steers_a_real_worker(redis_url: str, tmp_path: Path) -> None:
     needs_celery()
-    from iddetective import fleet as fleet_module
+    from iddetective.ingest import fleet as fleet_module
 
     data, keys = new_data(tmp_path)
     worker = start_worker(redis_url, data, "dash@test", tmp_path / "worker.log")

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from iddetective.catalogue import Catalogue
-from iddetective.detection_study import compare_detectors
-from iddetective.evaluation import embed_photos
-from iddetective.faces import PipelineSettings
-from iddetective.ingest import CRASHED
+from iddetective.evaluation.detection_study import compare_detectors
+from iddetective.evaluation.evaluate import embed_photos
+from iddetective.faces.pipeline import PipelineSettings
+from iddetective.ingest.indexing import CRASHED
 
 from conftest import read_labels, require_set
 

@@ -1,4 +1,4 @@
-"""Ingestion workers (iddetective.fleet) against a real Redis and real worker processes.
+"""Ingestion workers (iddetective.ingest.fleet) against a real Redis and real worker processes.
 
 Each test module run starts its own `redis-server` on a free port (never the machine's 6379)
 and the tests start `iddetective worker` subprocesses on the face_recognition set. The
@@ -28,14 +28,14 @@ from services import RedisServer, start_redis
 
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
-from iddetective.faces import PipelineSettings
+from iddetective.faces.pipeline import PipelineSettings
 
 from conftest import REPO, Labelled, read_labels, require_set, split_enrol_probe
 
 celery = pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")
 
-from iddetective import fleet  # noqa: E402  (needs celery)
-from iddetective.fleet.tasks import CRASHED  # noqa: E402
+from iddetective.ingest import fleet  # noqa: E402  (needs celery)
+from iddetective.ingest.fleet.tasks import CRASHED  # noqa: E402
 
 pytestmark = [pytest.mark.faces, pytest.mark.services]
 

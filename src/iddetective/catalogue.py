@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import access, discovery, distances, privacy
+from . import access
 from .checkup import CheckReport, check_data_dir
 from .entities import (
     ApiKey,
@@ -48,18 +48,20 @@ from .entities import (
     StoredFace,
 )
 from .errors import NotFound, UsageError
-from .faces import PipelineSettings, pipeline_for
-from .fetch import Fetcher, FetchSettings
+from .faces.imaging import read_photo_bytes
+from .faces.pipeline import PipelineSettings, pipeline_for
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
-from .imaging import read_photo_bytes
-from .importing import ImportReport, apply_rows, fetch_photos, read_import
-from .ingest import IndexReport, ProgressCallback, Runner, index_plan
-from .local_runner import LocalRunner
-from .query import Query, parse_query
+from .ingest.indexing import IndexReport, ProgressCallback, Runner, index_plan
+from .ingest.local import LocalRunner
+from .matching import distances
+from .matching.search import SearchResult, match_faces
+from .people import discovery, privacy
+from .query.language import Query, parse_query
 from .registry import resolve_class
-from .search import SearchResult, match_faces
 from .settings import Settings
-from .sources import Plan, plan_sources
+from .sources.fetch import Fetcher, FetchSettings
+from .sources.importing import ImportReport, apply_rows, fetch_photos, read_import
+from .sources.paths import Plan, plan_sources
 from .store import Store
 from .urls import masked_url
 from .vector_index import Neighbours, VectorIndex
@@ -430,7 +432,7 @@ class Catalogue:
         summary = self.store.person_summary(person.id)
         return summary, self.store.faces_of_person(person.id, limit, offset)
 
-    # -- discovering people (discovery.py, docs/clustering.md) -------------------------------
+    # -- discovering people (people/discovery.py, docs/clustering.md) ------------------------------
     def cluster(self, *, full: bool = False) -> discovery.ClusterReport:
         """Cluster the unnamed faces clustering has not considered yet (every unnamed face
         again with `full`, keeping cluster ids where the faces stay together)."""
@@ -491,7 +493,7 @@ class Catalogue:
         """Recorded edits of who is who, newest first."""
         return self.store.edits(limit)
 
-    # -- privacy (privacy.py, docs/privacy.md) ------------------------------------------------
+    # -- privacy (people/privacy.py, docs/privacy.md) ----------------------------------------------
     def preview_erasure(
         self, ref: str, *, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
     ) -> privacy.ErasurePreview:

@@ -26,7 +26,7 @@ from PIL import Image
 from . import media
 from .entities import StoredFile
 from .errors import BadImage
-from .imaging import open_photo_file
+from .faces.imaging import open_photo_file
 from .store import Store
 from .vector_index import IndexMismatch, IndexOutdated, VectorIndex
 

@@ -33,19 +33,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import calibration, distances
 from .catalogue import CATALOG_FILE, POSTGRES_SCHEMES, Catalogue
-from .detection_study import parse_detector_settings
-from .discovery import ClusterReport
 from .entities import Edit, SaveResult
 from .errors import IDDetectiveError, UsageError, from_os_error
-from .eval_report import report_markdown, write_report
-from .evaluation import evaluate, with_detector_trials
-from .faces import PipelineSettings
-from .fetch import FetchSettings
-from .ingest import BATCH_PHOTOS, IndexReport
-from .privacy import OptOutPreview
-from .search import SearchResult, to_json
+from .evaluation.detection_study import parse_detector_settings
+from .evaluation.evaluate import evaluate, with_detector_trials
+from .evaluation.report import report_markdown, write_report
+from .faces.pipeline import PipelineSettings
+from .ingest.indexing import BATCH_PHOTOS, IndexReport
+from .matching import calibration, distances
+from .matching.search import SearchResult, to_json
+from .people.discovery import ClusterReport
+from .people.privacy import OptOutPreview
 from .settings import (
     BROKER_ENV,
     DB_ENV,
@@ -54,6 +53,7 @@ from .settings import (
     default_data_dir,
     default_hosts_file,
 )
+from .sources.fetch import FetchSettings
 
 __all__ = ["main"]
 
@@ -1159,13 +1159,13 @@ def audit(data_dir: Path, limit: int, as_json: bool) -> None:
     out.print(table)
 
 
-# -- ingestion workers (fleet/, docs/scaling.md) ----------------------------------------------
+# -- ingestion workers (ingest/fleet/, docs/scaling.md) --------------------------------------------
 
 
 def _fleet() -> Any:
     """The fleet package, imported on use: celery comes with the `server` extra."""
     try:
-        from . import fleet
+        from .ingest import fleet
     except ImportError as error:
         raise UsageError(
             f"ingestion workers need celery[redis] ({error}): pip install 'iddetective[server]'"
@@ -1349,7 +1349,7 @@ def fleet_up(
     host_name: str, workers: int, broker: str | None, db: str | None, hosts_file: Path | None
 ) -> None:
     """Start ingestion workers on a host of the hosts file, over SSH."""
-    from .remote_hosts import fleet_up as start_workers
+    from .ingest.fleet.remote_hosts import fleet_up as start_workers
 
     with library_errors():
         hosts = hosts_file or default_hosts_file(os.environ)
@@ -1373,7 +1373,7 @@ def fleet_up(
 @hosts_file_option
 def fleet_down(host_name: str, grace: float, hosts_file: Path | None) -> None:
     """Stop the workers that `fleet up` started on a host, over SSH."""
-    from .remote_hosts import fleet_down as stop_workers
+    from .ingest.fleet.remote_hosts import fleet_down as stop_workers
 
     with library_errors():
         stopped = stop_workers(hosts_file or default_hosts_file(os.environ), host_name, grace)

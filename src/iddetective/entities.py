@@ -85,7 +85,7 @@ class FaceAnalysis:
     score: float
     landmarks: tuple[tuple[int, int], ...]
     embedding: np.ndarray = field(repr=False, compare=False)
-    #: Variance of the Laplacian of the face crop (clustering.sharpness); None: not measured.
+    #: Variance of the Laplacian of the face crop (faces/quality.py); None: not measured.
     sharpness: float | None = None
 
 

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .imaging import photo_suffix
+from .faces.imaging import photo_suffix
 
 __all__ = [
     "FETCHED_DIR",

@@ -19,8 +19,8 @@ from PIL import Image
 
 from .entities import Box, PhotoRef
 from .errors import BadImage, NotFound, PhotoChanged
+from .faces.imaging import decode_image, read_photo_bytes
 from .files import write_atomically
-from .imaging import decode_image, read_photo_bytes
 
 if TYPE_CHECKING:
     from .store import Store

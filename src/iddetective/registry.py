@@ -21,10 +21,10 @@ __all__ = ["available", "checked_instance", "protocol_of", "resolve_class"]
 
 _BUILTIN: dict[str, dict[str, str]] = {
     "detector": {
-        "dlib-hog": "iddetective.faces:HogDetector",
-        "dlib-cnn": "iddetective.faces:CnnDetector",
+        "dlib-hog": "iddetective.faces.pipeline:HogDetector",
+        "dlib-cnn": "iddetective.faces.pipeline:CnnDetector",
     },
-    "embedder": {"dlib-resnet-v1": "iddetective.faces:DlibResnetEmbedder"},
+    "embedder": {"dlib-resnet-v1": "iddetective.faces.pipeline:DlibResnetEmbedder"},
     "store": {
         "sqlite": "iddetective.store.sqlite:SqliteStore",
         "postgresql": "iddetective.store.postgres:PostgresStore",
@@ -39,8 +39,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
 #: The Protocol each seam's backends satisfy, named as its module would be imported (lazily:
 #: those modules import this one).
 _PROTOCOLS: dict[str, str] = {
-    "detector": "iddetective.faces:Detector",
-    "embedder": "iddetective.faces:Embedder",
+    "detector": "iddetective.faces.pipeline:Detector",
+    "embedder": "iddetective.faces.pipeline:Embedder",
     "store": "iddetective.store.base:Store",
     "vector_index": "iddetective.vector_index.base:VectorIndex",
 }

@@ -1,5 +1,5 @@
 """Trying again with backoff, written once: a store's lost writes and connections, a photo's
-download. (The fleet's batches are retried by Celery, fleet/tasks.py.)
+download. (The fleet's batches are retried by Celery, ingest/fleet/tasks.py.)
 
 `retried(work, wait)` runs `work` until it returns; after an exception `wait(error, retry)`
 says how long to sleep before trying again (None: not again, the error is raised). The last

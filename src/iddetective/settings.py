@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .faces import PipelineSettings
+from .faces.pipeline import PipelineSettings
 
 __all__ = [
     "BROKER_ENV",

@@ -1,9 +1,10 @@
 """URLs as they may be shown or written down: never a password (PostgreSQL, Redis, photos).
 
 Written once here for every URL the project shows: a catalogue's or broker's URL keeps its
-user name (`masked_url`), a photo's URL loses that too (`masked_url(url, user=True)`, fetch.py),
-and a URL still to connect with leaves the password to libpq (`without_password`). The host
-part is kept as written (an IPv6 address in brackets, the port), so the result parses back.
+user name (`masked_url`), a photo's URL loses that too (`masked_url(url, user=True)`,
+sources/fetch.py), and a URL still to connect with leaves the password to libpq
+(`without_password`). The host part is kept as written (an IPv6 address in brackets, the
+port), so the result parses back.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Ingestion workers on a fleet host: start them, say which are alive, signal them, forget
-# them. POSIX sh. remote_hosts.py runs this file with `sh -s`, sending before it through
+# them. POSIX sh. ingest/fleet/remote_hosts.py runs this file with `sh -s`, sending before it through
 # standard input the workers' environment (`export NAME=value`: URLs never appear on a
 # command line, where every user of the host could read them) and `set -- ACTION ARGUMENT...`.
 #

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ..entities import Erasure, PhotoRef
 from ..errors import NotFound
-from ..textfold import fold, search_forms
+from ..query.textfold import fold, search_forms
 from .dialect import Dialect, timestamp
 
 __all__ = ["REDACTED", "Erasing", "new_token"]

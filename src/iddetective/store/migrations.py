@@ -82,7 +82,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_at ON audit (at)
     """,
     # 3: the people catalogue: external ids, aliases, accounts, lists, relations, and the
-    # folded text of names, aliases and handles for substring search (textfold.py), whose
+    # folded text of names, aliases and handles for substring search (query/textfold.py), whose
     # rowids order it by length (store/sqlite_text.py) and are listed per person.
     """
     ALTER TABLE person ADD COLUMN external_id TEXT;

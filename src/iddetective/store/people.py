@@ -2,7 +2,7 @@
 store/dialect.py): people, aliases, accounts, lists, relations, and substring search over
 names, aliases and handles.
 
-`person_text` holds the folded forms of every name, alias and handle (textfold.py: case,
+`person_text` holds the folded forms of every name, alias and handle (query/textfold.py: case,
 accents, ё/е, Latin transliteration) and is rewritten for a person whenever one of those
 changes. How it is stored and searched is each store's own (`sqlite_text.py`: FTS5 with the
 trigram tokenizer; `postgres_text.py`: a GIN trigram index): `_insert_person_text`,
@@ -24,8 +24,8 @@ from ..entities import (
     Provenance,
 )
 from ..errors import AmbiguousPerson, NotFound, UsageError
-from ..query import Query
-from ..textfold import search_forms
+from ..query.language import Query
+from ..query.textfold import search_forms
 from .dialect import Dialect, timestamp
 from .people_query import people_matching
 
@@ -287,5 +287,6 @@ class People(Dialect):
         return ranked[:limit]
 
     def people_matching(self, query: Query) -> list[PersonRef]:
-        """The people a parsed query's filter selects, by name (query.py, docs/query.md)."""
+        """The people a parsed query's filter selects, by name (query/language.py,
+        docs/query.md)."""
         return people_matching(self, query)

@@ -1,4 +1,4 @@
-"""Compile a query's people filter (query.py) into one SQL statement, for both stores.
+"""Compile a query's people filter (query/language.py) into one SQL statement, for both stores.
 
 Each term becomes a predicate on `person p`; AND, OR and NOT become the same words in SQL, so
 the database plans the whole filter at once. Text terms test `person_text` rows with the
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..entities import FoundPerson, PersonRef
-from ..query import And, Expr, Not, Or, Query, Term
-from ..textfold import search_forms
+from ..query.language import And, Expr, Not, Or, Query, Term
+from ..query.textfold import search_forms
 from .dialect import Row
 
 __all__ = ["People", "people_matching"]

@@ -18,12 +18,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import errors
 
-from ..entities import (
-    IndexedPhoto,
-    KnownPhoto,
-    Outcome,
-    SaveResult,
-)
+from ..entities import IndexedPhoto, KnownPhoto, Outcome, SaveResult
 from ..errors import StoreError
 from ..urls import masked_url
 from .access import Access
@@ -34,9 +29,7 @@ from .erasing import Erasing
 from .photos import Photos
 from .postgres_dialect import PostgresDialect
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
-from .postgres_sql import (
-    PHOTO_LOCK_CLASS,
-)
+from .postgres_sql import PHOTO_LOCK_CLASS
 from .postgres_text import PostgresText
 from .privacy import Privacy
 from .saving import Saving

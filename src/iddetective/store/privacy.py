@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from .. import distances
 from ..entities import OptOut, PhotoAnalysis, PhotoRef
 from ..errors import NotFound
+from ..matching import distances
 from .dialect import Dialect, timestamp
 from .erasing import new_token
 

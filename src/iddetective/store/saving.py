@@ -26,7 +26,7 @@ from ..entities import (
     SaveResult,
 )
 from ..errors import AmbiguousPerson, NotFound
-from ..labelling import choose_labelled_face
+from ..faces.labelling import choose_labelled_face
 from .dialect import timestamp
 from .photos import Photos
 

@@ -14,11 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..entities import (
-    AuditEntry,
-    Outcome,
-    SaveResult,
-)
+from ..entities import AuditEntry, Outcome, SaveResult
 from ..errors import NotFound, StoreBusy, StoreError
 from .access import INSERT_AUDIT, Access
 from .checking import Checking

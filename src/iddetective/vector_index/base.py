@@ -1,6 +1,6 @@
 """The `VectorIndex` seam: nearest-neighbour search over face embeddings keyed by face id.
 
-Distances are those of `iddetective.distances` (Euclidean on the stored embeddings).
+Distances are those of `iddetective.matching.distances` (Euclidean on the stored embeddings).
 A search may be restricted to an `allowed` set of face ids: that is how a search over a set
 of people is asked for (the store turns people into their face ids). `range_search` returns
 every face within a radius, which is how "all of this person's photos within the threshold"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distances
+from ..matching import distances
 from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 
 __all__ = ["ExactIndex"]

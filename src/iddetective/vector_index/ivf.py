@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import distances
+from ..matching import distances
 from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 from .integrity import file_digests, sealed, unsealed, verify_files
 

@@ -18,9 +18,9 @@ from typing import TypeVar
 import numpy as np
 
 from ..errors import StoreError, UsageError, from_os_error
-from ..faces import PipelineSettings, pipeline_for
+from ..faces.pipeline import PipelineSettings, pipeline_for
+from ..matching.search import check_against_catalogue
 from ..registry import resolve_class
-from ..search import check_against_catalogue
 from ..store import Store
 from .base import (
     CatalogueIndex,

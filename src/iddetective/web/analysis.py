@@ -28,10 +28,10 @@ from multiprocessing.process import BaseProcess
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from ..child_processes import child_context, prepare_child
 from ..entities import Box, PhotoAnalysis
 from ..errors import BadImage, IDDetectiveError
-from ..faces import PipelineSettings, pipeline_for
+from ..faces.pipeline import PipelineSettings, pipeline_for
+from ..processes.children import child_context, prepare_child
 
 __all__ = [
     "AnalysisLimits",

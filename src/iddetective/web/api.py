@@ -15,11 +15,12 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import calibration, distances, media
+from .. import media
 from ..entities import Stats
 from ..errors import UsageError
-from ..query import parse_query
-from ..search import to_json
+from ..matching import calibration, distances
+from ..matching.search import to_json
+from ..query.language import parse_query
 from . import face_views, models
 from .auth import Caller, requires
 from .errors import ERROR_RESPONSES, UploadTooLarge

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..catalogue import Catalogue
 from ..errors import UsageError
-from ..faces import PipelineSettings
+from ..faces.pipeline import PipelineSettings
 from ..settings import default_hosts_file
 from . import api, curation, fleet_views, jobs, models, pages
 from .analysis import AnalysisLimits, AnalysisPool
@@ -28,7 +28,7 @@ from .errors import ERROR_RESPONSES, install_error_handlers
 from .face_views import Shown
 from .headers import SecurityHeaders
 from .intake import RequestIntake
-from .metrics import Metrics
+from .prometheus import Metrics
 from .routing import CheckedRoute
 
 __all__ = ["ServerSettings", "create_app", "first_admin_key", "is_loopback"]

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from .. import media
-from ..discovery import ClusterReport
 from ..entities import Cluster
 from ..errors import NotFound
+from ..people.discovery import ClusterReport
 from . import face_views, models
 from .api import MAX_ID, MAX_OFFSET, MEDIA_CACHE
 from .auth import Caller, requires

@@ -28,9 +28,9 @@ from ..errors import (
     UsageError,
     from_os_error,
 )
-from ..faces import TooManyFaces
-from ..query import QueryError
-from ..remote_hosts import RemoteHostError
+from ..faces.pipeline import TooManyFaces
+from ..ingest.fleet.remote_hosts import RemoteHostError
+from ..query.language import QueryError
 from .analysis import AnalysisTimeout, Busy, PipelineCrashed
 from .models import ErrorBody
 

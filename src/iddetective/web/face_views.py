@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from fastapi import Request
 
 from ..entities import StoredFace
-from ..search import SearchResult
+from ..matching.search import SearchResult
 from .auth import SESSION_SECONDS, Caller
 
 __all__ = [

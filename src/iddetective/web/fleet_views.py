@@ -1,6 +1,6 @@
 """The JSON API of the ingestion workers (docs/scaling.md): watch and steer them (admin only).
 
-Each endpoint calls the same `iddetective.fleet.control` function as `iddetective fleet …`,
+Each endpoint calls the same `iddetective.ingest.fleet.control` function as `iddetective fleet …`,
 on the broker of the server's settings (`ServerSettings.broker`). The workers count in Redis
 the photos each has done and failed; the photos per second over the last minute are computed
 here from the successive answers this server got (`FleetMonitor`, sampled on every status
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from .. import remote_hosts
 from ..entities import Stats
 from ..errors import UsageError
+from ..ingest.fleet import remote_hosts
 from ..urls import masked_url
 from . import models
 from .auth import Caller, requires
@@ -31,7 +31,7 @@ from .errors import ERROR_RESPONSES, FleetNotConfigured, FleetUnavailable
 from .routing import CheckedRoute
 
 if TYPE_CHECKING:
-    from ..fleet import WorkerReply, WorkerStatus
+    from ..ingest.fleet import WorkerReply, WorkerStatus
 
 __all__ = ["RATE_WINDOW", "FleetMonitor", "fleet_totals", "router"]
 
@@ -226,9 +226,10 @@ def broker_of(request: Request) -> str:
 
 
 def fleet_module() -> ModuleType:
-    """`iddetective.fleet`, imported on use: celery is needed only by servers with a broker."""
+    """`iddetective.ingest.fleet`, imported on use: celery is needed only by servers with a
+    broker."""
     try:
-        from .. import fleet
+        from ..ingest import fleet
     except ImportError as error:
         raise FleetUnavailable(f"the ingestion workers need celery[redis]: {error}") from None
     return fleet

@@ -1,0 +1,3 @@
+"""The face pipeline: decode, detect, align, embed."""
+
+__all__: list[str] = []

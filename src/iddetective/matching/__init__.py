@@ -1,0 +1,3 @@
+"""Distances, calibrated rates and search by photo."""
+
+__all__: list[str] = []
