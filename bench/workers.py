@@ -56,13 +56,14 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 import ann_study as study  # noqa: E402
 import search as search_bench  # noqa: E402
-from services import RedisServer, start_redis  # noqa: E402
 
 from iddetective.catalogue import Catalogue  # noqa: E402
 from iddetective.ingest.fleet import index_on_fleet  # noqa: E402
 from iddetective.vector_index.pgvector import PgvectorIndex  # noqa: E402
 
-from conftest import EmbeddedPostgres, _new_postgres, _start_postgres, read_labels  # noqa: E402
+from support.facesets import read_labels  # noqa: E402
+from support.postgres import EmbeddedPostgres, new_postgres, start_postgres  # noqa: E402
+from support.services import RedisServer, start_redis  # noqa: E402
 
 OUT = study.CACHE / "workers"
 EF_SEARCHES = (100, 200)
@@ -84,9 +85,9 @@ SERVER_SETTINGS = {
 @contextmanager
 def postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL 18 with pgvector for this run, tuned as a server would be."""
-    server = _new_postgres()
+    server = new_postgres()
     try:
-        _start_postgres(server)
+        start_postgres(server)
         for name, value in SERVER_SETTINGS.items():
             server.admin(f"ALTER SYSTEM SET {name} = '{value}'")
         data = str(server.folder / "data")

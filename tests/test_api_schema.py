@@ -31,7 +31,7 @@ from iddetective.catalogue import Catalogue
 from iddetective.web import create_app
 from iddetective.web.app import ServerSettings
 
-from conftest import WebCatalogue, copy_data
+from support.facesets import WebCatalogue, copy_data
 
 pytestmark = pytest.mark.faces
 

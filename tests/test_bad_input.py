@@ -36,7 +36,7 @@ from iddetective.errors import BadImage, BadManifest
 from iddetective.faces.imaging import decode_image
 from iddetective.ingest.indexing import IndexReport
 
-from conftest import require_set
+from support.facesets import require_set
 
 pytestmark = pytest.mark.faces
 

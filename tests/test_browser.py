@@ -26,7 +26,7 @@ from playwright.sync_api import ConsoleMessage, Error, Page, expect, sync_playwr
 
 from iddetective.catalogue import Catalogue
 
-from conftest import Labelled, WebCatalogue, copy_data, read_labels, require_set
+from support.facesets import Labelled, WebCatalogue, copy_data, read_labels, require_set
 
 pytestmark = [pytest.mark.faces, pytest.mark.services, pytest.mark.browser]
 
@@ -332,8 +332,9 @@ def test_the_admin_sees_a_worker_and_pauses_it_in_the_browser(
     """/fleet lists a live worker with its pid; Pause makes the worker say so and the row
     show it paused at the next refresh."""
     pytest.importorskip("celery", reason="celery[redis] is not installed (server extra)")
-    from services import start_redis
     from test_web_fleet import new_data, start_worker, stop_process
+
+    from support.services import start_redis
 
     (tmp_path / "redis").mkdir()
     redis = start_redis(tmp_path / "redis")

@@ -13,7 +13,7 @@ from iddetective.cli import main
 from iddetective.errors import UsageError
 from iddetective.matching import calibration, distances
 
-from conftest import WebCatalogue, copy_data
+from support.facesets import WebCatalogue, copy_data
 
 pytestmark = pytest.mark.faces
 

@@ -17,7 +17,7 @@ from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.errors import AmbiguousPerson, NotFound
 from iddetective.ingest import indexing as ingest
 
-from conftest import read_labels, require_set, write_manifest
+from support.facesets import read_labels, require_set, write_manifest
 
 pytestmark = pytest.mark.faces
 

@@ -26,7 +26,7 @@ from iddetective.errors import StoreError
 from iddetective.vector_index.integrity import file_digests, sealed
 from iddetective.web import ServerSettings, create_app
 
-from conftest import Labelled, copy_data, read_labels, require_set, split_enrol_probe
+from support.facesets import Labelled, copy_data, read_labels, require_set, split_enrol_probe
 
 pytestmark = pytest.mark.faces
 

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from proc import GONE_WITHIN, Process, command_line, descendants, kill_alone
-from services import free_port
 
 from iddetective.catalogue import CATALOG_FILE
 from iddetective.processes.children import spawn_pool
 
-from conftest import read_labels, require_set, write_manifest
+from support.facesets import read_labels, require_set, write_manifest
+from support.proc import GONE_WITHIN, Process, command_line, descendants, kill_alone
+from support.services import free_port
 
 pytestmark = [
     pytest.mark.faces,

@@ -17,7 +17,7 @@ from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.schemas import search_schema
 
-from conftest import copy_data, read_labels, require_set
+from support.facesets import copy_data, read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

@@ -25,7 +25,7 @@ from iddetective.people.clustering import (
     clusterable,
 )
 
-from conftest import Labelled, copy_data, read_labels, require_set
+from support.facesets import Labelled, copy_data, read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

@@ -15,7 +15,7 @@ import pytest
 
 from iddetective.catalogue import CATALOG_FILE, Catalogue
 
-from conftest import Labelled, read_labels, require_set, write_manifest
+from support.facesets import Labelled, read_labels, require_set, write_manifest
 
 pytestmark = pytest.mark.faces
 

@@ -17,7 +17,8 @@ from iddetective.cli import main
 from iddetective.matching import distances
 from iddetective.web import ServerSettings, create_app
 
-from conftest import Labelled, WebCatalogue, copy_data, run_in_terminal, write_manifest
+from support.facesets import Labelled, WebCatalogue, copy_data, write_manifest
+from support.terminal import run_in_terminal
 
 pytestmark = pytest.mark.faces
 

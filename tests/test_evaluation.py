@@ -34,7 +34,7 @@ from iddetective.evaluation.evaluate import (
 )
 from iddetective.faces.pipeline import PipelineSettings
 
-from conftest import require_set
+from support.facesets import require_set
 
 pytestmark = pytest.mark.faces
 

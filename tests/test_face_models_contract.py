@@ -16,7 +16,7 @@ from iddetective.faces.pipeline import Detector, Embedder, HogDetector
 from iddetective.matching import distances
 from iddetective.registry import available, checked_instance, resolve_class
 
-from conftest import read_labels, require_set
+from support.facesets import read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

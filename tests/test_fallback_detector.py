@@ -11,7 +11,7 @@ from iddetective.cli import main
 from iddetective.faces.imaging import read_photo_bytes
 from iddetective.faces.pipeline import FacePipeline, PipelineSettings
 
-from conftest import require_set
+from support.facesets import require_set
 
 pytestmark = pytest.mark.faces
 

@@ -15,7 +15,7 @@ from iddetective.catalogue import Catalogue
 from iddetective.cli import main
 from iddetective.sources.fetch import FetchSettings
 
-from conftest import Labelled, read_labels, require_set
+from support.facesets import Labelled, read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

@@ -23,14 +23,8 @@ from iddetective.matching import distances
 from iddetective.store.migrations import MIGRATIONS
 from iddetective.store.sqlite import SqliteStore
 
-from conftest import (
-    Labelled,
-    WebCatalogue,
-    copy_data,
-    lfw_subset,
-    run_in_terminal,
-    write_manifest,
-)
+from support.facesets import Labelled, WebCatalogue, copy_data, lfw_subset, write_manifest
+from support.terminal import run_in_terminal
 
 pytestmark = pytest.mark.faces
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_store_contract import MODEL, photo
 
 from iddetective.catalogue import Catalogue
 from iddetective.errors import UsageError
@@ -25,7 +24,8 @@ from iddetective.vector_index import IndexMismatch
 from iddetective.vector_index.exact import ExactIndex
 from iddetective.vector_index.pgvector import PgvectorIndex
 
-from conftest import read_labels, require_set
+from support.facesets import read_labels, require_set
+from support.outcomes import MODEL, photo
 
 pytestmark = pytest.mark.faces
 

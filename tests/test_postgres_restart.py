@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from services import start_redis
-from test_workers import VISIBILITY, Workers, small_photos, wait_for
 
 from iddetective.entities import Box, FaceAnalysis, FileStat, IndexedPhoto, PhotoAnalysis
 from iddetective.errors import StoreError
@@ -32,7 +30,9 @@ from iddetective.store import postgres_sql
 from iddetective.store.postgres import PostgresStore
 from iddetective.vector_index.pgvector import PgvectorIndex
 
-from conftest import EmbeddedPostgres, _new_postgres, _start_postgres
+from support.postgres import EmbeddedPostgres, new_postgres, start_postgres
+from support.services import start_redis
+from support.workers import VISIBILITY, Workers, small_photos, wait_for
 
 pytestmark = [pytest.mark.faces, pytest.mark.services]
 
@@ -42,10 +42,10 @@ pytestmark = [pytest.mark.faces, pytest.mark.services]
 @pytest.fixture(scope="module")
 def server(request: pytest.FixtureRequest) -> EmbeddedPostgres:
     """A PostgreSQL for this module's restarts, stopped at its end."""
-    started = _new_postgres()
+    started = new_postgres()
     request.addfinalizer(started.stop)
     try:
-        _start_postgres(started)
+        start_postgres(started)
     except Exception as error:
         reason = f"cannot start PostgreSQL: {error}"
         if os.environ.get("CI"):

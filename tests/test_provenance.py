@@ -13,7 +13,7 @@ from iddetective.catalogue import Catalogue
 from iddetective.cli import main
 from iddetective.web import ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data, read_labels, require_set
+from support.facesets import WebCatalogue, copy_data, read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

@@ -20,7 +20,7 @@ from iddetective.ingest.indexing import BatchWriter, Runner
 from iddetective.ingest.local import LocalRunner
 from iddetective.sources.paths import PhotoJob
 
-from conftest import read_labels, require_set
+from support.facesets import read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

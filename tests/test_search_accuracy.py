@@ -18,7 +18,7 @@ from iddetective.faces.labelling import choose_labelled_face
 from iddetective.matching.search import SearchResult, to_json
 from iddetective.schemas import search_schema
 
-from conftest import Labelled, lfw_subset, read_labels, require_set, split_enrol_probe
+from support.facesets import Labelled, lfw_subset, read_labels, require_set, split_enrol_probe
 
 pytestmark = pytest.mark.faces
 

@@ -29,7 +29,7 @@ from iddetective.evaluation.evaluate import embed_photos
 from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data, require_set
+from support.facesets import WebCatalogue, copy_data, require_set
 
 pytestmark = pytest.mark.faces
 

@@ -22,27 +22,23 @@ from iddetective.entities import (
     Account,
     ApiKey,
     Box,
-    FaceAnalysis,
     FailedPhoto,
     FileStat,
     FoundPerson,
     IndexedPhoto,
     KnownPhoto,
     PersonRecord,
-    PhotoAnalysis,
     Provenance,
 )
 from iddetective.errors import AmbiguousPerson, LastAdminKey, NotFound, StoreError, UsageError
-from iddetective.matching import distances
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
 
-from conftest import EmbeddedPostgres
+from support.outcomes import MODEL, photo, vector
+from support.postgres import EmbeddedPostgres
 
 Opener = Callable[[], Store]
-
-MODEL = "m"
 
 
 # -- opening catalogues ---------------------------------------------------------------------------
@@ -86,39 +82,6 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 @pytest.fixture()
 def store(opener: Opener) -> Store:
     return opener()
-
-
-# -- making outcomes and people -----------------------------------------------------------------
-
-
-def vector(seed: int) -> np.ndarray:
-    """A unit embedding, the same for the same seed."""
-    return distances.prepare(np.random.default_rng(seed).normal(size=128))
-
-
-def photo(
-    name: str,
-    faces: int = 1,
-    label: str | None = None,
-    seeds: list[int] | None = None,
-    provenance: Provenance | None = None,
-    content: str | None = None,
-) -> IndexedPhoto:
-    """A photo at /photos/`name` with `faces` faces side by side; its bytes are `content`
-    (default: the name), its embeddings those of `seeds` (default: from the name's length)."""
-    seeds = seeds if seeds is not None else [len(name) * 100 + i for i in range(faces)]
-    analysed = tuple(
-        FaceAnalysis(Box(10 + 100 * i, 10, 90 + 100 * i, 90), 1.0, ((0, 0),) * 5, vector(seed), 0.5)
-        for i, seed in enumerate(seeds)
-    )
-    sha = hashlib.sha256((content or name).encode()).hexdigest()
-    return IndexedPhoto(
-        FileStat(f"/photos/{name}", 100, 1),
-        sha,
-        PhotoAnalysis(400, 100, analysed, MODEL),
-        label,
-        provenance,
-    )
 
 
 def add(store: Store, external_id: str, name: str, **details: object) -> str:

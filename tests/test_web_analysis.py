@@ -22,8 +22,8 @@ from iddetective.cli import main
 from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import AnalysisLimits, ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data
-from live_server import serving
+from support.facesets import WebCatalogue, copy_data
+from support.live_server import serving
 
 pytestmark = pytest.mark.faces
 
@@ -48,13 +48,13 @@ class Site:
 @pytest.fixture(scope="module")
 def site(web_catalogue: WebCatalogue, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A real server with two analysis processes whose detector crashes its process on an
-    all-black photo and hangs on an all-white one (tests/crashing_detector.py)."""
+    all-black photo and hangs on an all-white one (tests/support/crashing_detector.py)."""
     data = copy_data(web_catalogue.data_dir, tmp_path_factory.mktemp("analysis") / "data")
     settings = ServerSettings(
         data,
         analysis_workers=2,
         analysis_queue=32,
-        pipeline=PipelineSettings(detector="crashing_detector:HangingDetector"),
+        pipeline=PipelineSettings(detector="support.crashing_detector:HangingDetector"),
         limits=AnalysisLimits(seconds=TIME_BOUND),
         broker=None,
     )
@@ -221,7 +221,7 @@ def test_serve_takes_the_bounds_from_its_options(
     import subprocess
     import sys
 
-    from services import free_port
+    from support.services import free_port
 
     data = copy_data(web_catalogue.data_dir, tmp_path / "data")
     port = free_port()

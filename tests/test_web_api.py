@@ -23,7 +23,7 @@ from iddetective.faces.pipeline import PipelineSettings
 from iddetective.web import ServerSettings, create_app, first_admin_key
 from iddetective.web.analysis import AnalysisPool, Busy
 
-from conftest import WebCatalogue, copy_data
+from support.facesets import WebCatalogue, copy_data
 
 pytestmark = pytest.mark.faces
 

@@ -19,7 +19,7 @@ import pytest
 from iddetective.catalogue import Catalogue
 from iddetective.web import ServerSettings, create_app
 
-from live_server import serving
+from support.live_server import serving
 
 LIMIT = 4 * 1024 * 1024
 #: What a request body may exceed the upload limit by: the multipart envelope, other fields.

@@ -18,7 +18,7 @@ from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
 from iddetective.web import ServerSettings, create_app
 
-from conftest import Labelled, copy_data, read_labels, require_set
+from support.facesets import Labelled, copy_data, read_labels, require_set
 
 pytestmark = pytest.mark.faces
 

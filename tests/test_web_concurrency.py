@@ -19,8 +19,8 @@ import pytest
 from iddetective.catalogue import CATALOG_FILE
 from iddetective.web import ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data
-from live_server import serving
+from support.facesets import WebCatalogue, copy_data
+from support.live_server import serving
 
 pytestmark = pytest.mark.faces
 

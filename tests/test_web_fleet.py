@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from services import free_port, start_redis
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
 from iddetective.web import ServerSettings, create_app
 from iddetective.web.fleet_views import FleetMonitor, fleet_totals
 
-from conftest import read_labels, require_set
+from support.facesets import read_labels, require_set
+from support.services import free_port, start_redis
 
 pytestmark = [pytest.mark.faces, pytest.mark.services]
 

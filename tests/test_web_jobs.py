@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from iddetective.web import ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data
+from support.facesets import WebCatalogue, copy_data
 
 pytestmark = pytest.mark.faces
 

@@ -15,7 +15,7 @@ from iddetective.cli import main
 from iddetective.errors import LastAdminKey
 from iddetective.web import ServerSettings, create_app
 
-from conftest import WebCatalogue, copy_data
+from support.facesets import WebCatalogue, copy_data
 
 pytestmark = pytest.mark.faces
 

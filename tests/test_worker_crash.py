@@ -15,7 +15,7 @@ from iddetective.evaluation.evaluate import embed_photos
 from iddetective.faces.pipeline import PipelineSettings
 from iddetective.ingest.indexing import CRASHED
 
-from conftest import read_labels, require_set
+from support.facesets import read_labels, require_set
 
 pytestmark = pytest.mark.faces
 
@@ -27,7 +27,7 @@ def test_photo_that_crashes_a_worker_fails_alone(tmp_path: Path) -> None:
         shutil.copy2(row.path, folder)
     poison = folder / "black.png"
     Image.new("RGB", (120, 120)).save(poison)
-    settings = PipelineSettings(detector="crashing_detector:CrashingDetector")
+    settings = PipelineSettings(detector="support.crashing_detector:CrashingDetector")
     with Catalogue(tmp_path / "data", create=True, pipeline=settings) as catalogue:
         report = catalogue.index([str(folder)], workers=2)
         assert [(f.path, f.reason) for f in report.failed] == [
@@ -50,7 +50,7 @@ def crashing_folder(tmp_path: Path, photos: int) -> list[str]:
 def test_a_photo_that_crashes_an_evaluation_worker_fails_alone(tmp_path: Path) -> None:
     """The evaluation's pool has the indexing pool's crash rule (it used to end the run)."""
     paths = crashing_folder(tmp_path, 5)
-    settings = PipelineSettings(detector="crashing_detector:CrashingDetector")
+    settings = PipelineSettings(detector="support.crashing_detector:CrashingDetector")
     run = embed_photos(paths, 2, tmp_path / "cache", settings=settings)
     errors = {path: photo.error for path, photo in zip(paths, run.photos, strict=True)}
     black = str(tmp_path / "photos" / "black.png")

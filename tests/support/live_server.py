@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
-from services import free_port
+
+from support.services import free_port
 
 __all__ = ["serving"]
 

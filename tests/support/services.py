@@ -1,7 +1,7 @@
 """Services the tests (and bench/workers.py) start for themselves: free ports, a Redis.
 
 Each is started on its own port, never the machine's, so tests may kill and restart it.
-PostgreSQL is started by tests/conftest.py (`postgres_server`, `_new_postgres`).
+PostgreSQL is started by tests/conftest.py (`postgres_server`, `new_postgres`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from needs import require
+from support.needs import require
 
 __all__ = ["RedisServer", "free_port", "missing", "start_redis"]
 
