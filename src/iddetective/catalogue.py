@@ -144,9 +144,7 @@ class Catalogue:
         """The catalogue `settings` name (data directory, database, vector index, pipeline);
         `options` are the constructor's others (`create`, `index_progress`, `notice`)."""
         options.setdefault("pipeline", settings.pipeline)
-        return cls(
-            settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options
-        )
+        return cls(settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options)
 
     @property
     def model(self) -> str:
@@ -194,20 +192,24 @@ class Catalogue:
         plan = plan_sources(paths, people, people_from_folders)
         origin = Provenance(added_by=actor, basis=basis)
         plan.jobs = [replace(job, provenance=job.provenance or origin) for job in plan.jobs]
-        report = self._index_plan(plan, runner or LocalRunner(workers), retry_failed, progress)
+        report = self._index_plan(
+            plan, runner or self._local_runner(workers), retry_failed, progress
+        )
         if prune and not report.interrupted:
             report.pruned = self.store.forget_missing_files(plan.roots)
             self.vector_index()
         return report
 
+    def _local_runner(self, workers: int) -> LocalRunner:
+        """A `LocalRunner` whose workers read this catalogue, to skip bytes it holds."""
+        opener = functools.partial(
+            open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
+        )
+        return LocalRunner(workers, opener)
+
     def _index_plan(
         self, plan: Plan, runner: Runner, retry_failed: bool, progress: ProgressCallback | None
     ) -> IndexReport:
-        if isinstance(runner, LocalRunner):
-            opener = functools.partial(
-                open_store, self.db or self.data_dir / CATALOG_FILE, readonly=True
-            )
-            runner = runner.with_store(opener)
         report = index_plan(
             self.store,
             plan,
@@ -241,7 +243,9 @@ class Catalogue:
         jobs = fetch_photos(photos, fetcher, self.data_dir / FETCHED_DIR, report)
         report.problems.sort(key=lambda problem: problem.line)
         if jobs:
-            report.photos = self._index_plan(Plan(jobs=jobs), LocalRunner(workers), False, progress)
+            report.photos = self._index_plan(
+                Plan(jobs=jobs), self._local_runner(workers), False, progress
+            )
         return report
 
     def remove_photo(self, ref: str) -> PhotoRef:

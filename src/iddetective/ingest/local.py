@@ -25,7 +25,8 @@ class LocalRunner:
     """Analyse photos in `workers` processes of this machine; the run's writer stores them.
 
     `store_opener` opens a read-only store in each worker process so workers can skip bytes
-    the catalogue already holds (it must be picklable); `Catalogue.index` gives its own.
+    the catalogue already holds (it must be picklable); `Catalogue.index`'s default runner has
+    one that opens its catalogue.
     With `workers` > 1 a script using this must guard its entry point with
     `if __name__ == "__main__":` (the processes are spawned).
     """
@@ -34,10 +35,6 @@ class LocalRunner:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
         self.workers, self.store_opener = workers, store_opener
-
-    def with_store(self, store_opener: Callable[[], Store]) -> LocalRunner:
-        """This runner, its workers opening stores with `store_opener` unless it has one."""
-        return LocalRunner(self.workers, self.store_opener or store_opener)
 
     def run(
         self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
