@@ -74,3 +74,58 @@ def test_an_erasure_in_the_background(site: tuple[TestClient, WebCatalogue]) -> 
     assert client.get(f"/api/people/{person['id']}", headers=admin).status_code == 404
     unknown = client.delete("/api/people/p_nobody?background=true", headers=admin)
     assert unknown.status_code == 404  # checked before the job is started
+
+
+# -- the list of jobs, and the /jobs page ----------------------------------------------------
+
+
+def key_id(client: TestClient, web: WebCatalogue, role: str) -> str:
+    keys = client.get("/api/keys", headers=bearer(web, "admin")).json()
+    return str(next(key["id"] for key in keys if key["label"] == f"test {role}"))
+
+
+def start_erasure_and_clustering(client: TestClient, web: WebCatalogue) -> tuple[str, str]:
+    """An erasure started by the admin key, then a full clustering run by the ingest key; the
+    ids of their jobs, once both are done."""
+    person = client.get("/api/people?limit=1", headers=bearer(web, "admin")).json()["items"][0]
+    erasure = client.delete(
+        f"/api/people/{person['id']}?background=true", headers=bearer(web, "admin")
+    )
+    clustering = client.post(
+        "/api/clusters/run", json={"full": True, "background": True}, headers=bearer(web, "ingest")
+    )
+    assert erasure.status_code == clustering.status_code == 202, (erasure.text, clustering.text)
+    for job in (erasure.json(), clustering.json()):
+        assert finished(client, job["status_url"], bearer(web, "admin"))["state"] == "done"
+    return erasure.json()["id"], clustering.json()["id"]
+
+
+def test_jobs_are_listed_newest_first_to_the_roles_that_may_see_them(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    assert client.get("/api/jobs", headers=bearer(web, "admin")).json() == {"items": []}
+    erasure, clustering = start_erasure_and_clustering(client, web)
+
+    listed = client.get("/api/jobs", headers=bearer(web, "admin")).json()["items"]
+    assert [job["id"] for job in listed] == [clustering, erasure]
+    assert [(job["kind"], job["actor"]) for job in listed] == [
+        ("clustering", f"key:{key_id(client, web, 'ingest')}"),
+        ("erasure", f"key:{key_id(client, web, 'admin')}"),
+    ]
+    for job in listed:
+        assert job["state"] == "done" and job["error"] is None and job["result"]
+        assert job["created_at"] <= job["started_at"] <= job["finished_at"]
+        assert job == client.get(job["status_url"], headers=bearer(web, "admin")).json()
+
+    # An erasure is admin's: the ingest key lists the clustering run alone, as it may ask
+    # for that one only.
+    mine = client.get("/api/jobs", headers=bearer(web, "ingest")).json()["items"]
+    assert [job["id"] for job in mine] == [clustering]
+    assert client.get(f"/api/jobs/{erasure}", headers=bearer(web, "ingest")).status_code == 403
+    refused = client.get("/api/jobs", headers=bearer(web, "search"))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == (
+        "the search role may not curate; needs admin or ingest"
+    )
+    assert client.get("/api/jobs").status_code == 401
