@@ -3,6 +3,7 @@ job at once, and GET /api/jobs/{id} says how it stands and what it did."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,75 @@ def test_jobs_are_listed_newest_first_to_the_roles_that_may_see_them(
         "the search role may not curate; needs admin or ingest"
     )
     assert client.get("/api/jobs").status_code == 401
+
+
+def page(client: TestClient, web: WebCatalogue, role: str | None, url: str) -> Any:
+    """`url` as a browser logged in with the key of `role` (or not logged in) gets it."""
+    client.cookies.clear()
+    if role is not None:
+        client.post("/login", data={"key": web.keys[role]}, follow_redirects=False)
+    answer = client.get(url, headers={"accept": "text/html"}, follow_redirects=False)
+    client.cookies.clear()
+    return answer
+
+
+def test_the_jobs_page_lists_the_jobs_a_role_may_see(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    empty = page(client, web, "ingest", "/jobs")
+    assert empty.status_code == 200 and 'id="no-jobs"' in empty.text
+    assert 'href="/jobs"' in empty.text  # the navigation links it
+    erasure, clustering = start_erasure_and_clustering(client, web)
+
+    every = page(client, web, "admin", "/jobs").text
+    assert every.index(f'data-job="{clustering}"') < every.index(f'data-job="{erasure}"')
+    assert 'http-equiv="refresh"' not in every  # nothing left to wait for
+    ingest = page(client, web, "ingest", "/jobs").text
+    assert f'data-job="{clustering}"' in ingest and erasure not in ingest
+    assert f"key:{key_id(client, web, 'ingest')}" in ingest
+    assert page(client, web, "ingest", f"/jobs?id={erasure}").status_code == 403
+    search = page(client, web, "search", "/jobs")
+    assert search.status_code == 403 and "may not curate" in search.text
+    assert 'href="/jobs"' not in page(client, web, "search", "/").text
+    anonymous = page(client, web, None, "/jobs")
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login?next=/jobs"
+    unknown = page(client, web, "admin", "/jobs?id=j_0000000000000000")
+    assert unknown.status_code == 404 and "no job has the id" in unknown.text
+
+
+def test_the_page_of_a_started_job_shows_its_state_and_reloads_until_it_ends(
+    site: tuple[TestClient, WebCatalogue],
+) -> None:
+    client, web = site
+    # A job of the test's own holds the server's one job thread, so the clustering run
+    # started after it stays queued until the test lets it go.
+    release = threading.Event()
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    holding = jobs.start("clustering", "admin", "test", lambda: {"held": release.wait(60)})
+    try:
+        deadline = time.monotonic() + 60
+        while jobs.get(holding.id).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = client.post(
+            "/api/clusters/run",
+            json={"full": True, "background": True},
+            headers=bearer(web, "admin"),
+        )
+        assert started.status_code == 202, started.text
+        job = started.json()["id"]
+        waiting = page(client, web, "admin", f"/jobs?id={job}")
+        assert waiting.status_code == 200
+        assert f"<h1>Job <code>{job}</code></h1>" in waiting.text
+        assert '<td class="state">queued</td>' in waiting.text
+        assert '<meta http-equiv="refresh" content="2">' in waiting.text
+        listed = page(client, web, "admin", "/jobs").text
+        assert '<td class="state">running</td>' in listed and holding.id in listed
+        assert 'http-equiv="refresh"' in listed
+    finally:
+        release.set()
+    done = finished(client, f"/api/jobs/{job}", bearer(web, "admin"))
+    ended = page(client, web, "admin", f"/jobs?id={job}").text
+    assert '<td class="state">done</td>' in ended and 'http-equiv="refresh"' not in ended
+    assert f'"considered": {done["result"]["considered"]}' in ended
+    assert holding.id not in ended  # the page of one job shows that job alone
