@@ -7,10 +7,11 @@ the next request gets `Busy` (HTTP 503 with Retry-After) instead of growing a ba
 
 The workers are the project's one pool (`processes.WorkerPool`, with its crash rule): each
 is a process of its own with one photo at a time, so whatever happens to a photo happens to
-its request alone: an error comes back as the typed error it is; a worker that
-dies (a crash in native code) fails only the photo it held (`PipelineCrashed`), and one that
-takes longer than `AnalysisLimits.seconds` is killed (`AnalysisTimeout`): either way a fresh
-process takes the slot, and the other photos in flight, held by other workers, never notice.
+its request alone: an error comes back as the typed error it is; a worker that dies (a crash
+in native code) fails only the photo it held (`PipelineCrashed`), and one that takes longer
+than `AnalysisLimits.seconds` is killed (`AnalysisTimeout`): either way a fresh process takes
+the slot, and the other photos in flight, held by other workers, never notice. A photo
+waiting for a worker waits in the pool's queue, holding no thread.
 `AnalysisLimits` also bounds the pixels a photo may declare and the faces it may have.
 """
 
