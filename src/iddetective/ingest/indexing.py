@@ -1,9 +1,9 @@
 """Index photo jobs: plan, have a `Runner` analyse them, store results with one writer in batches.
 
 An index run is orchestrated here once, whoever analyses the photos: the `Runner` seam is a
-local pool of processes (`local_runner.LocalRunner`, the default) or the ingestion workers
-of a fleet (`fleet.enqueue.FleetRunner`). Either way the run is planned here (unchanged
-files skipped, bad manifest rows recorded) and its results feed one `IndexReport` and
+local pool of processes (`ingest/local.py`'s `LocalRunner`, the default) or the ingestion
+workers of a fleet (`fleet.enqueue.FleetRunner`). Either way the run is planned here
+(unchanged files skipped, bad manifest rows recorded) and its results feed one `IndexReport` and
 progress callback.
 
 Files whose path, size and mtime match what the store recorded are skipped without being

@@ -2,8 +2,9 @@
 
 A pool's workers wait on a queue their parent feeds; when the parent is SIGKILLed (or crashes,
 or meets the OOM killer) nothing tells them, and they wait forever, reparented to pid 1,
-holding models and catalogue connections. Every pool the project starts is made by
-`spawn_pool`, whose workers call `die_with_parent` first:
+holding models and catalogue connections. Every worker process the project starts calls
+`prepare_child` first (ignoring Ctrl-C, then `die_with_parent`): those of the one worker pool
+(processes.py), started by hand in `child_context()`, and those of a `spawn_pool`:
 
 - On Linux the kernel kills the worker when its parent ends (`prctl(PR_SET_PDEATHSIG,
   SIGKILL)`). The kernel sends it when the *thread* that started the worker ends, so it is

@@ -4,8 +4,9 @@ A full clustering run (83 s at 100k faces) or an erasure ending in compaction ne
 an HTTP request open: asked with `background`, the endpoint answers 202 with a job, which
 one thread of the server runs after the jobs before it; `GET /api/jobs/{id}` says how it
 stands and, once done, what it did (the body the endpoint would have answered) or why it
-failed. A job is seen by callers allowed the action that started it. The server keeps the
-last `KEPT` jobs, in memory: a restart forgets them (what they did is in the catalogue).
+failed, and `GET /api/jobs` lists them (the /jobs page shows the same). A job is seen by
+callers allowed the action that started it. The server keeps the last `KEPT` jobs, in
+memory: a restart forgets them (what they did is in the catalogue).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request
 
 from .. import access
+from ..entities import ApiKey
 from ..errors import IDDetectiveError, NotFound
 from ..store.dialect import timestamp
 from . import models
@@ -29,12 +31,17 @@ from .auth import caller_of
 from .errors import ERROR_RESPONSES
 from .routing import CheckedRoute
 
-__all__ = ["Job", "Jobs", "router"]
+__all__ = ["JOB_ID_PATTERN", "KEPT", "LIST_ACTION", "Job", "Jobs", "router"]
 
 log = logging.getLogger("iddetective.web")
 
 #: Jobs kept for their status, the oldest forgotten first.
 KEPT = 100
+#: What a job's id looks like.
+JOB_ID_PATTERN = r"^j_[0-9a-f]{16}$"
+#: What a caller must be allowed to list jobs: the least any job asks (a clustering run's;
+#: an erasure asks admin, a role that may curate too). The list holds the jobs it may see.
+LIST_ACTION = "curate"
 
 State = Literal["queued", "running", "done", "failed"]
 
@@ -49,6 +56,7 @@ class Job:
     actor: str
     state: State
     created_at: str
+    started_at: str | None = None
     finished_at: str | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -58,8 +66,10 @@ class Job:
         return {
             "id": self.id,
             "kind": self.kind,
+            "actor": self.actor,
             "state": self.state,
             "created_at": self.created_at,
+            "started_at": self.started_at,
             "finished_at": self.finished_at,
             "result": self.result,
             "error": self.error,
@@ -92,12 +102,19 @@ class Jobs:
             raise NotFound(f"no job has the id {job_id!r}")
         return job
 
+    def seen_by(self, key: ApiKey) -> list[Job]:
+        """The kept jobs a caller with `key` may see (allowed their action), newest first."""
+        with self._lock:
+            jobs = list(reversed(self._jobs.values()))
+        return [job for job in jobs if access.allows(key, job.action)]
+
     def close(self) -> None:
         """Finish the running job; the queued ones are dropped."""
         self._runner.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, job: Job, work: Callable[[], dict[str, Any]]) -> None:
-        self._put(replace(job, state="running"))
+        job = replace(job, state="running", started_at=timestamp())
+        self._put(job)
         try:
             result = work()
         except IDDetectiveError as error:
@@ -111,15 +128,23 @@ class Jobs:
 
     def _put(self, job: Job) -> None:
         with self._lock:
-            self._jobs[job.id] = job
-            self._jobs.move_to_end(job.id)
+            self._jobs[job.id] = job  # a job changing state keeps its place: oldest first
             while len(self._jobs) > KEPT:
                 self._jobs.popitem(last=False)
 
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES, route_class=CheckedRoute)
 
-JobId = Annotated[str, Path(pattern=r"^j_[0-9a-f]{16}$")]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
+
+
+@router.get("/jobs", response_model=models.JobPage)
+def job_list(request: Request) -> dict[str, Any]:
+    """The background jobs the caller may see, newest first (the server keeps the last 100)."""
+    caller = caller_of(request)
+    access.check_allowed(caller.key, LIST_ACTION)
+    jobs = request.app.state.jobs.seen_by(caller.key)
+    return {"items": [job.as_json() for job in jobs]}
 
 
 @router.get("/jobs/{job_id}", response_model=models.JobModel)

@@ -32,6 +32,7 @@ __all__ = [
     "FoundPage",
     "Health",
     "JobModel",
+    "JobPage",
     "KeyModel",
     "MergeSource",
     "NewKey",
@@ -251,14 +252,22 @@ class JobModel(BaseModel):
 
     id: str
     kind: Literal["clustering", "erasure"]
+    actor: str = Field(description="Who started it, as the audit log names callers.")
     state: Literal["queued", "running", "done", "failed"]
     created_at: str
+    started_at: str | None = Field(description="When it began to run.")
     finished_at: str | None = Field(description="When it ended (done or failed).")
     result: dict[str, Any] | None = Field(
         description="Once done: the body the endpoint answers when not run in the background."
     )
     error: str | None = Field(description="Once failed: why.")
     status_url: str = Field(description="Where to ask how it stands.")
+
+
+class JobPage(BaseModel):
+    """The background jobs a caller may see, newest first (the server keeps the last 100)."""
+
+    items: list[JobModel]
 
 
 class FoundModel(BaseModel):

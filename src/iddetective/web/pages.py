@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from .. import access
 from ..errors import Forbidden, Unauthorized
 from ..urls import masked_url
-from . import face_views
+from . import face_views, jobs
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Caller, caller_of, check_same_origin
 from .curation import audit_clusters, crop_url
 from .routing import CheckedRoute
@@ -177,6 +177,30 @@ def fleet_page(request: Request) -> Response:
         return caller
     broker = request.app.state.settings.broker
     return _render(request, "fleet.html", caller, broker=masked_url(broker) if broker else None)
+
+
+#: Seconds between reloads of /jobs while a job it shows is queued or running.
+JOBS_REFRESH_SECONDS = 2
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    job_id: Annotated[str | None, Query(alias="id", pattern=jobs.JOB_ID_PATTERN)] = None,
+) -> Response:
+    """The background jobs the caller may see, newest first, or with `id` one of them; the
+    page reloads itself while a job it shows is queued or running."""
+    caller = _page_caller(request, jobs.LIST_ACTION)
+    if isinstance(caller, Response):
+        return caller
+    if job_id is None:
+        shown = request.app.state.jobs.seen_by(caller.key)
+    else:
+        shown = [request.app.state.jobs.get(job_id)]
+        access.check_allowed(caller.key, shown[0].action)
+    unfinished = any(job.state in ("queued", "running") for job in shown)
+    refresh = JOBS_REFRESH_SECONDS if unfinished else None
+    return _render(request, "jobs.html", caller, jobs=shown, one=job_id, refresh=refresh)
 
 
 def _page(request: Request, action: str, template: str) -> Response:
