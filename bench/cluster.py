@@ -539,17 +539,18 @@ def incremental_table(faces: FaceSet, rows: Sequence[IncrementalRow]) -> str:
 
 
 # -- quality bar ---------------------------------------------------------------------------------
+def _quality_crashed(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
+    """What `face_quality` gives a photo that killed its worker: no face, and why."""
+    return [], [], f"{path}: the worker analysing it crashed"
+
+
 def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
     """Boxes (upright pixels) and sharpness of every face of a photo, largest first, as
     `FacePipeline.analyse_image` computes them, without embedding (runs in a worker)."""
     from iddetective.errors import BadImage
     from iddetective.faces.imaging import decode_image
-    from iddetective.faces.pipeline import (
-        PipelineSettings,
-        _clip,
-        face_sharpness,
-        pipeline_for,
-    )
+    from iddetective.faces.pipeline import PipelineSettings, _clip, pipeline_for
+    from iddetective.faces.quality import face_sharpness
 
     pipeline = pipeline_for(PipelineSettings())
     try:
@@ -589,7 +590,7 @@ def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, in
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     for done, (number, result) in enumerate(
-        map_in_processes(face_quality, faces.paths, workers), start=1
+        map_in_processes(face_quality, faces.paths, workers, crashed=_quality_crashed), start=1
     ):
         found[number] = result
         if done % 500 == 0:
