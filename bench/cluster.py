@@ -570,6 +570,13 @@ def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float
     )
 
 
+def face_quality_crashed(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
+    """A photo that killed its worker process: no faces, as one that cannot be read."""
+    from iddetective.ingest.indexing import CRASHED
+
+    return [], [], CRASHED
+
+
 def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(boxes (faces, 4), sharpness per face (NaN: unknown), photos whose detection did not
     give the cached embeddings' face count), cached in bench/.cache/."""
@@ -589,7 +596,8 @@ def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, in
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     for done, (number, result) in enumerate(
-        map_in_processes(face_quality, faces.paths, workers), start=1
+        map_in_processes(face_quality, faces.paths, workers, crashed=face_quality_crashed),
+        start=1,
     ):
         found[number] = result
         if done % 500 == 0:
