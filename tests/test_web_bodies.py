@@ -166,7 +166,7 @@ def test_a_declared_size_over_the_limit_is_413_at_once(site: Site) -> None:
         status, body = read_answer(sock)
     assert status == 413 and spool.peak == 0
     error = body["error"]
-    assert error == {  # type: ignore[comparison-overlap]
+    assert error == {
         "code": "too_large",
         "message": f"the request body declares {int(GIGABYTE):,} bytes, over this server's "
         f"limit of {LIMIT + ENVELOPE:,} bytes (uploads may be {LIMIT:,} bytes)",
@@ -198,7 +198,7 @@ def test_a_streamed_body_is_cut_off_at_the_limit(site: Site) -> None:
             pass  # the server answered and stopped reading
         status, body = read_answer(sock)
     assert status == 413, body
-    assert body["error"] == {  # type: ignore[index]
+    assert body["error"] == {
         "code": "too_large",
         "message": f"the request body is over this server's limit of {LIMIT + ENVELOPE:,} "
         f"bytes (uploads may be {LIMIT:,} bytes)",
