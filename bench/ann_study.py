@@ -245,10 +245,12 @@ def build_faiss(build: Build, gallery: np.ndarray) -> faiss.Index:
             faiss.extract_index_ivf(index).cp.spherical = True
     else:
         index = faiss.index_factory(DIM, f"HNSW{spec['M']},{spec['codec']}", metric)
+        assert isinstance(index, faiss.IndexHNSW)  # index_factory hands back the concrete class
         index.hnsw.efConstruction = spec.get("efConstruction", 40)
     if "PQ" in spec["codec"]:  # index_factory turns on (slow) polysemous training for PQ
-        codes = index.storage if build.kind == "hnsw" else index
-        faiss.downcast_index(codes).do_polysemous_training = False
+        codes = index.storage if isinstance(index, faiss.IndexHNSW) else index
+        # faiss's stub lacks IndexPQ's and IndexIVFPQ's do_polysemous_training
+        faiss.downcast_index(codes).do_polysemous_training = False  # type: ignore[attr-defined]
     rng = np.random.default_rng(SEED)
     sample = gallery[np.sort(rng.choice(len(gallery), min(len(gallery), TRAIN_SAMPLE), False))]
     index.train(sample)
@@ -290,13 +292,14 @@ def load_or_build(build: Build, gallery: np.ndarray, key: str) -> tuple[Any, flo
             return UsearchIndex.restore(str(path)), seconds
         return faiss.read_index(str(path)), seconds
     started = time.perf_counter()
-    index = (
-        build_usearch(build, gallery) if build.kind == "usearch" else build_faiss(build, gallery)
-    )
-    seconds = time.perf_counter() - started
+    index: Any
     if build.kind == "usearch":
+        index = build_usearch(build, gallery)
+        seconds = time.perf_counter() - started
         index.save(str(path))
     else:
+        index = build_faiss(build, gallery)
+        seconds = time.perf_counter() - started
         faiss.write_index(index, str(path))
     meta.write_text(json.dumps({"build_seconds": seconds}))
     return index, seconds
@@ -387,10 +390,13 @@ class Searcher:
             return keys[np.isin(keys, allowed)][:k]
         faiss.omp_set_num_threads(1)
         selector = faiss.IDSelectorBatch(allowed)  # must outlive the search call
+        params: faiss.SearchParameters
         if self.build.kind == "ivf":
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.params["nprobe"])
-        else:
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.params["ef"])
+            params = faiss.SearchParametersIVF()
+            params.sel, params.nprobe = selector, self.params["nprobe"]
+        else:  # faiss's stub lacks SearchParametersHNSW
+            hnsw_params = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
+            params = hnsw_params(sel=selector, efSearch=self.params["ef"])
         _, ids = self.index.search(query.reshape(1, -1), k, params=params)
         del selector
         return ids[0][ids[0] >= 0]

@@ -539,11 +539,6 @@ def incremental_table(faces: FaceSet, rows: Sequence[IncrementalRow]) -> str:
 
 
 # -- quality bar ---------------------------------------------------------------------------------
-def _quality_crashed(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
-    """What `face_quality` gives a photo that killed its worker: no face, and why."""
-    return [], [], f"{path}: the worker analysing it crashed"
-
-
 def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
     """Boxes (upright pixels) and sharpness of every face of a photo, largest first, as
     `FacePipeline.analyse_image` computes them, without embedding (runs in a worker)."""
@@ -571,6 +566,13 @@ def face_quality(path: str) -> tuple[list[tuple[int, int, int, int]], list[float
     )
 
 
+def face_quality_crashed(path: str) -> tuple[list[tuple[int, int, int, int]], list[float], str]:
+    """A photo that killed its worker process: no faces, as one that cannot be read."""
+    from iddetective.ingest.indexing import CRASHED
+
+    return [], [], CRASHED
+
+
 def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(boxes (faces, 4), sharpness per face (NaN: unknown), photos whose detection did not
     give the cached embeddings' face count), cached in bench/.cache/."""
@@ -590,7 +592,8 @@ def quality_of(faces: FaceSet, workers: int) -> tuple[np.ndarray, np.ndarray, in
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     for done, (number, result) in enumerate(
-        map_in_processes(face_quality, faces.paths, workers, crashed=_quality_crashed), start=1
+        map_in_processes(face_quality, faces.paths, workers, crashed=face_quality_crashed),
+        start=1,
     ):
         found[number] = result
         if done % 500 == 0:

@@ -70,6 +70,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import faker
 import numpy as np
@@ -539,20 +540,23 @@ def source_matches(db: sqlite3.Connection, fragments: list[Fragment]) -> str:
 # -- measuring -------------------------------------------------------------------------------
 
 
+Answer = TypeVar("Answer")
+
+
 @dataclass
-class Runs:
-    """Per-fragment milliseconds and result counts of one method."""
+class Runs(Generic[Answer]):
+    """Per-fragment milliseconds and result counts of one method (and its answers)."""
 
     ms: list[float] = field(default_factory=list)
     first_ms: list[float] = field(default_factory=list)
     results: list[int] = field(default_factory=list)
-    answers: list[Sequence[object]] = field(default_factory=list)
+    answers: list[Sequence[Answer]] = field(default_factory=list)
 
 
 def measure(
-    call: Callable[[str], Sequence[object]], fragments: list[Fragment], warm_all: bool
-) -> Runs:
-    runs = Runs()
+    call: Callable[[str], Sequence[Answer]], fragments: list[Fragment], warm_all: bool
+) -> Runs[Answer]:
+    runs: Runs[Answer] = Runs()
     warm = fragments if warm_all else fragments[:3]
     for f in warm:
         started = time.perf_counter()
@@ -569,7 +573,8 @@ def measure(
 
 def stats(values: Sequence[float]) -> tuple[float, float, float]:
     a = np.asarray(values)
-    return tuple(float(np.percentile(a, q)) for q in (50, 95, 99))  # type: ignore[return-value]
+    p50, p95, p99 = (float(np.percentile(a, q)) for q in (50, 95, 99))
+    return p50, p95, p99
 
 
 def groups(fragments: list[Fragment]) -> list[tuple[str, list[int]]]:
@@ -586,7 +591,7 @@ HEADER = (
 
 
 def table_rows(
-    name: str, runs: Runs, fragments: list[Fragment], share: Callable[[list[int]], str]
+    name: str, runs: Runs[Answer], fragments: list[Fragment], share: Callable[[list[int]], str]
 ) -> list[str]:
     lines = []
     for label, idx in groups(fragments):
@@ -650,12 +655,14 @@ def exhaustive(db: sqlite3.Connection, text: str) -> list[FoundPerson]:
     return best(rows, names_of(db, {r[0] for r in rows}))
 
 
-def exactness(db: sqlite3.Connection, fragments: list[Fragment], ours: Runs) -> str:
+def exactness(
+    db: sqlite3.Connection, fragments: list[Fragment], ours: Runs[FoundPerson]
+) -> str:
     """How many of ours' answers have the exhaustive ranking's ranks (and people, order)."""
     same = ranks = 0
     for f, mine in zip(fragments, ours.answers, strict=True):
         ref = [(x.person.id, x.rank) for x in exhaustive(db, f.text)]
-        got = [(x.person.id, x.rank) for x in mine]  # type: ignore[attr-defined]
+        got = [(x.person.id, x.rank) for x in mine]
         same += got == ref
         ranks += [r for _, r in got] == [r for _, r in ref]
     n = len(fragments)
@@ -703,7 +710,9 @@ def time_upserts(path: Path, count: int, seed: int) -> tuple[list[float], str]:
     return ms, check
 
 
-def profile(store: SqliteStore, people: int, fragments: list[Fragment], ours: Runs) -> str:
+def profile(
+    store: SqliteStore, people: int, fragments: list[Fragment], ours: Runs[FoundPerson]
+) -> str:
     """Ours' time taken apart: each rank tier's FTS5 query, and the name lookup."""
     db = store._db
     tier_ms = [[0.0] * len(fragments) for _ in _TIERS]
@@ -730,8 +739,8 @@ def profile(store: SqliteStore, people: int, fragments: list[Fragment], ours: Ru
                 queries[n] += 1
                 want -= len(rows)
                 ids |= {r[0] for r in rows}
-        started = time.perf_counter()
-        store._names(ids)
+        started = time.perf_counter()  # the names of the matches, as SqliteStore.find reads them
+        store._rows_in("SELECT id, name FROM person WHERE id IN ({marks})", ids)
         names_ms[n] = (time.perf_counter() - started) * 1e3
 
     def cell(values: Sequence[float], idx: list[int]) -> str:
@@ -775,7 +784,7 @@ def run(args: argparse.Namespace) -> str:
     # recall-like: which share of ours' people the LIKE predicate matches at all
     found_by_like: list[tuple[int, int]] = []
     for f, found in zip(fragments, ours.answers, strict=True):
-        ids = [x.person.id for x in found]  # type: ignore[attr-defined]
+        ids = [x.person.id for x in found]
         found_by_like.append((like_matches(db, f.text, ids), len(ids)))
 
     def share(idx: list[int]) -> str:

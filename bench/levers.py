@@ -294,7 +294,23 @@ class Detected:
 
     def __init__(self) -> None:
         with np.load(Paths.cache / "detect.npz") as d:
-            self.__dict__.update({k: d[k] for k in d.files})
+            # per photo
+            self.paths: np.ndarray = d["paths"]
+            self.chosen: np.ndarray = d["chosen"]  # a face of the photo's, -1 if none
+            self.largest: np.ndarray = d["largest"]
+            self.central: np.ndarray = d["central"]
+            self.nfaces: np.ndarray = d["nfaces"]
+            self.fallback: np.ndarray = d["fallback"]
+            self.size: np.ndarray = d["size"]
+            # per face
+            self.face_photo: np.ndarray = d["face_photo"]
+            self.face_box: np.ndarray = d["face_box"]
+            self.face_lm5: np.ndarray = d["face_lm5"]
+            self.face_lm68: np.ndarray = d["face_lm68"]
+            # mean seconds per photo (detection) and per face (landmarks)
+            self.sec_detect: np.ndarray = d["sec_detect"]
+            self.sec_lm5: np.ndarray = d["sec_lm5"]
+            self.sec_lm68: np.ndarray = d["sec_lm68"]
         self.first: dict[int, int] = {}
         for row, photo in enumerate(self.face_photo):
             self.first.setdefault(int(photo), row)
@@ -340,7 +356,9 @@ def run_pass(
         count += 1
         if step % 500 == 0:
             progress(f"  {name} {step}/{len(todo)} {time.perf_counter() - start:.0f}s")
-    np.savez(target, **out, **{f"sec_{k}": seconds[k] / max(count, 1) for k in keys}, faces=count)
+    mean_seconds = {f"sec_{k}": seconds[k] / max(count, 1) for k in keys}
+    # allow_pickle (the default) named: mypy then knows no ** entry can be it
+    np.savez(target, **out, **mean_seconds, faces=count, allow_pickle=True)
     progress(f"{name}: {count} faces, {time.perf_counter() - start:.0f}s")
 
 
@@ -627,7 +645,7 @@ def stage_errors(det: Detected, a: np.ndarray, b: np.ndarray, same: np.ndarray) 
     others = {}
     for label, names in (("68-pt", ("lm68",)), ("flip+68", ("lm68", "mirror68"))):
         if have(*names):
-            raw = sum(load_vec(n)[0] for n in names)
+            raw = np.sum([load_vec(n)[0] for n in names], axis=0)
             ov = distances.prepare(raw)
             od = np.linalg.norm(ov[a] - ov[b], axis=1)
             others[label] = fold_verdicts(od, same)[0]

@@ -71,7 +71,7 @@ LATENCY_QUERIES = 200
 BATCH = 256
 THROUGHPUT_QUERIES = 512
 EXACT_RECALL_QUERIES = 256
-NPROBES = (192, 256, 128)
+NPROBES: tuple[int, ...] = (192, 256, 128)
 PLANTED = 300
 PLANT_RADIUS = 0.2
 
@@ -323,18 +323,14 @@ def ivf_rows(index: IvfIndex, seconds: float, data: Data, key: str, size: int) -
     for nprobe in NPROBES:
         index.nprobe = nprobe
         faiss.omp_set_num_threads(1)
-        times = timed(
-            lambda i, index=index: index.range_search(q[i : i + 1], LATENCY_T), LATENCY_QUERIES, 20
-        )
+        times = timed(lambda i: index.range_search(q[i : i + 1], LATENCY_T), LATENCY_QUERIES, 20)
         started = time.perf_counter()
         for start in range(0, THROUGHPUT_QUERIES, BATCH):
             index.range_search(q[start : start + BATCH], LATENCY_T)
         qps = THROUGHPUT_QUERIES / (time.perf_counter() - started)
-        top1 = timed(lambda i, index=index: index.search(q[i : i + 1], 1), LATENCY_QUERIES, 20)
+        top1 = timed(lambda i: index.search(q[i : i + 1], 1), LATENCY_QUERIES, 20)
         tight = timed(
-            lambda i, index=index: index.range_search(q[i : i + 1], THRESHOLDS[0]),
-            LATENCY_QUERIES,
-            20,
+            lambda i: index.range_search(q[i : i + 1], THRESHOLDS[0]), LATENCY_QUERIES, 20
         )
         faiss.omp_set_num_threads(2)  # accuracy passes are not timed
         top = [

@@ -245,10 +245,12 @@ def load_pgvector(url: str, gallery: np.ndarray) -> tuple[PgvectorIndex, float, 
 
 
 def sizes_line(index: PgvectorIndex, size: int) -> str:
-    table, hnsw = index._db.execute(
+    sizes = index._db.execute(
         "SELECT pg_table_size(%s::regclass), pg_relation_size(%s::regclass)",
         (index.table, f"{index.table}_hnsw"),
     ).fetchone()
+    assert sizes is not None  # a SELECT without FROM: always one row
+    table, hnsw = sizes
     return f"table {table / size:.0f} B/face, HNSW index {hnsw / size:.0f} B/face"
 
 
@@ -303,9 +305,11 @@ def pgvector_rows(
             note=f"search(q, 1) p50 {np.median(top1):.2f} ms; recalls on {n} queries",
         )
         truth = search_bench.sub_truth(data.truth, n)
-        search_bench.fill_scores(
-            row, lambda t, wide=wide: [(i[d <= t], d[d <= t]) for i, d in wide], top, truth
-        )
+
+        def within(t: float, wide: list[search_bench.Answer] = wide) -> list[search_bench.Answer]:
+            return [(i[d <= t], d[d <= t]) for i, d in wide]
+
+        search_bench.fill_scores(row, within, top, truth)
         rows.append(row)
         print(search_bench.table_line(row), flush=True)
     return rows

@@ -144,6 +144,15 @@ def failure_reasons(catalogue: Catalogue) -> dict[str, str]:
     return {failure.path: failure.reason for failure in catalogue.failures()}
 
 
+def reasons_reported(report: IndexReport) -> dict[str, str]:
+    """The failures of an indexing run's report, reason by path (a failure always has one)."""
+    reasons: dict[str, str] = {}
+    for result in report.failed:
+        assert result.reason is not None, f"{result.path} failed without a reason"
+        reasons[result.path] = result.reason
+    return reasons
+
+
 @dataclass
 class World:
     """A catalogue holding one labelled photo from an earlier run, and a good photo for the next.
@@ -264,7 +273,7 @@ def test_bad_file_fails_with_its_reason_and_the_run_goes_on(
     make, words = BAD_FILES[case]
     bad = make(face, world.folder)
     report = world.index(bad, world.good)
-    reported = {result.path: result.reason for result in report.failed}
+    reported = reasons_reported(report)
     assert list(reported) == [str(bad)]
     assert failure_reasons(world.catalogue) == reported
     for word in words:
@@ -310,8 +319,8 @@ def test_cli_lists_every_failure_and_exits_3(world: World, face: Image.Image) ->
 
     listing = world.cli("failures")
     assert listing.exit_code == 0, listing.output
-    for path, reason in stored.items():
-        assert f"{path}: {reason}" in listing.stdout
+    for failed, reason in stored.items():
+        assert f"{failed}: {reason}" in listing.stdout
     after = world.snapshot()
     world.assert_good_stored(after)
     assert_only_added(world.before, after, photos=1, faces=1, unknown_faces=1, failed=4)
@@ -334,7 +343,7 @@ def test_stored_photo_whose_file_turns_corrupt_keeps_its_faces(
     world.good.write_bytes(whole[: len(whole) // 2])
     other = grey_jpeg(face, world.folder)
     report = world.index(world.good, other)
-    reported = {result.path: result.reason for result in report.failed}
+    reported = reasons_reported(report)
     assert list(reported) == [str(world.good)]
     assert "truncated" in reported[str(world.good)]
     assert (report.indexed, report.faces) == (1, 1)
@@ -531,7 +540,7 @@ def test_broken_symlink_in_a_folder_fails_saying_so(world: World) -> None:
     link = album / "dangling.jpg"
     link.symlink_to(target)
     report = world.index(album, world.good)
-    reported = {result.path: result.reason for result in report.failed}
+    reported = reasons_reported(report)
     assert list(reported) == [str(link)]
     assert failure_reasons(world.catalogue) == reported
     assert "broken symbolic link" in reported[str(link)]
@@ -662,7 +671,7 @@ def test_manifest_bad_rows_fail_naming_their_lines(world: World, face: Image.Ima
         "extra.jpg,Biden,Joe\n"
     )
     report = world.index(people=str(manifest))
-    reported = {result.path: result.reason for result in report.failed}
+    reported = reasons_reported(report)
     assert failure_reasons(world.catalogue) == reported
     assert set(reported) == {f"{manifest} line 3", f"{manifest} line 4"}
     assert "needs both a path and a person" in reported[f"{manifest} line 3"]

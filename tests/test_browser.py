@@ -314,11 +314,16 @@ def browser_tab(chromium: Path, url: str) -> Iterator[Tab]:
         try:
             context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
             tab = Tab(context.new_page())
-            tab.page.on(
-                "console",
-                lambda m: m.type == "error" and tab.note(f"console error: {m.text}"),
-            )
-            tab.page.on("pageerror", lambda e: tab.note(f"page error: {e.stack or e.message}"))
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    tab.note(f"console error: {message.text}")
+
+            def on_page_error(error: Error) -> None:
+                tab.note(f"page error: {error.stack or error.message}")
+
+            tab.page.on("console", on_console)
+            tab.page.on("pageerror", on_page_error)
             yield tab
             context.close()
         finally:

@@ -187,7 +187,8 @@ def test_search_restricted_to_people(photos: Path, tmp_path: Path) -> None:
         names = sorted(p.name for p in catalogue.people())
         query = str(sorted((photos / names[0]).iterdir())[0])
         everyone = catalogue.search_photo(query)
-        assert everyone.faces[0].matches[0].person.name == names[0]  # type: ignore[union-attr]
+        best = everyone.faces[0].matches[0].person
+        assert best is not None and best.name == names[0]
         others = catalogue.search_photo(query, people=names[1:])
         found = {m.person.name for m in others.faces[0].matches if m.person}
         assert found <= set(names[1:])

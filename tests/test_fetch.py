@@ -531,8 +531,9 @@ def test_fetch_many_yields_errors_beside_photos(server: TestServer) -> None:
     good, bad = server.url("/a.jpg"), server.url("/nothing")
     results = dict(Fetcher(settings()).fetch_many([good, bad], workers=2))
     assert results[good] == JPEG
-    assert isinstance(results[bad], FetchError)
-    assert results[bad].reason == "HTTP 404 Not Found"  # type: ignore[union-attr]
+    failed = results[bad]
+    assert isinstance(failed, FetchError)
+    assert failed.reason == "HTTP 404 Not Found"
 
 
 # --- https: the name is verified, the checked address is connected to -------------------------

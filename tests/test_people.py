@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iddetective.entities import Account, PersonRecord, Provenance
+from iddetective.entities import Account, FoundPerson, PersonRecord, Provenance
 from iddetective.errors import UsageError
 from iddetective.query.textfold import fold, search_forms
 from iddetective.store.migrations import MIGRATIONS
@@ -24,7 +24,7 @@ def add(store: SqliteStore, external_id: str, name: str, **details: object) -> s
     return person.id
 
 
-def names(found: list) -> list[str]:  # type: ignore[type-arg]
+def names(found: list[FoundPerson]) -> list[str]:
     return [f.person.name for f in found]
 
 

@@ -77,7 +77,7 @@ class Server:
 
     def host(self, **fields: object) -> Host:
         """The host of `hosts_file(**fields)`."""
-        return host_named(self.hosts_file(**fields), "local")
+        return host_named(self.hosts_file(extra="", name="local", **fields), "local")
 
 
 def _toml(value: object) -> str:

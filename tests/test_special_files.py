@@ -133,7 +133,8 @@ def test_a_fifo_on_the_command_line_fails_with_the_others(tmp_path: Path, good_p
     os.mkfifo(fifo)
     data = tmp_path / "data"
     with Rescuer([fifo]) as rescuer:
-        result = CliRunner().invoke(main, ["index", str(fifo), str(good_photo), "--data", data])
+        arguments = ["index", str(fifo), str(good_photo), "--data", str(data)]
+        result = CliRunner().invoke(main, arguments)
     assert not rescuer.rescued
     assert result.exit_code == 3, result.output
     assert f"failed: {fifo}: not a regular file: a named pipe (FIFO)" in result.stdout

@@ -27,6 +27,7 @@ from iddetective.entities import (
     FoundPerson,
     IndexedPhoto,
     KnownPhoto,
+    Outcome,
     PersonRecord,
     Provenance,
 )
@@ -70,7 +71,11 @@ def catalogue_opener(name: str, request: pytest.FixtureRequest, tmp_path: Path) 
         opened.append(store)
         return store
 
-    request.addfinalizer(lambda: [store.close() for store in opened])
+    def close_opened() -> None:
+        for store in opened:
+            store.close()
+
+    request.addfinalizer(close_opened)
     return open_catalogue
 
 
@@ -197,7 +202,7 @@ def test_a_changed_file_leaves_its_old_photo_behind_only_if_another_file_has_it(
 def test_forgetting_files_that_are_gone(store: Store, tmp_path: Path) -> None:
     kept, gone = tmp_path / "kept.jpg", tmp_path / "gone.jpg"
     kept.write_bytes(b"x")
-    outcomes = [
+    outcomes: list[Outcome] = [
         IndexedPhoto(FileStat(str(kept), 1, 1), "a" * 64, photo("k.jpg").analysis),
         IndexedPhoto(FileStat(str(gone), 1, 1), "b" * 64, photo("g.jpg").analysis),
         FailedPhoto(FileStat(str(tmp_path / "bad.jpg"), 1, 1), "truncated"),
@@ -756,7 +761,9 @@ def test_the_last_active_admin_key_is_never_revoked(opener: Opener) -> None:
     for thread in threads:
         thread.join()
     refused = [k for k, outcome in outcomes.items() if isinstance(outcome, LastAdminKey)]
-    assert len(refused) == 1 and store.key(refused[0]).active  # type: ignore[union-attr]
+    assert len(refused) == 1
+    kept = store.key(refused[0])
+    assert kept is not None and kept.active
     assert str(outcomes[refused[0]]).startswith(f"key {refused[0]} is the last active admin")
     with pytest.raises(LastAdminKey):
         store.revoke_key(refused[0])

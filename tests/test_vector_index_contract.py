@@ -7,7 +7,7 @@ passed as its `url` (as a catalogue passes its --db); each index there is a tabl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
@@ -19,6 +19,14 @@ from iddetective.vector_index.ivf import IvfIndex
 from iddetective.vector_index.pgvector import PgvectorIndex
 
 DIM = 128
+
+
+class IndexClass(Protocol):
+    """What these tests use of an index class: a new, empty index, and a saved one loaded."""
+
+    def __call__(self, dimension: int) -> VectorIndex: ...
+
+    def load(self, path: Path) -> tuple[VectorIndex, int]: ...
 
 
 #: Each registered index as the catalogue builds it, and the approximate ones with training
@@ -34,17 +42,18 @@ RECALL_MIN = 0.9
 
 
 @pytest.fixture(params=sorted(CONFIGURATIONS))
-def index_class(request: pytest.FixtureRequest) -> type:
+def index_class(request: pytest.FixtureRequest) -> IndexClass:
     name, knobs = CONFIGURATIONS[request.param]
-    chosen: type = resolve_class("vector_index", name)
+    chosen = resolve_class("vector_index", name)
     if name == "pgvector":  # the database comes with the index, never from the environment
         knobs = {**knobs, "url": request.getfixturevalue("postgres_url")}
     if name != "pgvector" and not knobs:
         return chosen
     opened: list[Any] = []
     request.addfinalizer(lambda: [index.close() for index in opened])
+    base: type[Any] = chosen  # typed as a class: mypy takes no plain variable as a base
 
-    class Configured(chosen):  # type: ignore[valid-type,misc]
+    class Configured(base):
         """The index with this configuration's knobs; every one the test opens (loads
         included) is closed at its end."""
 
@@ -58,12 +67,12 @@ def index_class(request: pytest.FixtureRequest) -> type:
     return Configured
 
 
-def approximate(index_class: type) -> bool:
+def approximate(index_class: IndexClass) -> bool:
     return bool(getattr(index_class, "approximate", False))
 
 
 def assert_found(
-    found_ids: np.ndarray, found_dist: np.ndarray, want_ids: np.ndarray, index_class: type
+    found_ids: np.ndarray, found_dist: np.ndarray, want_ids: np.ndarray, index_class: IndexClass
 ) -> None:
     """The exact answer from an exact index; from an approximate one, at least RECALL_MIN of
     it, each face at its exact distance (approximate indexes re-rank exactly), nearest first."""
@@ -88,7 +97,7 @@ def brute_force(
     return ids[order], dist[order]
 
 
-def filled(index_class: type, count: int = 500) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+def filled(index_class: IndexClass, count: int = 500) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     index: VectorIndex = index_class(DIM)
     ids = np.arange(10, 10 + count, dtype=np.int64) * 3
     vectors = unit_vectors(count)
@@ -96,13 +105,13 @@ def filled(index_class: type, count: int = 500) -> tuple[VectorIndex, np.ndarray
     return index, ids, vectors
 
 
-def test_satisfies_protocol(index_class: type) -> None:
+def test_satisfies_protocol(index_class: IndexClass) -> None:
     assert isinstance(index_class(DIM), VectorIndex)
     assert isinstance(index_class, PersistentIndex | CatalogueIndex)
 
 
 @pytest.mark.parametrize("index_class", ["ivf-trained", "pgvector-hnsw"], indirect=True)
-def test_approximate_configurations_take_their_approximate_path(index_class: type) -> None:
+def test_approximate_configurations_take_their_approximate_path(index_class: IndexClass) -> None:
     """The small thresholds do what they are for: searches of 500 vectors leave the exact
     scan (IVF trained, pgvector planning its HNSW index)."""
     assert approximate(index_class)
@@ -119,7 +128,7 @@ def test_approximate_configurations_take_their_approximate_path(index_class: typ
     assert "hnsw" in " ".join(row[0] for row in plan)
 
 
-def test_search_matches_brute_force(index_class: type) -> None:
+def test_search_matches_brute_force(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class)
     queries = unit_vectors(7, seed=1)
     hits = []
@@ -133,7 +142,7 @@ def test_search_matches_brute_force(index_class: type) -> None:
         assert hits == [10] * len(queries)
 
 
-def test_range_search_returns_everything_within_radius(index_class: type) -> None:
+def test_range_search_returns_everything_within_radius(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class)
     query = vectors[5] + 0.01
     radius = 1.3
@@ -146,7 +155,7 @@ def test_range_search_returns_everything_within_radius(index_class: type) -> Non
     assert np.all(np.diff(found.distances) >= 0)
 
 
-def test_filtered_search_equals_exact_filtered_scan(index_class: type) -> None:
+def test_filtered_search_equals_exact_filtered_scan(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class)
     rng = np.random.default_rng(2)
     allowed = rng.choice(ids, size=40, replace=False)
@@ -160,7 +169,7 @@ def test_filtered_search_equals_exact_filtered_scan(index_class: type) -> None:
         assert set(ranged.ids.tolist()) <= set(allowed.tolist())
 
 
-def test_k_larger_than_collection_and_empty_index(index_class: type) -> None:
+def test_k_larger_than_collection_and_empty_index(index_class: IndexClass) -> None:
     index, ids, _ = filled(index_class, count=5)
     found = index.search(unit_vectors(1), 50)[0]
     assert sorted(found.ids.tolist()) == sorted(ids.tolist())
@@ -170,14 +179,14 @@ def test_k_larger_than_collection_and_empty_index(index_class: type) -> None:
     assert len(empty.range_search(unit_vectors(1), 2.0)[0]) == 0
 
 
-def test_adding_nothing_changes_nothing(index_class: type) -> None:
+def test_adding_nothing_changes_nothing(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class, count=5)
     index.add(np.zeros(0, np.int64), np.zeros((0, DIM), np.float32))
     assert len(index) == 5
     assert index.search(vectors[:1], 1)[0].ids.tolist() == [ids[0]]
 
 
-def test_remove(index_class: type) -> None:
+def test_remove(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class, count=20)
     assert index.remove(ids[:5]) == 5
     assert index.remove(np.array([999_999])) == 0
@@ -186,7 +195,7 @@ def test_remove(index_class: type) -> None:
     assert not set(found.ids.tolist()) & set(ids[:5].tolist())
 
 
-def test_duplicate_ids_rejected(index_class: type) -> None:
+def test_duplicate_ids_rejected(index_class: IndexClass) -> None:
     index, ids, vectors = filled(index_class, count=5)
     with pytest.raises(IndexMismatch, match="already in the index"):
         index.add(ids[:1], vectors[:1])
@@ -195,7 +204,7 @@ def test_duplicate_ids_rejected(index_class: type) -> None:
     assert len(index) == 5
 
 
-def test_wrong_dimension_rejected(index_class: type) -> None:
+def test_wrong_dimension_rejected(index_class: IndexClass) -> None:
     index, _, _ = filled(index_class, count=5)
     with pytest.raises(IndexMismatch, match="dimension 128"):
         index.add(np.array([1]), np.zeros((1, 64), np.float32))
@@ -203,7 +212,7 @@ def test_wrong_dimension_rejected(index_class: type) -> None:
         index.search(np.zeros((1, 3), np.float32), 1)
 
 
-def test_persistence_and_epoch(index_class: type, tmp_path: Path) -> None:
+def test_persistence_and_epoch(index_class: IndexClass, tmp_path: Path) -> None:
     index, _, vectors = filled(index_class, count=50)
     path = tmp_path / "index.npz"
     index.save(path, epoch=7)
@@ -220,7 +229,7 @@ def saved_files(folder: Path) -> list[Path]:
 
 
 def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
-    index_class: type, tmp_path: Path
+    index_class: IndexClass, tmp_path: Path
 ) -> None:
     """Damage anywhere in a saved index never changes an answer: the file is refused."""
     index, _, vectors = filled(index_class, count=60)
@@ -244,7 +253,7 @@ def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
     assert index_class.load(path)[1] == 3  # the undamaged files still load
 
 
-def test_corrupt_file_is_reported(index_class: type, tmp_path: Path) -> None:
+def test_corrupt_file_is_reported(index_class: IndexClass, tmp_path: Path) -> None:
     index, _, _ = filled(index_class, count=50)
     path = tmp_path / "index.npz"
     index.save(path, epoch=1)

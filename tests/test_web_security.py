@@ -76,7 +76,8 @@ def test_the_last_active_admin_key_cannot_be_revoked_on_the_command_line(tmp_pat
     assert "is the last active admin key" in refused.output
     assert runner.invoke(main, ["keys", "revoke", search.id, "--data", str(data)]).exit_code == 0
     with Catalogue(data) as catalogue:
-        assert catalogue.store.key(admin.id).active  # type: ignore[union-attr]
+        kept = catalogue.store.key(admin.id)
+        assert kept is not None and kept.active
 
 
 # -- login and logout --------------------------------------------------------------------

@@ -34,9 +34,6 @@ class EmbeddedPostgres:
         """Run one of the server's programs as the server's OS user; errors show its output."""
         import subprocess
 
-        as_user: dict[str, object] = {}
-        if self.user is not None:
-            as_user = {"user": self.user, "group": self.user, "extra_groups": []}
         done = subprocess.run(
             [str(self.bin_dir / tool), *args],
             cwd=self.folder,
@@ -44,7 +41,9 @@ class EmbeddedPostgres:
             text=True,
             timeout=120,
             check=False,
-            **as_user,
+            user=self.user,  # None: this process's own user, group and supplementary groups
+            group=self.user,
+            extra_groups=None if self.user is None else [],
         )
         if done.returncode:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr or done.stdout}")
