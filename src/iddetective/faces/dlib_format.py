@@ -305,8 +305,8 @@ class _Stream:
     def take(self, count: int, what: str) -> bytes:
         if count > len(self.data) - self.offset:
             self.refuse(
-                f"the file ends {len(self.data) - self.offset} bytes into {what}, which needs "
-                f"{count} (truncated)"
+                f"truncated: {what} needs {count} bytes, the file has "
+                f"{len(self.data) - self.offset} left"
             )
         chunk = self.data[self.offset : self.offset + count]
         self.offset += count
