@@ -61,8 +61,17 @@ def test_the_installed_weights_read_as_anet_type() -> None:
     net = network()
     kinds = [type(layer) for layer in net.layers]
     counts = {kind: kinds.count(kind) for kind in set(kinds)}
-    assert counts == {Conv: 29, Affine: 29, Relu: 29, Tag: 18, AddPrev: 14, AvgPool: 5,
-                      Skip: 4, MaxPool: 1, FullyConnected: 1}  # fmt: skip
+    assert counts == {
+        Conv: 29,
+        Affine: 29,
+        Relu: 29,
+        Tag: 18,
+        AddPrev: 14,
+        AvgPool: 5,
+        Skip: 4,
+        MaxPool: 1,
+        FullyConnected: 1,
+    }
     assert net.input.size == (150, 150) and net.input.scale == 1 / 256
     np.testing.assert_allclose(net.input.mean_rgb, (122.782, 117.001, 104.298), rtol=1e-6)
     first = net.layers[0]
@@ -218,27 +227,45 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 @pytest.mark.faces
 def test_real_faces_give_dlibs_vectors(tmp_path: Path) -> None:
     """Every face HOG finds in the face_recognition set and 16 lfw_dev photos: the ONNX
-    embedder's landmarks are dlib's, its normalised vectors within 1e-4 of dlib's; the
-    chips of all photos embedded in one batch give the same vectors."""
-    photos = read_labels(require_set("face_recognition")) + read_labels(require_set("lfw_dev"))[:16]
+    embedder's landmarks are dlib's, its normalised vectors within 1e-4 of dlib's; all the
+    photos embedded in one batch (`embed_photos`) give the same vectors and landmarks."""
+    rows = read_labels(require_set("face_recognition")) + read_labels(require_set("lfw_dev"))[:16]
     dlib_embedder, ours = DlibResnetEmbedder(), OnnxResnetEmbedder(cache_dir=tmp_path)
     detector = HogDetector()
-    theirs_all, ours_all, chips_all = [], [], []
-    for row in photos:
+    photos: list[tuple[np.ndarray, list[Box]]] = []
+    theirs_all, ours_all = [], []
+    for row in rows:
         pixels = decode_image(Path(row.path).read_bytes(), row.path, MAX_SIDE).pixels
-        boxes: list[Box] = [d.box for d in detector.detect(pixels, 1)]
-        if not boxes:
-            continue
+        boxes = [d.box for d in detector.detect(pixels, 1)]
+        photos.append((pixels, boxes))
         theirs, their_marks = dlib_embedder.embed(pixels, boxes, 0)
         vectors, marks = ours.embed(pixels, boxes, 0)
         assert marks == their_marks, row.path
         assert vectors.dtype == np.float32 and vectors.shape == theirs.shape
         theirs_all.append(theirs)
         ours_all.append(vectors)
-        chips_all.append(ours.chips(pixels, boxes)[0])
     theirs, vectors = np.concatenate(theirs_all), np.concatenate(ours_all)
     assert len(vectors) >= MIN_FACES, f"only {len(vectors)} faces found"
     difference = np.abs(normalised(vectors) - normalised(theirs)).max()
     assert difference <= 1e-4, f"max difference {difference:.3g} over {len(vectors)} faces"
-    batched = ours.embed_chips(np.concatenate(chips_all))
-    np.testing.assert_allclose(batched, vectors, atol=1e-6)
+    batched = ours.embed_photos(photos)
+    assert [len(v) for v, _ in batched] == [len(boxes) for _, boxes in photos]
+    np.testing.assert_allclose(np.concatenate([v for v, _ in batched]), vectors, atol=1e-6)
+    assert [m for _, marks in batched for m in marks] == [
+        m for pixels, boxes in photos for m in ours.embed(pixels, boxes, 0)[1]
+    ]
+
+
+@pytest.mark.faces
+def test_jittered_descriptors_stay_near_the_plain_one(tmp_path: Path) -> None:
+    folder = require_set("face_recognition")
+    pixels = decode_image((folder / "images/obama/obama.jpg").read_bytes(), "obama", MAX_SIDE)
+    boxes = [d.box for d in HogDetector().detect(pixels.pixels, 1)]
+    embedder = OnnxResnetEmbedder(cache_dir=tmp_path)
+    chips, _ = embedder.chips(pixels.pixels, boxes)
+    plain = normalised(embedder.embed_chips(chips))
+    jittered = embedder.embed_chips(chips, jitters=4)
+    assert jittered.shape == plain.shape and jittered.dtype == np.float32
+    once = embedder.embed_chips(chips, jitters=1)  # dlib too: 1 jitter is the plain pass
+    np.testing.assert_array_equal(once, embedder.embed_chips(chips))
+    assert float(np.min(np.sum(normalised(jittered) * plain, axis=1))) > 0.9

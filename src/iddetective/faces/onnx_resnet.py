@@ -484,6 +484,24 @@ class OnnxResnetEmbedder:
         chips, landmarks = self.chips(image, boxes)
         return self.embed_chips(chips, jitters), landmarks
 
+    def embed_photos(
+        self, photos: Sequence[tuple[np.ndarray, Sequence[Box]]], jitters: int = 0
+    ) -> list[tuple[np.ndarray, list[Landmarks]]]:
+        """`embed` of each (image, boxes) of several photos, all their chips in one batch."""
+        cut = [self.chips(image, boxes) if boxes else None for image, boxes in photos]
+        found = [item[0] for item in cut if item is not None]
+        vectors = self.embed_chips(np.concatenate(found), jitters) if found else None
+        answers: list[tuple[np.ndarray, list[Landmarks]]] = []
+        at = 0
+        for item in cut:
+            if item is None:
+                answers.append((np.zeros((0, self.dimension), np.float32), []))
+                continue
+            assert vectors is not None
+            answers.append((vectors[at : at + len(item[0])], item[1]))
+            at += len(item[0])
+        return answers
+
     def chips(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, list[Landmarks]]:
         """The aligned 150 x 150 chips of the faces in `boxes` (N x 150 x 150 x 3 uint8, as
         dlib's descriptor takes them) and the landmarks that aligned them."""
