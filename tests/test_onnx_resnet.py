@@ -5,10 +5,12 @@ graph deterministic and cached, the vectors dlib's on real faces."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import face_recognition_models as models
 import numpy as np
+import onnxruntime
 import pytest
 
 from iddetective.entities import Box
@@ -173,7 +175,14 @@ def test_the_checked_graph_is_cached_and_not_rebuilt(
     assert not second.built and second.onnx == first.onnx
     assert second.max_difference == first.max_difference
 
-    # A damaged cached graph is not trusted: it is built again (and the same).
+    # A record from another ONNX Runtime is checked again; a damaged graph is not trusted:
+    # both are built again (and the same).
+    record_path = first.path.with_suffix(".json")
+    record = json.loads(record_path.read_text())
+    assert record["onnxruntime_version"] == onnxruntime.__version__
+    record_path.write_text(json.dumps({**record, "onnxruntime_version": "0.1"}))
+    assert load_or_build(WEIGHTS, tmp_path).built
+    assert json.loads(record_path.read_text()) == record
     damaged = bytearray(first.path.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     first.path.write_bytes(bytes(damaged))
@@ -212,6 +221,18 @@ def test_the_check_chips_agree_with_dlib(tmp_path: Path) -> None:
     floats = embedder.embed_chips(chips.astype(np.float32))
     np.testing.assert_array_equal(ours, floats)
     assert ours.shape == (5, 128) and ours.dtype == np.float32
+
+
+def test_no_faces_give_no_chips_and_no_vectors() -> None:
+    embedder = OnnxResnetEmbedder()
+    image = np.zeros((80, 60, 3), np.uint8)
+    chips, landmarks = embedder.chips(image, [])
+    assert chips.shape == (0, 150, 150, 3) and landmarks == []
+    vectors, landmarks = embedder.embed(image, [], 0)
+    assert vectors.shape == (0, 128) and landmarks == []
+    answers = embedder.embed_photos([(image, []), (image, [])])
+    assert [(vectors.shape, marks) for vectors, marks in answers] == [((0, 128), [])] * 2
+    assert "model" not in vars(embedder)  # nothing was built for no faces
 
 
 def test_the_embedder_refuses_no_threads() -> None:

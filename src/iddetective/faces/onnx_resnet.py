@@ -10,8 +10,9 @@ dlib-bin runs this network without BLAS; ONNX Runtime's convolutions are several
 faster per core, and a call embeds all its chips in one batch (bench/onnx_resnet.py).
 
 The built graph is cached as `<sha256 of the .dat>-b<BUILDER_VERSION>.onnx` in a directory
-the caller names, with a record of its own SHA-256 and the check it passed; a cached graph
-whose bytes or record do not agree is built again, not trusted.
+the caller names, with a record (`.json` beside it) of its own SHA-256, the ONNX Runtime that
+ran the check and the difference found; a cached graph whose bytes or record do not agree
+(another runtime version included) is built and checked again, not trusted.
 """
 
 from __future__ import annotations
@@ -359,6 +360,8 @@ def _cached(cache_path: Path, digest: str) -> BuiltModel | None:
     intact = (
         record.get("weights_sha256") == digest
         and record.get("builder_version") == BUILDER_VERSION
+        # The check ran on one ONNX Runtime: another one's kernels are checked again.
+        and record.get("onnxruntime_version") == _runtime_version()
         and record.get("onnx_sha256") == hashlib.sha256(onnx_bytes).hexdigest()
         and isinstance(record.get("max_difference"), float)
         and record["max_difference"] <= TOLERANCE
@@ -368,12 +371,19 @@ def _cached(cache_path: Path, digest: str) -> BuiltModel | None:
     return BuiltModel(onnx_bytes, cache_path, digest, record["max_difference"], built=False)
 
 
+def _runtime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
 def _write_cache(cache_path: Path, onnx_bytes: bytes, digest: str, difference: float) -> None:
     """The graph, then its record, each written whole (a temporary file renamed): a reader
     sees no half-written file, and a graph without its record is not trusted."""
     record = {
         "weights_sha256": digest,
         "builder_version": BUILDER_VERSION,
+        "onnxruntime_version": _runtime_version(),
         "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         "max_difference": difference,
         "tolerance": TOLERANCE,
@@ -507,6 +517,8 @@ class OnnxResnetEmbedder:
         dlib's descriptor takes them) and the landmarks that aligned them."""
         import dlib
 
+        if not boxes:
+            return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8), []
         shapes = dlib.full_object_detections(
             [
                 self._predictor(image, dlib.rectangle(b.left, b.top, b.right, b.bottom))
