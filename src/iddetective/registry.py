@@ -24,7 +24,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dlib-hog": "iddetective.faces.pipeline:HogDetector",
         "dlib-cnn": "iddetective.faces.pipeline:CnnDetector",
     },
-    "embedder": {"dlib-resnet-v1": "iddetective.faces.pipeline:DlibResnetEmbedder"},
+    "embedder": {
+        "dlib-resnet-v1": "iddetective.faces.pipeline:DlibResnetEmbedder",
+        "dlib-resnet-v1-onnx": "iddetective.faces.onnx_resnet:OnnxResnetEmbedder",
+    },
     "store": {
         "sqlite": "iddetective.store.sqlite:SqliteStore",
         "postgresql": "iddetective.store.postgres:PostgresStore",
