@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
 import sys
 import time
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     for threads, embedder in embedders.items():
         methods[f"ONNX Runtime, {threads} thread{'s' if threads > 1 else ''}"] = (
-            lambda embedder=embedder: embedder.embed_chips(chips)
+            functools.partial(embedder.embed_chips, chips)
         )
     for embedder in embedders.values():
         embedder.embed_chips(chips[:2])  # build or load the graph, warm the session up
