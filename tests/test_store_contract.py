@@ -1140,13 +1140,16 @@ def test_postgresql_selects_and_finds_what_sqlite_does(
 
 
 def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
+    import psycopg
+
     from iddetective.store.postgres import PostgresStore
     from iddetective.store.postgres_migrations import MIGRATIONS, schema_version
 
     with pytest.raises(StoreError, match="needs migrating"):
         PostgresStore(postgres_url, readonly=True)
     store = PostgresStore(postgres_url)
-    assert schema_version(store._db) == len(MIGRATIONS)
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    assert schema_version(admin) == len(MIGRATIONS)
     store.save([photo("a.jpg", label="Ann")])
     store.close()
     again = PostgresStore(postgres_url)  # nothing to migrate: the data stays
@@ -1154,9 +1157,10 @@ def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
     assert reader.stats().faces == 1 and reader.find("ann", 1)[0].person.name == "Ann"
     with pytest.raises(StoreError, match="read-only"):
         reader.record_search("key", "text", 0)
-    again._db.execute("INSERT INTO schema_migrations VALUES (%s, now())", (len(MIGRATIONS) + 1,))
+    admin.execute("INSERT INTO schema_migrations VALUES (%s, now())", (len(MIGRATIONS) + 1,))
     with pytest.raises(StoreError, match="newer than this iddetective understands"):
         PostgresStore(postgres_url)
+    admin.close()
     again.close()
     reader.close()
 

@@ -1,5 +1,7 @@
-"""What the PostgreSQL store's modules share: the connection, its write transactions, and the
-conversions between PostgreSQL values and the catalogue's plain data.
+"""The SQL primitives of store/dialect.py over a PostgreSQL catalogue (`PostgresSql`): the
+connections, their write transactions, shared statements (written in SQLite's form) turned
+into PostgreSQL's (`to_postgres`), and the conversions between PostgreSQL values and the
+catalogue's plain data.
 
 Every write runs in one transaction that first takes a transaction-scoped advisory lock,
 where SQLite takes its one write lock: the exclusive one for anything that changes who is
@@ -14,15 +16,16 @@ batches take turns instead of deadlocking over rows; a save that still loses a d
 The connection survives a restart of the server: a statement outside a write transaction
 that finds its connection gone connects again (waiting for the server up to
 `RECONNECT_SECONDS`) and runs once more; a write transaction that loses its connection is
-run again whole by `_retrying` (saves), and otherwise fails with a `StoreError` that says
+run again whole by `repeatable_write` (saves), and otherwise fails with a `StoreError` that says
 whether the change was made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -39,13 +42,13 @@ from psycopg.types import TypeInfo
 
 from ..errors import StoreError
 from ..retrying import Backoff, retried
-from .dialect import Lock
+from .dialect import Lock, Row, Sql
 
 __all__ = [
     "NOCASE",
     "RECONNECT_SECONDS",
     "LostConnection",
-    "PostgresBase",
+    "PostgresSql",
     "configured",
     "connect_patiently",
     "is_lost",
@@ -54,6 +57,7 @@ __all__ = [
     "like_escape",
     "now",
     "once_more_if_lost",
+    "to_postgres",
     "vectors_of",
 ]
 
@@ -94,33 +98,40 @@ class VectorLoader(Loader):
         return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
 
 
-class PostgresBase:
-    """The connection and its transactions (a base of `PostgresStore` and its mixins)."""
+class PostgresSql(Sql):
+    """The SQL primitives over one PostgreSQL catalogue: each thread its own autocommit
+    connection, write transactions under advisory locks. Reads connect again after a server
+    restart (`_reconnecting`); other statements never run twice."""
 
-    #: The URL as given, password included: never shown.
-    _dsn: str
-    #: The URL without its password, for messages.
-    url: str
-    readonly: bool
-    #: Each thread's own connection (and whether it is inside `_write`), so that threads
-    #: never share a transaction nor wait for each other's statements.
-    _local: threading.local
-    _opened: list[Connection]
+    FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, dsn: str, url: str, *, readonly: bool) -> None:
+        #: The URL as given, password included: never shown.
+        self._dsn = dsn
+        #: The URL without its password, for messages.
+        self.url = url
+        self.readonly = readonly
+        #: Each thread's own connection (and whether it is inside `write`), so that threads
+        #: never share a transaction nor wait for each other's statements.
+        self._local = threading.local()
+        self._opened: list[Connection] = []
 
     # -- a connection per thread -------------------------------------------------------------
     @property
-    def _db(self) -> Connection:
+    def db(self) -> Connection:
         """This thread's connection, opened on its first statement."""
         db: Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = connect_patiently(self._dsn, self.url, self._configure)
-            self._db = db
+            self._use(db)
         return db
 
-    @_db.setter
-    def _db(self, db: Connection) -> None:
-        if not hasattr(self, "_local"):
-            self._local, self._opened = threading.local(), []
+    def adopt(self, db: Connection) -> None:
+        """Make `db` (just opened, autocommit) this thread's connection, set up as any."""
+        self._use(configured(db, self._configure))
+
+    def _use(self, db: Connection) -> None:
+        """Make `db` this thread's connection."""
         old: Connection | None = getattr(self._local, "db", None)
         self._local.db = db
         with _OPENED:
@@ -128,7 +139,7 @@ class PostgresBase:
 
     @property
     def _writing(self) -> bool:
-        """True inside `_write`: there, a lost connection fails the transaction (its
+        """True inside `write`: there, a lost connection fails the transaction (its
         statements must not run again on their own, outside it)."""
         return bool(getattr(self._local, "writing", False))
 
@@ -136,7 +147,7 @@ class PostgresBase:
     def _writing(self, value: bool) -> None:
         self._local.writing = value
 
-    def _close_all(self) -> None:
+    def close(self) -> None:
         """Close every thread's connection."""
         with _OPENED:
             opened, self._opened = self._opened, []
@@ -159,10 +170,10 @@ class PostgresBase:
         new connection if the server dropped this one (it restarted, or ended the session)."""
         if self._writing:
             return work()
-        lost = self._db
+        lost = self.db
 
         def reconnect() -> None:
-            if self._db is lost:  # else a statement inside `work` has connected again already
+            if self.db is lost:  # else a statement inside `work` has connected again already
                 self._reconnect()
 
         return once_more_if_lost(lost, work, reconnect)
@@ -170,12 +181,12 @@ class PostgresBase:
     def _reconnect(self) -> None:
         """Replace the lost connection, trying again with backoff while the server is down."""
         db = connect_patiently(self._dsn, self.url, self._configure)
-        self._db.close()
-        self._db = db  # in this thread; the others keep theirs
+        self.db.close()
+        self._use(db)  # in this thread; the others keep theirs
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
-    def _write(self, lock: Lock = "exclusive") -> Iterator[Connection]:
+    def write(self, lock: Lock = "exclusive") -> Iterator[Connection]:
         """One transaction holding the writer lock: `exclusive` for changes of who is who,
         `shared` for saves of photos, `none` for rows nothing else touches (audit, keys)."""
         if self.readonly:
@@ -186,10 +197,10 @@ class PostgresBase:
         committing = False
         try:
             with transaction:
-                yield self._db
+                yield self.db
                 committing = True
         except psycopg.OperationalError as error:
-            if not is_lost(self._db, error):
+            if not is_lost(self.db, error):
                 raise
             # A transaction whose connection died before COMMIT was rolled back by the
             # server; one that died during COMMIT may or may not have been committed.
@@ -203,22 +214,22 @@ class PostgresBase:
     def _begin(self, lock: Lock) -> ExitStack:
         """BEGIN, and take the writer lock; closing what it returns commits (or rolls back)."""
         with ExitStack() as transaction:
-            transaction.enter_context(self._db.transaction())
+            transaction.enter_context(self.db.transaction())
             if lock != "none":
                 mode = "_shared" if lock == "shared" else ""
-                self._db.execute(
+                self.db.execute(
                     f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", (LOCK_CLASS, WRITER_LOCK)
                 )
             return transaction.pop_all()
         raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
-    def _retrying(self, work: Callable[[], T], lock: Lock) -> T:
+    def repeatable_write(self, work: Callable[[], T], lock: Lock) -> T:
         """Run `work` in a write transaction, again from the start if it lost a deadlock or a
         serialisation conflict to another writer, or its connection (it must be safe to
         repeat: saves are)."""
 
         def written() -> T:
-            with self._write(lock):
+            with self.write(lock):
                 return work()
 
         try:
@@ -226,21 +237,77 @@ class PostgresBase:
         except (errors.DeadlockDetected, errors.SerializationFailure) as error:
             raise StoreError(f"cannot write {self.url}: {error}") from None
 
-    # -- reading -------------------------------------------------------------------------
-    def _all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        return self._reconnecting(lambda: self._db.execute(sql, params).fetchall())
+    def lock_keys(self, keys: Iterable[str]) -> None:
+        """Lock the keys (a batch's SHA-256s and paths) in the order of their hashes: savers
+        sharing one wait for each other here, before either holds a row the other needs."""
+        self.db.execute(
+            "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k) AS h "
+            "FROM unnest(%s::text[]) AS k ORDER BY h) AS hashes",
+            (PHOTO_LOCK_CLASS, sorted(set(keys))),
+        )
 
-    def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        return self._reconnecting(lambda: self._db.execute(sql, params).fetchone())
+    # -- expressions and values ------------------------------------------------------------
+    # Text columns are COLLATE "C" (postgres_migrations.py): lower() of them folds ASCII
+    # letters and no others, as NOCASE does, and sorts by code point, as SQLite does.
+    def nocase(self, column: str) -> str:
+        return f"lower({column})"
 
-    def _value(self, sql: str, params: Params = ()) -> Any:
+    def nocase_equals(self, column: str) -> str:
+        return f"lower({column}) = {NOCASE.replace('%s', '?')}"
+
+    def vector(self, embedding: np.ndarray) -> Any:
+        return np.asarray(embedding, dtype=np.float32)  # register_vector binds it as `vector`
+
+    def time(self, value: Any) -> str:
+        return iso(value)
+
+    # -- statements in SQLite's form (store/dialect.py) -----------------------------------
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.all(to_postgres(sql), tuple(params))
+
+    def rows_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> list[Row]:
+        return self.all(to_postgres(sql), (*before, list(values)))
+
+    def dict_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self._dicts(to_postgres(sql), tuple(params))
+
+    def vector_rows(
+        self, sql: str, params: Sequence[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._binary(to_postgres(sql), tuple(params))
+        return rows, vectors_of(rows, column)
+
+    def vector_rows_in(
+        self, sql: str, values: Iterable[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._binary(to_postgres(sql), (list(values),))
+        return rows, vectors_of(rows, column)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.db.execute(to_postgres(sql), tuple(params)).rowcount
+
+    def execute_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> int:
+        return self.db.execute(to_postgres(sql), (*before, list(values))).rowcount
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        with self.db.cursor() as cursor:
+            cursor.executemany(to_postgres(sql), rows)
+            # psycopg adds up the rows of every statement of an executemany.
+            return max(cursor.rowcount, 0)
+
+    # -- statements in PostgreSQL's form ----------------------------------------------------
+    def all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of a statement written for PostgreSQL (`%s` or `%(name)s` parameters)."""
+        return self._reconnecting(lambda: self.db.execute(sql, params).fetchall())
+
+    def value(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
-        row = self._one(sql, params)
+        row = self._reconnecting(lambda: self.db.execute(sql, params).fetchone())
         return row[0] if row else None
 
     def _dicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         def fetch() -> list[dict[str, Any]]:
-            with self._db.cursor(row_factory=dict_row) as cursor:
+            with self.db.cursor(row_factory=dict_row) as cursor:
                 return cursor.execute(sql, params).fetchall()
 
         return self._reconnecting(fetch)
@@ -249,13 +316,26 @@ class PostgresBase:
         """Rows fetched in binary form: `vector` columns arrive as numpy arrays."""
 
         def fetch() -> list[tuple[Any, ...]]:
-            with self._db.cursor(binary=True) as cursor:
+            with self.db.cursor(binary=True) as cursor:
                 return cursor.execute(sql, params).fetchall()
 
         return self._reconnecting(fetch)
 
-    def _bump_epoch(self) -> None:
-        self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
+    # -- the database itself ---------------------------------------------------------------
+    def compact(self) -> None:
+        # Deleted rows stay in their pages, marked dead, until the table is rewritten; the
+        # write-ahead log keeps them until a checkpoint recycles it (backups and replicas are
+        # the operator's to age out: docs/scaling.md).
+        vacuum = f"VACUUM (FULL, ANALYZE) {', '.join(_TABLES)}"
+        self._reconnecting(lambda: self.db.execute(vacuum))
+        # Only superusers and pg_checkpoint members may; the server checkpoints on its own.
+        with contextlib.suppress(errors.InsufficientPrivilege):
+            self._reconnecting(lambda: self.db.execute("CHECKPOINT"))
+
+    def engine_problems(self) -> list[str]:
+        """None to find from here: PostgreSQL checks its own pages (data checksums, amcheck)
+        and the schema enforces what SQLite's foreign key check looks for."""
+        return []
 
 
 class LostConnection(StoreError):
@@ -347,3 +427,34 @@ def iso_or_none(value: datetime | None) -> str | None:
 def like_escape(text: str) -> str:
     """`text` matched literally inside a LIKE pattern (backslash is LIKE's escape)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def to_postgres(sql: str) -> str:
+    """A statement in SQLite's form (`?` placeholders, `IN ({marks})` lists) in PostgreSQL's
+    (`%s`, `= ANY(%s)` with the list as one array parameter)."""
+    return sql.replace("%", "%%").replace("IN ({marks})", "= ANY(?)").replace("?", "%s")
+
+
+#: Every table of the catalogue, rewritten by `compact`.
+_TABLES = (
+    "person",
+    "alias",
+    "account",
+    "list",
+    "list_member",
+    "relation",
+    "person_text",
+    "photo",
+    "photo_file",
+    "face",
+    "face_cluster",
+    "face_rejection",
+    "failure",
+    "optout",
+    "erased_label",
+    "erase_secret",
+    "audit",
+    "edit",
+    "api_key",
+    "meta",
+)
