@@ -20,7 +20,7 @@ from ..errors import StoreError
 from ..urls import masked_url
 from .dialect import check_version
 from .postgres_migrations import MIGRATIONS, migrate, schema_version
-from .postgres_sql import PostgresSql
+from .postgres_sql import POOL_SIZE, PoolSize, PostgresSql, vector_oid
 from .postgres_text import PostgresText
 from .sql_store import SqlStore
 
@@ -28,25 +28,23 @@ __all__ = ["PostgresStore"]
 
 
 class PostgresStore(SqlStore):
-    """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it)."""
+    """`Store` over one PostgreSQL database (pgvector and pg_trgm installed in it), on a pool
+    of at least `pool[0]` and at most `pool[1]` connections."""
 
     sql: PostgresSql
     text: PostgresText
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
+    def __init__(self, url: str, *, readonly: bool = False, pool: PoolSize = POOL_SIZE) -> None:
         self.url = masked_url(str(url))
         self.readonly = readonly
         try:
             db = psycopg.connect(str(url), autocommit=True)
         except psycopg.Error as error:
             raise StoreError(f"cannot connect to {self.url}: {error}") from None
-        sql = PostgresSql(str(url), self.url, readonly=readonly)
-        super().__init__(sql, PostgresText(sql))
-        try:
+        with db:  # migrated and checked on a connection of its own, before the pool opens any
             if not readonly:
                 migrate(db, self.url)
             check_version(schema_version(db), len(MIGRATIONS), self.url)
-            sql.adopt(db)
-        except BaseException:
-            db.close()
-            raise
+            vector_oid(db, self.url)
+        sql = PostgresSql(str(url), self.url, readonly=readonly, pool=pool)
+        super().__init__(sql, PostgresText(sql))
