@@ -196,10 +196,6 @@ class PostgresSql(Sql):
             f"{self._pool.max_size} were in use"
         )
 
-    def _give_back(self, db: Connection) -> None:
-        """Return a borrowed connection; the pool replaces it if it is broken."""
-        self._pool.putconn(db)
-
     def _on_connection(self, work: Callable[[Connection], T]) -> T:
         """`work(db)` on this thread's write transaction's connection, or on a borrowed one
         (statements that must not run twice: nothing is tried again)."""
@@ -210,7 +206,7 @@ class PostgresSql(Sql):
         try:
             return work(db)
         finally:
-            self._give_back(db)
+            self._pool.putconn(db)
 
     def _again_if_lost(self, work: Callable[[Connection], T]) -> T:
         """`work(db)` (statements outside a transaction, safe to repeat: reads), and once more
@@ -219,7 +215,7 @@ class PostgresSql(Sql):
         if getattr(self._local, "db", None) is not None:
             return self._on_connection(work)
         db, done = self._borrowed(work)
-        self._give_back(db)
+        self._pool.putconn(db)
         return done
 
     def _borrowed(self, work: Callable[[Connection], T]) -> tuple[Connection, T]:
@@ -229,18 +225,18 @@ class PostgresSql(Sql):
         try:
             return db, work(db)
         except psycopg.OperationalError as error:
-            self._give_back(db)
+            self._pool.putconn(db)
             if not is_lost(db, error):
                 raise
         except BaseException:
-            self._give_back(db)
+            self._pool.putconn(db)
             raise
         self._pool.check()  # a restart ended them all: the idle ones are replaced too
         db = self._borrow()
         try:
             return db, work(db)
         except BaseException:
-            self._give_back(db)
+            self._pool.putconn(db)
             raise
 
     # -- writing -----------------------------------------------------------------------------
@@ -276,7 +272,7 @@ class PostgresSql(Sql):
                 ) from None
             finally:
                 self._local.db = None
-                self._give_back(db)
+                self._pool.putconn(db)
 
     def _begin(self, db: Connection, lock: Lock) -> ExitStack:
         """BEGIN, and take the writer lock; closing what it returns commits (or rolls back)."""
