@@ -740,7 +740,7 @@ def profile(
                 want -= len(rows)
                 ids |= {r[0] for r in rows}
         started = time.perf_counter()  # the names of the matches, as SqliteStore.find reads them
-        store._rows_in("SELECT id, name FROM person WHERE id IN ({marks})", ids)
+        store.sql.rows_in("SELECT id, name FROM person WHERE id IN ({marks})", ids)
         names_ms[n] = (time.perf_counter() - started) * 1e3
 
     def cell(values: Sequence[float], idx: list[int]) -> str:

@@ -145,7 +145,7 @@ def test_short_fragments_are_found_without_the_trigram_index(store: SqliteStore)
 
 
 def test_people_named_by_labels_are_findable(store: SqliteStore) -> None:
-    with store._write():
+    with store.sql.write():
         store._person_for_label("Ёлка Ёлкина", Provenance("x.jpg"))
     assert names(store.find("elkina", 5)) == ["Ёлка Ёлкина"]
 

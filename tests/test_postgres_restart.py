@@ -168,7 +168,7 @@ def test_a_store_reads_and_writes_on_after_a_restart(
         assert again_ids.tolist() == ids.tolist() and again.dtype == np.float32
         np.testing.assert_array_equal(again, vectors)
         assert reader.stats().photos == 1
-        assert reader._value("SHOW default_transaction_read_only") == "on"
+        assert reader.sql.value("SHOW default_transaction_read_only") == "on"
         assert [n.ids[0] for n in index.search(vectors, 1)] == ids.tolist()  # search, too
 
         # A write whose connection is gone before it begins connects again, then writes.
@@ -308,7 +308,7 @@ def test_restart_postgresql_during_a_run_the_run_completes(
     store = PostgresStore(url, readonly=True)
     records = [store.file_record(path) for path in paths]
     stats, failures = store.stats(), store.failures()
-    counted = store._value("SELECT sum(face_count) FROM photo")
+    counted = store.sql.value("SELECT sum(face_count) FROM photo")
     store.close()
     assert not failures
     assert all(record is not None and record.sha256 for record in records), records

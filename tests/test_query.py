@@ -166,7 +166,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[SqliteStore, li
     for _ in range(40):
         a, b = rng.sample(people, 2)
         store.add_relation(a.id, b.id, rng.choice(KINDS))
-    with store._write() as db:
+    with store.sql.write() as db:
         db.execute(
             "INSERT INTO photo (sha256, width, height, face_count, ingested_at) "
             "VALUES ('x', 1, 1, 1, 'now')"

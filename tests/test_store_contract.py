@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +33,14 @@ from iddetective.entities import (
     PersonRecord,
     Provenance,
 )
-from iddetective.errors import AmbiguousPerson, LastAdminKey, NotFound, StoreError, UsageError
+from iddetective.errors import (
+    AmbiguousPerson,
+    LastAdminKey,
+    NotFound,
+    StoreBusy,
+    StoreError,
+    UsageError,
+)
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
@@ -1104,13 +1113,16 @@ def test_postgresql_selects_and_finds_what_sqlite_does(
 
 
 def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
+    import psycopg
+
     from iddetective.store.postgres import PostgresStore
     from iddetective.store.postgres_migrations import MIGRATIONS, schema_version
 
     with pytest.raises(StoreError, match="needs migrating"):
         PostgresStore(postgres_url, readonly=True)
     store = PostgresStore(postgres_url)
-    assert schema_version(store._db) == len(MIGRATIONS)
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    assert schema_version(admin) == len(MIGRATIONS)
     store.save([photo("a.jpg", label="Ann")])
     store.close()
     again = PostgresStore(postgres_url)  # nothing to migrate: the data stays
@@ -1118,9 +1130,10 @@ def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
     assert reader.stats().faces == 1 and reader.find("ann", 1)[0].person.name == "Ann"
     with pytest.raises(StoreError, match="read-only"):
         reader.record_search("key", "text", 0)
-    again._db.execute("INSERT INTO schema_migrations VALUES (%s, now())", (len(MIGRATIONS) + 1,))
+    admin.execute("INSERT INTO schema_migrations VALUES (%s, now())", (len(MIGRATIONS) + 1,))
     with pytest.raises(StoreError, match="newer than this iddetective understands"):
         PostgresStore(postgres_url)
+    admin.close()
     again.close()
     reader.close()
 
@@ -1134,3 +1147,103 @@ def test_postgres_errors_name_the_database_without_its_password(
     with pytest.raises(StoreError, match="cannot connect to") as caught:
         PostgresStore(url)
     assert "s3cret" not in str(caught.value) and "postgres:***@" in str(caught.value)
+
+
+# -- the PostgreSQL store's pool of connections ------------------------------------------------
+
+
+@pytest.fixture()
+def postgres_catalogue(
+    postgres_server: EmbeddedPostgres, catalogue_template: str, request: pytest.FixtureRequest
+) -> str:
+    """The URL of a new, migrated, empty PostgreSQL catalogue."""
+    database = postgres_server.new_database(catalogue_template)
+    request.addfinalizer(lambda: postgres_server.drop_database(database))
+    return postgres_server.url(database)
+
+
+def sessions(admin: Any, other_than: int) -> list[tuple[int, str]]:
+    """(process id, wait event type) of the database's sessions but the admin's own."""
+    rows = admin.execute(
+        "SELECT pid, coalesce(wait_event_type, '') FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> %s",
+        (other_than,),
+    ).fetchall()
+    return [(int(pid), str(event)) for pid, event in rows]
+
+
+def test_postgres_writers_waiting_for_the_lock_leave_the_pool_to_readers(
+    postgres_catalogue: str,
+) -> None:
+    """Writers waiting for the catalogue's lock hold at most all but one of the pool's
+    connections: while another session holds the lock, four of them hold one connection
+    between them, and reads answer at once on the other."""
+    import psycopg
+
+    from iddetective.store import postgres_sql
+    from iddetective.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres_catalogue, pool=(1, 2))
+    admin = psycopg.connect(postgres_catalogue, autocommit=True)
+    me = admin.info.backend_pid
+    try:
+        with admin.transaction():
+            admin.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                (postgres_sql.LOCK_CLASS, postgres_sql.WRITER_LOCK),
+            )
+            writers = [
+                threading.Thread(
+                    target=store.upsert_person, args=(PersonRecord(f"x{i}", f"Writer {i}"),)
+                )
+                for i in range(4)
+            ]
+            for writer in writers:
+                writer.start()
+            deadline = time.monotonic() + 10
+            while not any(event == "Lock" for _, event in sessions(admin, me)):
+                assert time.monotonic() < deadline, "no writer waits for the lock"
+                time.sleep(0.02)
+            started = time.monotonic()
+            assert store.stats().people == 0 and store.people() == []
+            assert time.monotonic() - started < 1.0
+            assert len(sessions(admin, me)) <= 2  # the pool's bound
+        for writer in writers:
+            writer.join(10)
+        assert sorted(p.name for p in store.people()) == [f"Writer {i}" for i in range(4)]
+    finally:
+        admin.close()
+        store.close()
+
+
+def test_postgres_a_statement_waits_for_a_free_connection_for_a_bounded_time(
+    postgres_catalogue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iddetective.store import postgres_sql
+    from iddetective.store.postgres import PostgresStore
+
+    monkeypatch.setattr(postgres_sql, "RECONNECT_SECONDS", 1.0)
+    store = PostgresStore(postgres_catalogue, pool=(1, 1))
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(store.stats())
+        except StoreError as error:
+            outcome.append(error)
+
+    try:
+        with store.sql.write():  # this thread holds the only connection
+            reader = threading.Thread(target=read)
+            started = time.monotonic()
+            reader.start()
+            reader.join(10)
+            waited = time.monotonic() - started
+        assert isinstance(outcome[0], StoreBusy), outcome
+        assert "no connection to postgresql://" in str(outcome[0]) and "within 1 s" in str(
+            outcome[0]
+        )
+        assert 1.0 <= waited < 5
+        assert store.stats().photos == 0  # given back: the next statement has it
+    finally:
+        store.close()

@@ -266,7 +266,7 @@ class ClusterStore(Protocol):
 
 @runtime_checkable
 class PrivacyStore(Protocol):
-    """Erasure, the opt-out registry and retention (store/erasing.py, people/privacy.py)."""
+    """Erasure, the opt-out registry and retention (store/erasing.py, store/privacy.py)."""
 
     def erase_person(self, person_id: str, actor: str, unnamed: Sequence[int] = ()) -> Erasure:
         """Remove the person, their faces, those of `unnamed` that still have no person (and

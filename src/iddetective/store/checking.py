@@ -1,12 +1,12 @@
-"""What `iddetective check` asks of a store, written once over the SQL dialect both provide:
-the files the catalogue recorded, and whether the database itself is intact."""
+"""What `iddetective check` asks of a store, written once over the store's `sql`: the files
+the catalogue recorded, and whether the database itself is intact."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from ..entities import FileStat, StoredFile
-from .dialect import Dialect
+from .dialect import Sql
 
 __all__ = ["Checking"]
 
@@ -14,15 +14,17 @@ __all__ = ["Checking"]
 _PAGE = 10_000
 
 
-class Checking(Dialect):
-    """A mixin of both stores: the records `check` compares the data directory with."""
+class Checking:
+    """The records `check` compares the data directory with, in both stores."""
+
+    sql: Sql
 
     def stored_files(self) -> Iterator[StoredFile]:
         """Every file of every stored photo with the size, mtime and SHA-256 it was indexed
         with, in path order (read a page at a time)."""
         after = ""
         while True:
-            rows = self._rows(
+            rows = self.sql.rows(
                 "SELECT f.path, f.size, f.mtime_ns, p.sha256 FROM photo_file f "
                 "JOIN photo p ON p.id = f.photo_id WHERE f.path > ? ORDER BY f.path LIMIT ?",
                 (after, _PAGE),
@@ -35,8 +37,4 @@ class Checking(Dialect):
 
     def integrity_problems(self) -> list[str]:
         """What is wrong inside the database (empty when it is intact)."""
-        return self._engine_problems()
-
-    def _engine_problems(self) -> list[str]:
-        """The database engine's own verdict on its files."""
-        raise NotImplementedError
+        return self.sql.engine_problems()

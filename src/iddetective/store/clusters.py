@@ -1,5 +1,5 @@
-"""Clusters of unnamed faces and the recorded edits of who is who, for both stores (a mixin
-over each store's SQL primitives, store/dialect.py).
+"""Clusters of unnamed faces and the recorded edits of who is who, for both stores (written
+once over the store's `sql`, store/dialect.py).
 
 A face nobody has named has a `face_cluster` row once clustering has considered it: its
 cluster, or NULL when it is below the quality bar. Naming a cluster, merging two people,
@@ -21,7 +21,8 @@ import numpy as np
 
 from ..entities import Box, Cluster, Edit, PersonRef, StoredFace, UnnamedFaces
 from ..errors import NotFound, UsageError
-from .dialect import Dialect, timestamp
+from .dialect import Sql, timestamp
+from .person_text import TextSearch
 
 __all__ = ["Clusters"]
 
@@ -33,11 +34,12 @@ UNCONSIDERED = "unconsidered"
 FaceState = tuple[str | None, Any]  # (person id, cluster id | None | UNCONSIDERED)
 
 
-class Clusters(Dialect):
-    """Cluster and edit methods of both stores (a mixin over the store's SQL primitives)."""
+class Clusters:
+    """Cluster and edit methods of both stores."""
 
+    sql: Sql
+    text: TextSearch
     _write_person_text: Callable[[str], None]
-    _delete_person_text: Callable[[str], None]
     faces: Callable[[Sequence[int]], dict[int, StoredFace]]
 
     # -- clustering ------------------------------------------------------------------------
@@ -45,7 +47,7 @@ class Clusters(Dialect):
         """Faces of `model` with no person (only those clustering has not considered yet
         when `only_new`), in id order."""
         new = "AND NOT EXISTS (SELECT 1 FROM face_cluster c WHERE c.face_id = f.id)"
-        rows, vectors = self._vector_rows(
+        rows, vectors = self.sql.vector_rows(
             "SELECT f.id, f.photo_id, f.embedding, f.box_left, f.box_top, f.box_right, "
             "f.box_bottom, f.sharpness FROM face f WHERE f.person_id IS NULL AND f.model = ? "
             f"{new if only_new else ''} ORDER BY f.id",
@@ -63,7 +65,7 @@ class Clusters(Dialect):
     def cluster_of_faces(self, face_ids: Sequence[int]) -> dict[int, tuple[int | None, int]]:
         """(cluster, photo) of each of these faces that has no person (cluster None: not
         clustered); faces with a person are left out."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT f.id, f.photo_id, c.cluster_id FROM face f LEFT JOIN face_cluster c "
             "ON c.face_id = f.id WHERE f.person_id IS NULL AND f.id IN ({marks})",
             [int(i) for i in face_ids],
@@ -72,7 +74,7 @@ class Clusters(Dialect):
 
     def photos_of_clusters(self, cluster_ids: Iterable[int]) -> dict[int, set[int]]:
         """The photos that have a face in each of these clusters."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT c.cluster_id, f.photo_id FROM face_cluster c JOIN face f ON f.id = c.face_id "
             "WHERE c.cluster_id IN ({marks})",
             sorted({int(i) for i in cluster_ids}),
@@ -84,7 +86,7 @@ class Clusters(Dialect):
 
     def cluster_members(self, cluster_ids: Sequence[int]) -> dict[int, list[int]]:
         """The faces in each of these clusters."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT cluster_id, face_id FROM face_cluster WHERE cluster_id IN ({marks}) "
             "ORDER BY cluster_id, face_id",
             [int(i) for i in cluster_ids],
@@ -98,10 +100,10 @@ class Clusters(Dialect):
         """Record (face, cluster or None) pairs; with `replace`, every other unnamed face's
         cluster row is dropped first (a full re-clustering). Faces that got a person
         meanwhile are skipped. Returns the rows written."""
-        with self._write():
+        with self.sql.write():
             if replace:
-                self._execute("DELETE FROM face_cluster")
-            return self._execute_many(
+                self.sql.execute("DELETE FROM face_cluster")
+            return self.sql.execute_many(
                 "INSERT INTO face_cluster (face_id, cluster_id) SELECT id, CAST(? AS bigint) "
                 "FROM face WHERE id = ? AND person_id IS NULL ON CONFLICT (face_id) "
                 "DO UPDATE SET cluster_id = excluded.cluster_id",
@@ -110,8 +112,8 @@ class Clusters(Dialect):
 
     def new_cluster_ids(self, count: int) -> int:
         """Reserve `count` fresh cluster ids; the first of them."""
-        with self._write():
-            last = self._scalar(
+        with self.sql.write():
+            last = self.sql.scalar(
                 "UPDATE meta SET value = value + ? WHERE key = 'next_cluster' RETURNING value",
                 (count,),
             )
@@ -119,7 +121,7 @@ class Clusters(Dialect):
 
     def clusters(self, min_size: int = 2, limit: int = 100, offset: int = 0) -> list[Cluster]:
         """Clusters of at least `min_size` faces, largest first, with a few faces each."""
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT cluster_id, count(*) AS size FROM face_cluster WHERE cluster_id IS NOT NULL "
             "GROUP BY cluster_id HAVING count(*) >= ? ORDER BY size DESC, cluster_id "
             "LIMIT ? OFFSET ?",
@@ -129,13 +131,15 @@ class Clusters(Dialect):
 
     def cluster(self, cluster_id: int) -> Cluster:
         """One cluster with all its faces; `NotFound` when no face is in it."""
-        size = self._scalar("SELECT count(*) FROM face_cluster WHERE cluster_id = ?", (cluster_id,))
+        size = self.sql.scalar(
+            "SELECT count(*) FROM face_cluster WHERE cluster_id = ?", (cluster_id,)
+        )
         if not size:
             raise NotFound(f"no cluster has the id {cluster_id} (iddetective clusters lists them)")
         return self._cluster(cluster_id, int(size), int(size))
 
     def _cluster(self, cluster_id: int, size: int, shown: int) -> Cluster:
-        ids = self._firsts(
+        ids = self.sql.firsts(
             "SELECT face_id FROM face_cluster WHERE cluster_id = ? ORDER BY face_id LIMIT ?",
             (cluster_id, shown),
         )
@@ -144,12 +148,12 @@ class Clusters(Dialect):
 
     def cluster_stats(self) -> tuple[int, int, int]:
         """(clusters of 2+ faces, faces in them, faces below the quality bar)."""
-        ((clusters, faces),) = self._rows(
+        ((clusters, faces),) = self.sql.rows(
             "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT count(*) AS size FROM "
             "face_cluster WHERE cluster_id IS NOT NULL GROUP BY cluster_id "
             "HAVING count(*) > 1) AS sizes"
         )
-        poor = self._scalar("SELECT count(*) FROM face_cluster WHERE cluster_id IS NULL")
+        poor = self.sql.scalar("SELECT count(*) FROM face_cluster WHERE cluster_id IS NULL")
         return int(clusters), int(faces), int(poor)
 
     # -- edits -----------------------------------------------------------------------------
@@ -158,8 +162,8 @@ class Clusters(Dialect):
     ) -> Edit:
         """Give the cluster's faces to a person (`person_id`, or a new person `new_name`).
         Faces once rejected from that person stay in the cluster."""
-        with self._write():
-            faces = self._firsts(
+        with self.sql.write():
+            faces = self.sql.firsts(
                 "SELECT face_id FROM face_cluster WHERE cluster_id = ? ORDER BY face_id",
                 (cluster_id,),
             )
@@ -181,7 +185,7 @@ class Clusters(Dialect):
     ) -> Edit:
         """Move faces (named or not) to another person or to a new person `new_name`: a
         split when they come from one person. Faces rejected from the target are refused."""
-        with self._write():
+        with self.sql.write():
             faces = self._existing_faces(face_ids)
             person = self._target(person_id, new_name, actor, "faces moved by hand")
             refused = sorted(set(faces) - set(self._not_rejected(faces, person.id)))
@@ -199,7 +203,7 @@ class Clusters(Dialect):
     def reject_faces(self, face_ids: Sequence[int], actor: str) -> Edit:
         """Take faces from the person they are given to; they never rejoin that person on
         their own (clustering considers them again as unnamed faces)."""
-        with self._write():
+        with self.sql.write():
             faces = self._existing_faces(face_ids)
             states = self._states(faces)
             unnamed = [face for face in faces if states[face][0] is None]
@@ -208,7 +212,7 @@ class Clusters(Dialect):
                     f"faces {', '.join(map(str, unnamed))} belong to nobody: nothing to reject"
                 )
             rejections = [(face, str(states[face][0])) for face in faces]
-            self._execute_many(
+            self.sql.execute_many(
                 "INSERT INTO face_rejection (face_id, person_id) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
                 rejections,
@@ -224,16 +228,16 @@ class Clusters(Dialect):
         lists and relations; the source person is gone until the edit is undone."""
         if target_id == source_id:
             raise UsageError("a person cannot be merged with themselves")
-        with self._write():
+        with self.sql.write():
             target, source = self._person_row(target_id), self._person_row(source_id)
             snapshot = self._snapshot(source_id)
-            faces = self._firsts(
+            faces = self.sql.firsts(
                 "SELECT id FROM face WHERE person_id = ? ORDER BY id", (source_id,)
             )
             changes = self._move(faces, target_id)
             added = self._fold_details(source, target_id, snapshot)
-            self._execute("DELETE FROM person WHERE id = ?", (source_id,))
-            self._delete_person_text(source_id)
+            self.sql.execute("DELETE FROM person WHERE id = ?", (source_id,))
+            self.text.delete(source_id)
             self._write_person_text(target_id)
             summary = (
                 f"merged {source['name']} ({source_id}) into {target['name']} ({target_id}): "
@@ -245,8 +249,8 @@ class Clusters(Dialect):
 
     def undo_edit(self, edit_id: int, actor: str) -> Edit:
         """Put back what edit `edit_id` changed; recorded as an edit of its own."""
-        with self._write():
-            rows = self._dict_rows("SELECT * FROM edit WHERE id = ?", (edit_id,))
+        with self.sql.write():
+            rows = self.sql.dict_rows("SELECT * FROM edit WHERE id = ?", (edit_id,))
             if not rows:
                 raise NotFound(f"no edit has the id {edit_id} (iddetective edits lists them)")
             row = rows[0]
@@ -258,7 +262,7 @@ class Clusters(Dialect):
             changes = json.loads(row["changes"])
             self._check_unchanged(edit_id, changes["faces"])
             self._undo(changes)
-            self._execute(
+            self.sql.execute(
                 "UPDATE edit SET undone_at = ?, undone_by = ? WHERE id = ?",
                 (timestamp(), actor, edit_id),
             )
@@ -269,12 +273,12 @@ class Clusters(Dialect):
 
     def edits(self, limit: int = 100) -> list[Edit]:
         """The most recent edits, newest first."""
-        rows = self._dict_rows("SELECT * FROM edit ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self.sql.dict_rows("SELECT * FROM edit ORDER BY id DESC LIMIT ?", (limit,))
         return [_edit(r) for r in rows]
 
     def forget_edits_of(self, person_id: str) -> int:
         """Delete every recorded edit that mentions this person (their erasure)."""
-        return self._execute(
+        return self.sql.execute(
             "DELETE FROM edit WHERE changes LIKE ? OR summary LIKE ?",
             (f'%"{person_id}"%', f"%({person_id})%"),
         )
@@ -293,7 +297,7 @@ class Clusters(Dialect):
             raise UsageError("a new person needs a name that is not empty")
         created = "p_" + secrets.token_hex(8)
         now = timestamp()
-        self._execute(
+        self.sql.execute(
             "INSERT INTO person (id, name, created_at, updated_at, source, added_by) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (created, name, now, now, source, actor),
@@ -302,7 +306,7 @@ class Clusters(Dialect):
         return PersonRef(created, name)
 
     def _person_row(self, person_id: str) -> dict[str, Any]:
-        rows = self._dict_rows("SELECT * FROM person WHERE id = ?", (person_id,))
+        rows = self.sql.dict_rows("SELECT * FROM person WHERE id = ?", (person_id,))
         if not rows:
             raise NotFound(f"no person has the id {person_id!r}")
         return rows[0]
@@ -311,7 +315,9 @@ class Clusters(Dialect):
         wanted = sorted({int(i) for i in face_ids})
         if not wanted:
             raise UsageError("no faces given")
-        found = {r[0] for r in self._rows_in("SELECT id FROM face WHERE id IN ({marks})", wanted)}
+        found = {
+            r[0] for r in self.sql.rows_in("SELECT id FROM face WHERE id IN ({marks})", wanted)
+        }
         missing = [face for face in wanted if face not in found]
         if missing:
             raise NotFound(f"no face has the id {', '.join(map(str, missing))}")
@@ -320,7 +326,7 @@ class Clusters(Dialect):
     def _not_rejected(self, faces: Sequence[int], person_id: str) -> list[int]:
         rejected = {
             r[0]
-            for r in self._rows_in(
+            for r in self.sql.rows_in(
                 "SELECT face_id FROM face_rejection WHERE person_id = ? AND face_id IN ({marks})",
                 faces,
                 (person_id,),
@@ -329,7 +335,7 @@ class Clusters(Dialect):
         return [face for face in faces if face not in rejected]
 
     def _states(self, faces: Sequence[int]) -> dict[int, FaceState]:
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT f.id, f.person_id, c.face_id, c.cluster_id FROM face f "
             "LEFT JOIN face_cluster c ON c.face_id = f.id WHERE f.id IN ({marks})",
             [int(face) for face in faces],
@@ -356,9 +362,9 @@ class Clusters(Dialect):
             for face, (person_id, cluster) in states.items()
             if cluster != UNCONSIDERED and person_id is None
         ]
-        self._execute_many("UPDATE face SET person_id = ? WHERE id = ?", people)
-        self._execute_many("DELETE FROM face_cluster WHERE face_id = ?", unclustered)
-        self._execute_many(
+        self.sql.execute_many("UPDATE face SET person_id = ? WHERE id = ?", people)
+        self.sql.execute_many("DELETE FROM face_cluster WHERE face_id = ?", unclustered)
+        self.sql.execute_many(
             "INSERT INTO face_cluster (face_id, cluster_id) VALUES (?, CAST(? AS bigint)) "
             "ON CONFLICT (face_id) DO UPDATE SET cluster_id = excluded.cluster_id",
             clustered,
@@ -370,7 +376,7 @@ class Clusters(Dialect):
             if face not in current:
                 raise UsageError(f"edit {edit_id} cannot be undone: face {face} was removed since")
             if list(current[face]) != list(after):
-                later = self._scalar(
+                later = self.sql.scalar(
                     "SELECT max(id) FROM edit WHERE id > ? AND undone_at IS NULL "
                     "AND kind <> 'undo' AND changes LIKE ?",
                     (edit_id, f"%[{face}, %"),
@@ -383,22 +389,22 @@ class Clusters(Dialect):
         if merged:
             self._restore(merged, changes.get("added", {}))
         self._set_states({face: (before[0], before[1]) for face, before, _ in changes["faces"]})
-        self._execute_many(
+        self.sql.execute_many(
             "DELETE FROM face_rejection WHERE face_id = ? AND person_id = ?",
             [tuple(r) for r in changes.get("rejections", [])],
         )
         created = changes.get("created")
         if created:
-            still = self._scalar("SELECT count(*) FROM face WHERE person_id = ?", (created,))
+            still = self.sql.scalar("SELECT count(*) FROM face WHERE person_id = ?", (created,))
             if not still:
-                self._delete_person_text(created)
-                self._execute("DELETE FROM person WHERE id = ?", (created,))
+                self.text.delete(created)
+                self.sql.execute("DELETE FROM person WHERE id = ?", (created,))
 
     def _snapshot(self, person_id: str) -> dict[str, Any]:
         """Every row of a person a merge folds into another, to put back on undo."""
 
         def firsts(query: str) -> list[Any]:
-            return self._firsts(query, (person_id,))
+            return self.sql.firsts(query, (person_id,))
 
         return {
             "person": {c: _shown(v) for c, v in self._person_row(person_id).items()},
@@ -407,7 +413,7 @@ class Clusters(Dialect):
             "lists": firsts("SELECT list_id FROM list_member WHERE person_id = ? ORDER BY list_id"),
             "relations": [
                 list(r)
-                for r in self._rows(
+                for r in self.sql.rows(
                     "SELECT person_id, other_id, kind FROM relation "
                     "WHERE person_id = ? OR other_id = ? ORDER BY person_id, other_id, kind",
                     (person_id, person_id),
@@ -424,7 +430,7 @@ class Clusters(Dialect):
         """Give the source's name, aliases, accounts, lists and relations to the target;
         what was added to the target (and was not there before), for the undo."""
         source_id = source["id"]
-        self._execute(
+        self.sql.execute(
             "UPDATE account SET person_id = ? WHERE person_id = ?", (target_id, source_id)
         )
         relations = []
@@ -465,7 +471,7 @@ class Clusters(Dialect):
         self, insert: str, items: Iterable[Any], params: Callable[[Any], Sequence[Any]]
     ) -> list[Any]:
         """The items whose row `insert` added (it does nothing for a row already there)."""
-        return [item for item in items if self._execute(insert, params(item))]
+        return [item for item in items if self.sql.execute(insert, params(item))]
 
     def _restore(self, snapshot: dict[str, Any], added: dict[str, Any]) -> None:
         """Undo a merge's folding: the source person and their rows come back, what the
@@ -474,7 +480,7 @@ class Clusters(Dialect):
         person = snapshot["person"]
         source_id = person["id"]
         columns = ", ".join(_quoted(column) for column in person)
-        self._execute(
+        self.sql.execute(
             f"INSERT INTO person ({columns}) VALUES ({', '.join('?' * len(person))})",
             list(person.values()),
         )
@@ -519,7 +525,7 @@ class Clusters(Dialect):
             ),
         ]
         for statement, rows in steps:
-            self._execute_many(statement, rows)
+            self.sql.execute_many(statement, rows)
         self._write_person_text(source_id)
         self._write_person_text(target_id)
 
@@ -535,7 +541,7 @@ class Clusters(Dialect):
         changes: dict[str, Any] = {"faces": faces, **extra}
         if isinstance(created, PersonRef):
             changes["created"] = created.id
-        (row,) = self._dict_rows(
+        (row,) = self.sql.dict_rows(
             "INSERT INTO edit (at, actor, kind, summary, changes) VALUES (?, ?, ?, ?, ?) "
             "RETURNING *",
             (timestamp(), actor, kind, summary, json.dumps(changes)),

@@ -1,5 +1,5 @@
-"""Erasing people and faces, for both stores (a mixin over each store's SQL primitives,
-store/dialect.py, and its `_delete_faces`; docs/privacy.md).
+"""Erasing people and faces, for both stores (written once over the store's `sql`,
+store/dialect.py; docs/privacy.md).
 
 Each erasure is one transaction, audited by an opaque token with how many faces of how many
 people it removed. Erasing a person also leaves, on purpose:
@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from ..entities import Erasure, PhotoRef
 from ..errors import NotFound
 from ..query.textfold import fold, search_forms
-from .dialect import Dialect, timestamp
+from .dialect import Sql, timestamp
+from .person_text import TextSearch
 
 __all__ = ["REDACTED", "Erasing", "new_token"]
 
@@ -36,11 +37,14 @@ REDACTED = "redacted at {token}: it named an erased person"
 _MIN_TERM = 2
 
 
-class Erasing(Dialect):
-    """`erase_person`, `erase_faces` and what they record, in both stores (a mixin)."""
+class Erasing:
+    """`erase_person`, `erase_faces` and what they record, in both stores."""
 
-    _delete_faces: Callable[[list[int]], tuple[list[int], tuple[PhotoRef, ...]]]
-    _delete_person_text: Callable[[str], None]
+    sql: Sql
+    text: TextSearch
+    _photos: Callable[[Iterable[int]], dict[int, PhotoRef]]
+    _bump_epoch: Callable[[], None]
+    _audit_event: Callable[..., None]
     forget_edits_of: Callable[[str], int]
 
     def erase_person(self, person_id: str, actor: str, unnamed: Sequence[int] = ()) -> Erasure:
@@ -51,17 +55,17 @@ class Erasing(Dialect):
         audit query texts and review notes that mention them are redacted. The audit log gets
         one `erase` entry naming an opaque token, never the person.
         """
-        with self._write():
-            if self._scalar("SELECT 1 FROM person WHERE id = ?", (person_id,)) is None:
+        with self.sql.write():
+            if self.sql.scalar("SELECT 1 FROM person WHERE id = ?", (person_id,)) is None:
                 raise NotFound(f"no person has the id {person_id!r}")
-            faces = self._firsts("SELECT id FROM face WHERE person_id = ?", (person_id,))
+            faces = self.sql.firsts("SELECT id FROM face WHERE person_id = ?", (person_id,))
             extra = self.erasable_unnamed(person_id, unnamed)
             token = new_token("erase")
             terms = self._record_erased_labels(person_id, token)
             touched, emptied = self._delete_faces([*faces, *extra])
-            self._delete_person_text(person_id)
+            self.text.delete(person_id)
             self.forget_edits_of(person_id)
-            self._execute("DELETE FROM person WHERE id = ?", (person_id,))
+            self.sql.execute("DELETE FROM person WHERE id = ?", (person_id,))
             self._redact_mentions(terms, token, touched)
             self._audit_event("erase", actor, token, len(faces) + len(extra), people=1)
         removed = tuple(sorted(int(i) for i in [*faces, *extra]))
@@ -71,8 +75,8 @@ class Erasing(Dialect):
         """Remove these faces, and photos left with no face; audited as `kind` by token, with
         how many faces of how many named people."""
         ids = sorted({int(i) for i in face_ids})
-        with self._write():
-            owners = self._rows_in("SELECT id, person_id FROM face WHERE id IN ({marks})", ids)
+        with self.sql.write():
+            owners = self.sql.rows_in("SELECT id, person_id FROM face WHERE id IN ({marks})", ids)
             people = len({row[1] for row in owners if row[1] is not None})
             unnamed = sum(1 for row in owners if row[1] is None)
             _, emptied = self._delete_faces(ids)
@@ -83,7 +87,7 @@ class Erasing(Dialect):
 
     def erasable_unnamed(self, person_id: str, face_ids: Sequence[int]) -> list[int]:
         """Those of `face_ids` that have no person and were not rejected from this one."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT id FROM face WHERE id NOT IN "
             "(SELECT face_id FROM face_rejection WHERE person_id = ?) "
             "AND person_id IS NULL AND id IN ({marks})",
@@ -92,21 +96,35 @@ class Erasing(Dialect):
         )
         return sorted(int(row[0]) for row in rows)
 
-    def _audit_event(
-        self, kind: str, actor: str, token: str, results: int, people: int | None = None
-    ) -> None:
-        self._execute(
-            "INSERT INTO audit (at, actor, kind, query_sha256, query_text, results, people) "
-            "VALUES (?, ?, ?, NULL, ?, ?, ?)",
-            (timestamp(), actor, kind, token, results, people),
+    def _delete_faces(self, face_ids: list[int]) -> tuple[list[int], tuple[PhotoRef, ...]]:
+        """Delete faces; returns the photos they were in, and those left with no face (also
+        deleted)."""
+        found = self.sql.rows_in("SELECT photo_id FROM face WHERE id IN ({marks})", face_ids)
+        touched = sorted({r[0] for r in found})
+        self.sql.execute_in("DELETE FROM face WHERE id IN ({marks})", face_ids)
+        self.sql.execute_in(
+            "UPDATE photo SET face_count = (SELECT count(*) FROM face "
+            "WHERE face.photo_id = photo.id) WHERE id IN ({marks})",
+            touched,
         )
+        emptied = sorted(
+            r[0]
+            for r in self.sql.rows_in(
+                "SELECT id FROM photo WHERE id IN ({marks}) AND face_count = 0", touched
+            )
+        )
+        photos = self._photos(emptied)
+        self.sql.execute_in("DELETE FROM photo WHERE id IN ({marks})", emptied)
+        if face_ids:
+            self._bump_epoch()
+        return touched, tuple(photos[i] for i in emptied)
 
     def _identity(self, person_id: str) -> tuple[list[str], list[str], list[str]]:
         """The person's names (name and aliases), account handles and external ids."""
-        names = self._firsts("SELECT name FROM person WHERE id = ?", (person_id,))
-        names += self._firsts("SELECT name FROM alias WHERE person_id = ?", (person_id,))
-        handles = self._firsts("SELECT handle FROM account WHERE person_id = ?", (person_id,))
-        external = self._firsts(
+        names = self.sql.firsts("SELECT name FROM person WHERE id = ?", (person_id,))
+        names += self.sql.firsts("SELECT name FROM alias WHERE person_id = ?", (person_id,))
+        handles = self.sql.firsts("SELECT handle FROM account WHERE person_id = ?", (person_id,))
+        external = self.sql.firsts(
             "SELECT external_id FROM person WHERE id = ? AND external_id IS NOT NULL",
             (person_id,),
         )
@@ -121,7 +139,7 @@ class Erasing(Dialect):
         keys = {_key(secret, "name", fold(n)) for n in names if fold(n)}
         keys |= {_key(secret, "id", e) for e in external}
         now = timestamp()
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO erased_label (key, token, erased_at) VALUES (?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING",
             [(key, token, now) for key in sorted(keys)],
@@ -138,16 +156,16 @@ class Erasing(Dialect):
             names, _, external = self._identity(person_id)
             keys |= {_key(secret, "name", fold(n)) for n in names}
             keys |= {_key(secret, "id", e) for e in external}
-        found = self._rows_in(
+        found = self.sql.rows_in(
             "SELECT token FROM erased_label WHERE key IN ({marks}) ORDER BY erased_at", keys
         )
         return str(found[0][0]) if found else None
 
     def _erase_secret(self, create: bool) -> str | None:
-        secret = self._scalar("SELECT secret FROM erase_secret WHERE id = 1")
+        secret = self.sql.scalar("SELECT secret FROM erase_secret WHERE id = 1")
         if secret is None and create:
             secret = secrets.token_hex(32)
-            self._execute("INSERT INTO erase_secret (id, secret) VALUES (1, ?)", (secret,))
+            self.sql.execute("INSERT INTO erase_secret (id, secret) VALUES (1, ?)", (secret,))
         return None if secret is None else str(secret)
 
     def _redact_mentions(self, terms: Sequence[str], token: str, touched: Iterable[int]) -> None:
@@ -158,20 +176,20 @@ class Erasing(Dialect):
         if not wanted:
             return
         redacted = REDACTED.format(token=token)
-        audit = self._rows("SELECT id, query_text FROM audit WHERE query_text IS NOT NULL")
+        audit = self.sql.rows("SELECT id, query_text FROM audit WHERE query_text IS NOT NULL")
         hits = [(redacted, row[0]) for row in audit if _mentions(row[1], wanted)]
-        self._execute_many("UPDATE audit SET query_text = ? WHERE id = ?", hits)
+        self.sql.execute_many("UPDATE audit SET query_text = ? WHERE id = ?", hits)
         lost = set(touched)
-        reviews = self._rows("SELECT id, review FROM photo WHERE review IS NOT NULL")
+        reviews = self.sql.rows("SELECT id, review FROM photo WHERE review IS NOT NULL")
         notes = [
             (None if row[0] in lost else redacted, row[0])
             for row in reviews
             if _mentions(row[1], wanted)
         ]
-        self._execute_many("UPDATE photo SET review = ? WHERE id = ?", notes)
-        failures = self._rows("SELECT path, reason FROM failure")
+        self.sql.execute_many("UPDATE photo SET review = ? WHERE id = ?", notes)
+        failures = self.sql.rows("SELECT path, reason FROM failure")
         reasons = [(redacted, row[0]) for row in failures if _mentions(row[1], wanted)]
-        self._execute_many("UPDATE failure SET reason = ? WHERE path = ?", reasons)
+        self.sql.execute_many("UPDATE failure SET reason = ? WHERE path = ?", reasons)
 
 
 def new_token(kind: str) -> str:

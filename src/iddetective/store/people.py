@@ -1,13 +1,13 @@
-"""The people catalogue, for both stores (written once over each store's SQL primitives,
+"""The people catalogue, for both stores (written once over the store's `sql`,
 store/dialect.py): people, aliases, accounts, lists, relations, and substring search over
 names, aliases and handles.
 
 `person_text` holds the folded forms of every name, alias and handle (query/textfold.py: case,
 accents, ё/е, Latin transliteration) and is rewritten for a person whenever one of those
-changes. How it is stored and searched is each store's own (`sqlite_text.py`: FTS5 with the
-trigram tokenizer; `postgres_text.py`: a GIN trigram index): `_insert_person_text`,
-`_delete_person_text`, `_matches` and `_text_test`. Both rank a match in the same tiers: the
-whole value, its start, a later word's start, anywhere.
+changes. How it is stored and searched is the store's `text` (person_text.py `TextSearch`:
+`sqlite_text.py` on FTS5 with the trigram tokenizer, `postgres_text.py` on a GIN trigram
+index); both rank a match in the same tiers: the whole value, its start, a later word's
+start, anywhere.
 """
 
 from __future__ import annotations
@@ -26,43 +26,28 @@ from ..entities import (
 from ..errors import AmbiguousPerson, NotFound, UsageError
 from ..query.language import Query
 from ..query.textfold import search_forms
-from .dialect import Dialect, timestamp
+from .dialect import Sql, timestamp
 from .people_query import people_matching
+from .person_text import Match, TextSearch
 
-__all__ = ["Match", "People"]
-
-#: A row of the search text that matched: (person id, field, value, rank).
-Match = tuple[str, str, str, int]
+__all__ = ["People"]
 
 
-class People(Dialect):
-    """People-catalogue methods of both stores (over the store's primitives and text search)."""
+class People:
+    """People-catalogue methods of both stores (over the store's `sql` and `text`)."""
 
-    # -- the store's text search -----------------------------------------------------------
-    def _insert_person_text(self, person_id: str, rows: list[tuple[str, str, str]]) -> None:
-        """Add the person's (form, field, value) rows to the search text."""
-        raise NotImplementedError
-
-    def _delete_person_text(self, person_id: str) -> None:
-        """Remove the person's rows from the search text."""
-        raise NotImplementedError
-
-    def _matches(self, form: str, want: int) -> list[Match]:
-        """Up to `want` rows containing `form`, best rank first, shortest first in a rank."""
-        raise NotImplementedError
-
-    def _text_test(self, form: str) -> tuple[str, str]:
-        """(condition on a `person_text` row, its parameter): the row holds `form`."""
-        raise NotImplementedError
+    sql: Sql
+    text: TextSearch
 
     # -- resolving -------------------------------------------------------------------------
     def resolve_person(self, ref: str) -> PersonRef:
         """The person with this id, or else the one with this name (NOCASE)."""
-        rows = self._rows("SELECT id, name FROM person WHERE id = ?", (ref,))
+        rows = self.sql.rows("SELECT id, name FROM person WHERE id = ?", (ref,))
         if rows:
             return PersonRef(rows[0][0], rows[0][1])
-        rows = self._rows(
-            f"SELECT id, name FROM person WHERE {self._nocase_equals('name')} ORDER BY id", (ref,)
+        rows = self.sql.rows(
+            f"SELECT id, name FROM person WHERE {self.sql.nocase_equals('name')} ORDER BY id",
+            (ref,),
         )
         if not rows:
             raise NotFound(f"no person has the id or name {ref!r}")
@@ -82,7 +67,7 @@ class People(Dialect):
         return found[0]
 
     def _summaries(self, where: str, params: tuple[str, ...] = ()) -> list[PersonSummary]:
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT p.id, p.name, count(f.id), count(DISTINCT f.photo_id) FROM person p "
             f"LEFT JOIN face f ON f.person_id = p.id {where} GROUP BY p.id, p.name "
             "ORDER BY p.name, p.id",
@@ -92,7 +77,7 @@ class People(Dialect):
 
     def person_by_external_id(self, external_id: str) -> PersonRef | None:
         """The person imported with this external id, if any."""
-        rows = self._rows("SELECT id, name FROM person WHERE external_id = ?", (external_id,))
+        rows = self.sql.rows("SELECT id, name FROM person WHERE external_id = ?", (external_id,))
         return PersonRef(rows[0][0], rows[0][1]) if rows else None
 
     # -- writing ---------------------------------------------------------------------------
@@ -103,8 +88,8 @@ class People(Dialect):
         so importing the same file twice changes nothing. An account owned by another person
         is a `UsageError` naming the owner, and nothing of the record is written.
         """
-        with self._write():
-            found = self._scalar(
+        with self.sql.write():
+            found = self.sql.scalar(
                 "SELECT id FROM person WHERE external_id = ?", (record.external_id,)
             )
             created = found is None
@@ -113,7 +98,7 @@ class People(Dialect):
             now = timestamp()
             if created:
                 origin = record.provenance or Provenance()
-                self._execute(
+                self.sql.execute(
                     "INSERT INTO person (id, name, external_id, notes, created_at, updated_at, "
                     "source, added_by, basis) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -129,7 +114,7 @@ class People(Dialect):
                     ),
                 )
             else:
-                self._execute(
+                self.sql.execute(
                     "UPDATE person SET name = ?, notes = ?, updated_at = ? WHERE id = ? "
                     "AND (name <> ? OR notes <> ?)",
                     (record.name, record.notes, now, person_id, record.name, record.notes),
@@ -140,7 +125,7 @@ class People(Dialect):
 
     def _check_accounts(self, person_id: str, accounts: tuple[Account, ...]) -> None:
         for account in accounts:
-            owner = self._rows(
+            owner = self.sql.rows(
                 "SELECT p.id, p.name FROM account a JOIN person p ON p.id = a.person_id "
                 "WHERE a.platform = ? AND a.handle = ?",
                 (account.platform, account.handle),
@@ -152,24 +137,24 @@ class People(Dialect):
                 )
 
     def _add_details(self, person_id: str, record: PersonRecord) -> None:
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO alias (person_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(person_id, alias) for alias in record.aliases],
         )
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO account (person_id, platform, handle, url) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (platform, handle) DO UPDATE "
             "SET url = coalesce(excluded.url, account.url)",
             [(person_id, a.platform, a.handle, a.url) for a in record.accounts],
         )
         for name in record.lists:
-            self._execute(
+            self.sql.execute(
                 "INSERT INTO list (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 ("l_" + secrets.token_hex(8), name, timestamp()),
             )
-            self._execute(
+            self.sql.execute(
                 "INSERT INTO list_member (list_id, person_id) SELECT id, ? FROM list "
-                f"WHERE {self._nocase_equals('name')} ON CONFLICT DO NOTHING",
+                f"WHERE {self.sql.nocase_equals('name')} ON CONFLICT DO NOTHING",
                 (person_id, name),
             )
 
@@ -177,15 +162,15 @@ class People(Dialect):
         """Relate two people (`friend`, `colleague` ...); False if they already were."""
         if person_id == other_id:
             raise UsageError(f"a person cannot be related to themselves ({person_id})")
-        with self._write():
-            exists = self._rows(
+        with self.sql.write():
+            exists = self.sql.rows(
                 "SELECT 1 FROM relation WHERE kind = ? AND ((person_id = ? AND other_id = ?) "
                 "OR (person_id = ? AND other_id = ?))",
                 (kind, person_id, other_id, other_id, person_id),
             )
             if exists:
                 return False
-            self._execute(
+            self.sql.execute(
                 "INSERT INTO relation (person_id, other_id, kind) VALUES (?, ?, ?)",
                 (person_id, other_id, kind),
             )
@@ -193,18 +178,18 @@ class People(Dialect):
 
     def _write_person_text(self, person_id: str) -> None:
         """Rewrite the person's rows of the search text: the name, aliases, handles."""
-        self._delete_person_text(person_id)
-        names = self._firsts("SELECT name FROM person WHERE id = ?", (person_id,))
+        self.text.delete(person_id)
+        names = self.sql.firsts("SELECT name FROM person WHERE id = ?", (person_id,))
         values = [("name", n) for n in names]
         values += [
             ("alias", n)
-            for n in self._firsts(
+            for n in self.sql.firsts(
                 "SELECT name FROM alias WHERE person_id = ? ORDER BY name", (person_id,)
             )
         ]
         values += [
             ("handle", h)
-            for h in self._firsts(
+            for h in self.sql.firsts(
                 "SELECT handle FROM account WHERE person_id = ? ORDER BY id", (person_id,)
             )
         ]
@@ -214,38 +199,37 @@ class People(Dialect):
             for form in dict.fromkeys(search_forms(value))
         ]
         if rows:
-            self._insert_person_text(person_id, rows)
+            self.text.insert(person_id, rows)
 
     # -- reading ---------------------------------------------------------------------------
     def profile(self, person_id: str) -> PersonProfile:
         """Aliases, accounts, lists and relations of a person."""
-        rows = self._rows(
-            "SELECT id, name, external_id, notes, source, added_by, basis FROM person "
-            "WHERE id = ?",
+        rows = self.sql.rows(
+            "SELECT id, name, external_id, notes, source, added_by, basis FROM person WHERE id = ?",
             (person_id,),
         )
         if not rows:
             raise NotFound(f"no person has the id {person_id!r}")
         row = rows[0]
-        aliases = self._firsts(
+        aliases = self.sql.firsts(
             "SELECT name FROM alias WHERE person_id = ? ORDER BY name", (person_id,)
         )
         accounts = [
             Account(r[0], r[1], r[2])
-            for r in self._rows(
+            for r in self.sql.rows(
                 "SELECT platform, handle, url FROM account WHERE person_id = ? "
                 "ORDER BY platform, handle",
                 (person_id,),
             )
         ]
-        lists = self._firsts(
+        lists = self.sql.firsts(
             "SELECT l.name FROM list l JOIN list_member m ON m.list_id = l.id "
-            f"WHERE m.person_id = ? ORDER BY {self._nocase('l.name')}",
+            f"WHERE m.person_id = ? ORDER BY {self.sql.nocase('l.name')}",
             (person_id,),
         )
         relations = [
             (r[0], PersonRef(r[1], r[2]))
-            for r in self._rows(
+            for r in self.sql.rows(
                 "SELECT r.kind, p.id, p.name FROM relation r JOIN person p ON p.id = "
                 "CASE WHEN r.person_id = ? THEN r.other_id ELSE r.person_id END "
                 "WHERE r.person_id = ? OR r.other_id = ? ORDER BY r.kind, p.name",
@@ -267,10 +251,10 @@ class People(Dialect):
         """People whose name, alias or handle contains `text` (folded), best first."""
         rows: list[Match] = []
         for form in search_forms(text):
-            rows += self._matches(form, limit * 4)
+            rows += self.text.matches(form, limit * 4)
         names = dict(
             (r[0], r[1])
-            for r in self._rows_in(
+            for r in self.sql.rows_in(
                 "SELECT id, name FROM person WHERE id IN ({marks})", {r[0] for r in rows}
             )
         )

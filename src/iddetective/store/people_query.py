@@ -2,7 +2,7 @@
 
 Each term becomes a predicate on `person p`; AND, OR and NOT become the same words in SQL, so
 the database plans the whole filter at once. Text terms test `person_text` rows with the
-store's own condition (`_text_test`: FTS5 MATCH in SQLite, LIKE over the trigram index in
+store's own condition (`text.condition`: FTS5 MATCH in SQLite, LIKE over the trigram index in
 PostgreSQL). Names the query refers to (lists, people) are resolved first, so an unknown one
 is an error pointing at it, with the closest names.
 """
@@ -10,34 +10,31 @@ is an error pointing at it, with the closest names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..entities import FoundPerson, PersonRef
 from ..query.language import And, Expr, Not, Or, Query, Term
 from ..query.textfold import search_forms
-from .dialect import Row
+from .dialect import Sql
+from .person_text import TextSearch
 
 __all__ = ["People", "people_matching"]
 
 
 class People(Protocol):
-    """What the compiler needs of a store (store/people.py's `People` is one): its SQL
-    primitives, its text test and its substring search."""
+    """What the compiler needs of a store (store/people.py's `People` is one): its SQL, the
+    condition its search text is tested with, and its substring search."""
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    @property
+    def sql(self) -> Sql: ...
 
-    def _firsts(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-
-    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-    def _nocase_equals(self, column: str) -> str: ...
-
-    def _text_test(self, form: str) -> tuple[str, str]: ...
+    @property
+    def text(self) -> TextSearch: ...
 
     def find(self, text: str, limit: int) -> list[FoundPerson]:
         """People whose name, alias or handle contains `text`, best first."""
         ...
+
 
 _TEXT_FIELDS = {
     "text": ("name", "alias", "handle"),
@@ -50,7 +47,7 @@ def people_matching(store: People, query: Query) -> list[PersonRef]:
     """The people `query.people` selects (everyone if it is None), by name then id."""
     params: list[object] = []
     where = _compile(store, query, query.people, params) if query.people else "1 = 1"
-    rows = store._rows(
+    rows = store.sql.rows(
         f"SELECT p.id, p.name FROM person p WHERE {where} ORDER BY p.name, p.id", params
     )
     return [PersonRef(r[0], r[1]) for r in rows]
@@ -70,7 +67,7 @@ def _term(store: People, query: Query, term: Term, params: list[object]) -> str:
         return _text(store, term, params)
     if term.field == "platform":
         params.append(term.value)
-        platform = store._nocase_equals("platform")
+        platform = store.sql.nocase_equals("platform")
         return f"p.id IN (SELECT person_id FROM account WHERE {platform})"
     if term.field == "list":
         params.append(_list_id(store, query, term))
@@ -98,7 +95,7 @@ def _text(store: People, term: Term, params: list[object]) -> str:
     marks = ", ".join("?" * len(fields))
     tests = []
     for form in search_forms(term.value):
-        test, argument = store._text_test(form)
+        test, argument = store.text.condition(form)
         tests.append(
             f"p.id IN (SELECT person_id FROM person_text WHERE {test} AND field IN ({marks}))"
         )
@@ -107,23 +104,23 @@ def _text(store: People, term: Term, params: list[object]) -> str:
 
 
 def _list_id(store: People, query: Query, term: Term) -> str:
-    found = store._scalar(
-        f"SELECT id FROM list WHERE {store._nocase_equals('name')}", (term.value,)
+    found = store.sql.scalar(
+        f"SELECT id FROM list WHERE {store.sql.nocase_equals('name')}", (term.value,)
     )
     if found is not None:
         return str(found)
-    names = store._firsts("SELECT name FROM list")
+    names = store.sql.firsts("SELECT name FROM list")
     close = difflib.get_close_matches(term.value, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
     raise query.error_at(term, f"no list is named {term.value!r}{hint}")
 
 
 def _person(store: People, query: Query, term: Term) -> PersonRef:
-    rows = store._rows("SELECT id, name FROM person WHERE id = ?", (term.value,))
+    rows = store.sql.rows("SELECT id, name FROM person WHERE id = ?", (term.value,))
     if rows:
         return PersonRef(rows[0][0], rows[0][1])
-    rows = store._rows(
-        f"SELECT id, name FROM person WHERE {store._nocase_equals('name')} ORDER BY id",
+    rows = store.sql.rows(
+        f"SELECT id, name FROM person WHERE {store.sql.nocase_equals('name')} ORDER BY id",
         (term.value,),
     )
     if len(rows) == 1:

@@ -1,5 +1,5 @@
 """Photos, their files and faces, and the reports over them, for both stores (written once over
-each store's SQL primitives, store/dialect.py).
+the store's `sql`, store/dialect.py).
 
 A photo is unique by SHA-256 and has one `photo_file` row per path it was seen at; a failed
 file has a `failure` row instead. Every transaction that adds or removes faces bumps the
@@ -29,18 +29,20 @@ from ..entities import (
     StoredFile,
 )
 from ..errors import NotFound
-from .dialect import Dialect, timestamp
+from .dialect import Sql, timestamp
 
 __all__ = ["Photos"]
 
 
-class Photos(Dialect):
-    """Photo, file, face and report methods of both stores (over the store's primitives)."""
+class Photos:
+    """Photo, file, face and report methods of both stores."""
+
+    sql: Sql
 
     # -- files and photos ------------------------------------------------------------------
     def file_record(self, path: str) -> StoredFile | None:
         """What the store recorded of the file at `path` (a photo's or a failure's)."""
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT f.size, f.mtime_ns, p.sha256, 0 AS kind FROM photo_file f "
             "JOIN photo p ON p.id = f.photo_id WHERE f.path = ? "
             "UNION ALL SELECT size, mtime_ns, NULL, 1 FROM failure WHERE path = ? "
@@ -53,17 +55,17 @@ class Photos(Dialect):
 
     def has_photo(self, sha256: str) -> bool:
         """Whether a photo with these bytes is stored."""
-        return bool(self._rows("SELECT 1 FROM photo WHERE sha256 = ?", (sha256,)))
+        return bool(self.sql.rows("SELECT 1 FROM photo WHERE sha256 = ?", (sha256,)))
 
     def _photo_id(self, outcome: IndexedPhoto | KnownPhoto) -> tuple[int, bool]:
         """The photo's id, and whether this call stored it (with its faces)."""
-        existing = self._scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
+        existing = self.sql.scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
         if existing is not None:
             return int(existing), False
         assert isinstance(outcome, IndexedPhoto), "known photos are checked by _save_one"
         analysis = outcome.analysis
         origin = outcome.provenance or Provenance()
-        inserted = self._scalar(
+        inserted = self.sql.scalar(
             "INSERT INTO photo (sha256, width, height, face_count, ingested_at, source, "
             "added_by, basis) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (sha256) DO NOTHING RETURNING id",
@@ -81,10 +83,10 @@ class Photos(Dialect):
         if inserted is None:
             # Another PostgreSQL writer stored the same bytes since our look (and committed:
             # ON CONFLICT waited for it), with their faces.
-            other = self._scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
+            other = self.sql.scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
             return int(other), False
         photo_id = int(inserted)
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
             "landmarks, model, embedding, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -97,7 +99,7 @@ class Photos(Dialect):
                     float(f.score),
                     json.dumps(f.landmarks),
                     analysis.model,
-                    self._vector(np.asarray(f.embedding, dtype=np.float32)),
+                    self.sql.vector(np.asarray(f.embedding, dtype=np.float32)),
                     f.sharpness,
                 )
                 for f in analysis.faces
@@ -106,23 +108,23 @@ class Photos(Dialect):
         return photo_id, True
 
     def _bump_epoch(self) -> None:
-        self._execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
+        self.sql.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
 
     def forget_missing_files(self, roots: Iterable[str]) -> int:
         """Forget the recorded files under `roots` that are gone from disk, and photos left
         with no file; the number of photo files forgotten."""
         forgotten = 0
-        with self._write():
+        with self.sql.write():
             for root in roots:
                 prefix = root.rstrip(os.sep) + os.sep
                 for table in ("photo_file", "failure"):
-                    paths = self._firsts(
+                    paths = self.sql.firsts(
                         f"SELECT path FROM {table} WHERE path = ? "
                         "OR substr(path, 1, CAST(? AS integer)) = ?",
                         (root, len(prefix), prefix),
                     )
                     gone = [(path,) for path in paths if not os.path.lexists(path)]
-                    self._execute_many(f"DELETE FROM {table} WHERE path = ?", gone)
+                    self.sql.execute_many(f"DELETE FROM {table} WHERE path = ?", gone)
                     forgotten += len(gone) if table == "photo_file" else 0
             self._delete_orphan_photos()
         return forgotten
@@ -133,31 +135,31 @@ class Photos(Dialect):
             "(SELECT 1 FROM photo_file WHERE photo_file.photo_id = photo.id)"
         )
         if candidates is None:
-            deleted = self._execute(query)
+            deleted = self.sql.execute(query)
         else:
-            deleted = self._execute_in(f"{query} AND id IN ({{marks}})", map(int, candidates))
+            deleted = self.sql.execute_in(f"{query} AND id IN ({{marks}})", map(int, candidates))
         if deleted:
             self._bump_epoch()
 
     def forget_failures(self, prefix: str) -> int:
         """Forget the recorded failures of paths starting with `prefix`; how many."""
-        with self._write():
-            return self._execute(
+        with self.sql.write():
+            return self.sql.execute(
                 "DELETE FROM failure WHERE substr(path, 1, CAST(? AS integer)) = ?",
                 (len(prefix), prefix),
             )
 
     def remove_photo(self, ref: str) -> PhotoRef:
         """Remove a photo (by path or SHA-256) with its faces."""
-        with self._write():
+        with self.sql.write():
             photo = self._photo_by_ref(ref)
-            self._execute("DELETE FROM photo WHERE id = ?", (photo.id,))
+            self.sql.execute("DELETE FROM photo WHERE id = ?", (photo.id,))
             self._bump_epoch()
         return photo
 
     def photo_provenance(self, photo_ids: Sequence[int]) -> dict[int, Provenance]:
         """Where each photo came from (its first path when no other source was recorded)."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT p.id, p.source, p.added_by, p.basis, min(f.path) FROM photo p "
             "LEFT JOIN photo_file f ON f.photo_id = p.id WHERE p.id IN ({marks}) GROUP BY p.id",
             map(int, photo_ids),
@@ -169,7 +171,7 @@ class Photos(Dialect):
         return self._photo_by_ref(ref)
 
     def _photo_by_ref(self, ref: str) -> PhotoRef:
-        found = self._scalar(
+        found = self.sql.scalar(
             "SELECT photo_id, 0 AS kind FROM photo_file WHERE path = ? "
             "UNION ALL SELECT id, 1 FROM photo WHERE sha256 = ? ORDER BY kind LIMIT 1",
             (ref, ref.lower()),
@@ -181,11 +183,11 @@ class Photos(Dialect):
     def _photos(self, ids: Iterable[int]) -> dict[int, PhotoRef]:
         wanted = sorted({int(i) for i in ids})
         paths: dict[int, list[str]] = {}
-        for photo_id, path in self._rows_in(
+        for photo_id, path in self.sql.rows_in(
             "SELECT photo_id, path FROM photo_file WHERE photo_id IN ({marks})", wanted
         ):
             paths.setdefault(photo_id, []).append(path)
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT id, sha256, width, height FROM photo WHERE id IN ({marks})", wanted
         )
         return {
@@ -195,7 +197,7 @@ class Photos(Dialect):
     # -- faces -----------------------------------------------------------------------------
     def faces_epoch(self) -> int:
         """The catalogue's face epoch (bumped by every change of its faces)."""
-        return int(self._scalar("SELECT value FROM meta WHERE key = 'faces_epoch'"))
+        return int(self.sql.scalar("SELECT value FROM meta WHERE key = 'faces_epoch'"))
 
     def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of every face of `model`, in id order, `batch` at a time."""
@@ -212,12 +214,12 @@ class Photos(Dialect):
 
     def face_ids(self, model: str) -> np.ndarray:
         """The ids of every face of `model`, rising."""
-        ids = self._firsts("SELECT id FROM face WHERE model = ? ORDER BY id", (model,))
+        ids = self.sql.firsts("SELECT id FROM face WHERE model = ? ORDER BY id", (model,))
         return np.array(ids, dtype=np.int64)
 
     def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of these faces that exist, in id order."""
-        rows, vectors = self._vector_rows_in(
+        rows, vectors = self.sql.vector_rows_in(
             "SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id",
             (int(i) for i in ids),
             1,
@@ -225,12 +227,12 @@ class Photos(Dialect):
         return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
     def _id_vectors(self, sql: str, params: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-        rows, vectors = self._vector_rows(sql, params, 1)
+        rows, vectors = self.sql.vector_rows(sql, params, 1)
         return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:
         """These faces (those that exist), by id, with their photos and people."""
-        rows = self._rows_in(
+        rows = self.sql.rows_in(
             "SELECT f.id, f.photo_id, f.box_left, f.box_top, f.box_right, f.box_bottom, "
             "p.id, p.name FROM face f LEFT JOIN person p ON p.id = f.person_id "
             "WHERE f.id IN ({marks})",
@@ -253,26 +255,26 @@ class Photos(Dialect):
         """The person's faces in id order: all, or the page of `limit` after `offset`."""
         page = "" if limit is None else " LIMIT ? OFFSET ?"
         params = (person_id,) if limit is None else (person_id, limit, offset)
-        ids = self._firsts(f"SELECT id FROM face WHERE person_id = ? ORDER BY id{page}", params)
+        ids = self.sql.firsts(f"SELECT id FROM face WHERE person_id = ? ORDER BY id{page}", params)
         faces = self.faces(ids)
         return [faces[i] for i in ids if i in faces]
 
     def face_ids_of_people(self, person_ids: Sequence[str]) -> np.ndarray:
         """The ids of every face of these people, rising."""
-        rows = self._rows_in("SELECT id FROM face WHERE person_id IN ({marks})", person_ids)
+        rows = self.sql.rows_in("SELECT id FROM face WHERE person_id IN ({marks})", person_ids)
         return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     # -- reports ---------------------------------------------------------------------------
     def failures(self) -> list[Failure]:
         """The files that failed, latest first."""
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT path, reason, failed_at FROM failure ORDER BY failed_at DESC, path"
         )
-        return [Failure(r[0], r[1], self._time(r[2])) for r in rows]
+        return [Failure(r[0], r[1], self.sql.time(r[2])) for r in rows]
 
     def reviews(self) -> list[Review]:
         """The photos flagged for review, with the person of their first named face."""
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT p.id, p.review, p.face_count, pe.id, pe.name FROM photo p "
             "LEFT JOIN person pe ON pe.id = (SELECT f.person_id FROM face f "
             "WHERE f.photo_id = p.id AND f.person_id IS NOT NULL ORDER BY f.id LIMIT 1) "
@@ -285,7 +287,7 @@ class Photos(Dialect):
 
     def stats(self) -> Stats:
         """Counts of the catalogue's photos, faces, people, failures and reviews."""
-        row = self._rows(
+        row = self.sql.rows(
             "SELECT (SELECT count(*) FROM photo), "
             "(SELECT count(*) FROM photo WHERE face_count = 0), "
             "(SELECT count(*) FROM face), "

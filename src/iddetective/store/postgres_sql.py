@@ -1,5 +1,7 @@
-"""What the PostgreSQL store's modules share: the connection, its write transactions, and the
-conversions between PostgreSQL values and the catalogue's plain data.
+"""The SQL primitives of store/dialect.py over a PostgreSQL catalogue (`PostgresSql`): the
+connections, their write transactions, shared statements (written in SQLite's form) turned
+into PostgreSQL's (`to_postgres`), and the conversions between PostgreSQL values and the
+catalogue's plain data.
 
 Every write runs in one transaction that first takes a transaction-scoped advisory lock,
 where SQLite takes its one write lock: the exclusive one for anything that changes who is
@@ -11,18 +13,23 @@ of its batch (advisory locks on their hashes, in one order), so two savers of ov
 batches take turns instead of deadlocking over rows; a save that still loses a deadlock
 (PostgreSQL detects it after a second) is rolled back and run again whole.
 
-The connection survives a restart of the server: a statement outside a write transaction
-that finds its connection gone connects again (waiting for the server up to
-`RECONNECT_SECONDS`) and runs once more; a write transaction that loses its connection is
-run again whole by `_retrying` (saves), and otherwise fails with a `StoreError` that says
-whether the change was made.
+Connections come from a bounded pool (psycopg_pool; `POOL_SIZE`), set up once each when
+they are opened (pgvector's types, read-only sessions) and checked each time one is lent
+out. The store survives a restart of the server: a dead connection is replaced (and, since a
+restart ends them all, the idle ones are checked at once); a statement outside a write
+transaction that finds its connection gone runs once more on another, waiting for the server
+up to `RECONNECT_SECONDS`; a write transaction that loses its connection is run again whole
+by `repeatable_write` (saves), and otherwise fails with a `StoreError` that says whether the
+change was made.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -36,16 +43,18 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import StoreError
+from ..errors import StoreBusy, StoreError
 from ..retrying import Backoff, retried
-from .dialect import Lock
+from .dialect import Lock, Row, Sql
 
 __all__ = [
     "NOCASE",
+    "POOL_SIZE",
     "RECONNECT_SECONDS",
     "LostConnection",
-    "PostgresBase",
+    "PostgresSql",
     "configured",
     "connect_patiently",
     "is_lost",
@@ -54,6 +63,8 @@ __all__ = [
     "like_escape",
     "now",
     "once_more_if_lost",
+    "to_postgres",
+    "vector_oid",
     "vectors_of",
 ]
 
@@ -71,13 +82,17 @@ MIGRATION_LOCK = 2
 #: SQLite's `x = ? COLLATE NOCASE` is `lower(x) = NOCASE` here (x a `COLLATE "C"` column):
 #: ASCII letters fold and no others, as in SQLite, whatever the database's locale.
 NOCASE = 'lower(%s::text COLLATE "C")'
-#: Guards the stores' lists of opened connections.
-_OPENED = threading.Lock()
 #: Times a save that lost a deadlock to another save is run again before giving up.
 RETRIES = 5
 #: Seconds a store keeps trying to reach its server again after losing its connection (a
-#: restart takes a few), before its statement fails with a `StoreError`.
+#: restart takes a few), or waits for one of its connections to come free, before its
+#: statement fails with a `StoreError`.
 RECONNECT_SECONDS = 30.0
+#: The store's pool of connections: how many it keeps open at least (idle ones beyond that
+#: are closed after ten minutes) and at most (statements wait for one beyond that). A
+#: `PostgresStore(url, pool=(low, high))` of a server with many request threads may want more.
+POOL_SIZE = (1, 8)
+PoolSize = tuple[int, int]
 #: Waits between tries to connect to a server that is down, and to rerun a write that lost
 #: a deadlock or a serialisation conflict.
 CONNECT_BACKOFF = Backoff(0.1, longest=2.0)
@@ -94,131 +109,188 @@ class VectorLoader(Loader):
         return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
 
 
-class PostgresBase:
-    """The connection and its transactions (a base of `PostgresStore` and its mixins)."""
+class PostgresSql(Sql):
+    """The SQL primitives over one PostgreSQL catalogue, on a bounded pool of autocommit
+    connections (psycopg_pool): a statement outside a write transaction borrows one for its
+    own time; a write transaction holds one from BEGIN to COMMIT, and this thread's
+    statements run on it meanwhile. Reads connect again after a server restart
+    (`_again_if_lost`); other statements never run twice."""
 
-    #: The URL as given, password included: never shown.
-    _dsn: str
-    #: The URL without its password, for messages.
-    url: str
-    readonly: bool
-    #: Each thread's own connection (and whether it is inside `_write`), so that threads
-    #: never share a transaction nor wait for each other's statements.
-    _local: threading.local
-    _opened: list[Connection]
+    FOR_UPDATE = " FOR UPDATE"
 
-    # -- a connection per thread -------------------------------------------------------------
-    @property
-    def _db(self) -> Connection:
-        """This thread's connection, opened on its first statement."""
-        db: Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = connect_patiently(self._dsn, self.url, self._configure)
-            self._db = db
-        return db
+    def __init__(self, dsn: str, url: str, *, readonly: bool, pool: PoolSize = POOL_SIZE) -> None:
+        #: The URL as given, password included: never shown.
+        self._dsn = dsn
+        #: The URL without its password, for messages.
+        self.url = url
+        self.readonly = readonly
+        # The pool connects on demand and reconnects on the schedule of `_borrow`: its own
+        # reconnection loop (1 s, doubling, for minutes) would keep a caller waiting long
+        # after the server is back, so it gives a failed connection up at once.
+        self._pool = ConnectionPool(
+            dsn,
+            kwargs={"autocommit": True, "connect_timeout": round(RECONNECT_SECONDS)},
+            min_size=pool[0],
+            max_size=pool[1],
+            open=False,
+            configure=self._configure,
+            check=self._check,
+            reconnect_timeout=0,
+            name="iddetective-store",
+        )
+        _quiet_pool_logs()
+        self._pool.open()
+        #: This thread's write transaction's connection, while it is inside `write`.
+        self._local = threading.local()
+        #: Writers that take the catalogue's lock hold at most all but one of the pool's
+        #: connections (the rest wait here, before borrowing one): however many wait for the
+        #: lock, reads and audit entries find a connection.
+        self._lockers = threading.BoundedSemaphore(max(pool[1] - 1, 1))
 
-    @_db.setter
-    def _db(self, db: Connection) -> None:
-        if not hasattr(self, "_local"):
-            self._local, self._opened = threading.local(), []
-        old: Connection | None = getattr(self._local, "db", None)
-        self._local.db = db
-        with _OPENED:
-            self._opened = [c for c in self._opened if c is not old] + [db]
+    def close(self) -> None:
+        """Close the pool: its idle connections now, those lent out when they come back."""
+        self._pool.close()
 
-    @property
-    def _writing(self) -> bool:
-        """True inside `_write`: there, a lost connection fails the transaction (its
-        statements must not run again on their own, outside it)."""
-        return bool(getattr(self._local, "writing", False))
-
-    @_writing.setter
-    def _writing(self, value: bool) -> None:
-        self._local.writing = value
-
-    def _close_all(self) -> None:
-        """Close every thread's connection."""
-        with _OPENED:
-            opened, self._opened = self._opened, []
-        for db in opened:
-            db.close()
-
-    # -- the connection ----------------------------------------------------------------------
+    # -- the pool's connections --------------------------------------------------------------
     def _configure(self, db: Connection) -> None:
-        """Set up a new connection as the store's modules expect it."""
-        info = TypeInfo.fetch(db, "vector")
-        if info is None:
-            raise StoreError(f"{self.url} has lost the vector extension; CREATE EXTENSION vector")
+        """Set up a new connection of the pool as the store's modules expect it."""
+        configured(db, self._set_up)
+
+    def _set_up(self, db: Connection) -> None:
         register_vector(db)  # numpy arrays are written as `vector`
-        db.adapters.register_loader(info.oid, VectorLoader)
+        db.adapters.register_loader(vector_oid(db, self.url), VectorLoader)
         if self.readonly:
             db.execute("SET default_transaction_read_only = on")
 
-    def _reconnecting(self, work: Callable[[], T]) -> T:
-        """Run `work` (statements outside a transaction, safe to repeat), and once more on a
-        new connection if the server dropped this one (it restarted, or ended the session)."""
-        if self._writing:
-            return work()
-        lost = self._db
+    def _check(self, db: Connection) -> None:
+        """Make sure a connection the pool lends out still answers. One that does not means
+        the server restarted or ended sessions: every idle connection is checked then (the
+        dead replaced), rather than one at each borrowing."""
+        try:
+            ConnectionPool.check_connection(db)
+        except psycopg.Error:
+            self._pool.check()
+            raise
 
-        def reconnect() -> None:
-            if self._db is lost:  # else a statement inside `work` has connected again already
-                self._reconnect()
+    def _borrow(self) -> Connection:
+        """A connection of the pool, checked. While the pool has none to lend (the server is
+        down, or every connection is in use) it is asked again, waiting a little longer
+        each time, for up to `RECONNECT_SECONDS`; each ask lets it try to connect again."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        retry = 0
+        while (wait := min(CONNECT_BACKOFF.delay(retry), deadline - time.monotonic())) > 0:
+            try:
+                return self._pool.getconn(timeout=wait)
+            except PoolTimeout:
+                retry += 1
+        raise self._none_to_lend()
 
-        return once_more_if_lost(lost, work, reconnect)
+    def _none_to_lend(self) -> StoreError:
+        """Why the pool lent no connection for `RECONNECT_SECONDS`, in words."""
+        try:
+            psycopg.connect(self._dsn, connect_timeout=2).close()
+        except psycopg.OperationalError as error:
+            return StoreError(f"cannot reach {self.url}: {error}")
+        return StoreBusy(
+            f"no connection to {self.url} came free within {RECONNECT_SECONDS:g} s: all "
+            f"{self._pool.max_size} were in use"
+        )
 
-    def _reconnect(self) -> None:
-        """Replace the lost connection, trying again with backoff while the server is down."""
-        db = connect_patiently(self._dsn, self.url, self._configure)
-        self._db.close()
-        self._db = db  # in this thread; the others keep theirs
+    def _on_connection(self, work: Callable[[Connection], T]) -> T:
+        """`work(db)` on this thread's write transaction's connection, or on a borrowed one
+        (statements that must not run twice: nothing is tried again)."""
+        db: Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            return work(db)
+        db = self._borrow()
+        try:
+            return work(db)
+        finally:
+            self._pool.putconn(db)
+
+    def _again_if_lost(self, work: Callable[[Connection], T]) -> T:
+        """`work(db)` (statements outside a transaction, safe to repeat: reads), and once more
+        on another connection if the server dropped the first (it restarted, or ended the
+        session). Inside a write transaction, on its connection, once."""
+        if getattr(self._local, "db", None) is not None:
+            return self._on_connection(work)
+        db, done = self._borrowed(work)
+        self._pool.putconn(db)
+        return done
+
+    def _borrowed(self, work: Callable[[Connection], T]) -> tuple[Connection, T]:
+        """A borrowed connection, still lent (the caller gives it back), and `work(db)` on
+        it; on another one if the first turns out lost (`work` must be safe to repeat)."""
+        db = self._borrow()
+        try:
+            return db, work(db)
+        except psycopg.OperationalError as error:
+            self._pool.putconn(db)
+            if not is_lost(db, error):
+                raise
+        except BaseException:
+            self._pool.putconn(db)
+            raise
+        self._pool.check()  # a restart ended them all: the idle ones are replaced too
+        db = self._borrow()
+        try:
+            return db, work(db)
+        except BaseException:
+            self._pool.putconn(db)
+            raise
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
-    def _write(self, lock: Lock = "exclusive") -> Iterator[Connection]:
+    def write(self, lock: Lock = "exclusive") -> Iterator[Connection]:
         """One transaction holding the writer lock: `exclusive` for changes of who is who,
-        `shared` for saves of photos, `none` for rows nothing else touches (audit, keys)."""
+        `shared` for saves of photos, `none` for rows nothing else touches (audit, keys).
+        Inside another write of this thread, a savepoint of its transaction."""
         if self.readonly:
             raise StoreError(f"cannot write {self.url}: the catalogue was opened read-only")
-        # Nothing is written before the lock is held: BEGIN and the lock may run again.
-        transaction = self._reconnecting(lambda: self._begin(lock))
-        outer, self._writing = self._writing, True
-        committing = False
-        try:
-            with transaction:
-                yield self._db
-                committing = True
-        except psycopg.OperationalError as error:
-            if not is_lost(self._db, error):
-                raise
-            # A transaction whose connection died before COMMIT was rolled back by the
-            # server; one that died during COMMIT may or may not have been committed.
-            made = "may or may not have been made" if committing else "was not made"
-            raise LostConnection(
-                f"lost the connection to {self.url} while writing (the change {made}): {error}"
-            ) from None
-        finally:
-            self._writing = outer
+        outer: Connection | None = getattr(self._local, "db", None)
+        if outer is not None:
+            with self._begin(outer, lock):
+                yield outer
+            return
+        with self._lockers if lock != "none" else contextlib.nullcontext():
+            # Nothing is written before the lock is held: BEGIN and the lock may run again.
+            db, transaction = self._borrowed(lambda db: self._begin(db, lock))
+            self._local.db = db
+            committing = False
+            try:
+                with transaction:
+                    yield db
+                    committing = True
+            except psycopg.OperationalError as error:
+                if not is_lost(db, error):
+                    raise
+                # A transaction whose connection died before COMMIT was rolled back by the
+                # server; one that died during COMMIT may or may not have been committed.
+                made = "may or may not have been made" if committing else "was not made"
+                raise LostConnection(
+                    f"lost the connection to {self.url} while writing (the change {made}): {error}"
+                ) from None
+            finally:
+                self._local.db = None
+                self._pool.putconn(db)
 
-    def _begin(self, lock: Lock) -> ExitStack:
+    def _begin(self, db: Connection, lock: Lock) -> ExitStack:
         """BEGIN, and take the writer lock; closing what it returns commits (or rolls back)."""
         with ExitStack() as transaction:
-            transaction.enter_context(self._db.transaction())
+            transaction.enter_context(db.transaction())
             if lock != "none":
                 mode = "_shared" if lock == "shared" else ""
-                self._db.execute(
-                    f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", (LOCK_CLASS, WRITER_LOCK)
-                )
+                db.execute(f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", (LOCK_CLASS, WRITER_LOCK))
             return transaction.pop_all()
         raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
-    def _retrying(self, work: Callable[[], T], lock: Lock) -> T:
+    def repeatable_write(self, work: Callable[[], T], lock: Lock) -> T:
         """Run `work` in a write transaction, again from the start if it lost a deadlock or a
         serialisation conflict to another writer, or its connection (it must be safe to
         repeat: saves are)."""
 
         def written() -> T:
-            with self._write(lock):
+            with self.write(lock):
                 return work()
 
         try:
@@ -226,40 +298,133 @@ class PostgresBase:
         except (errors.DeadlockDetected, errors.SerializationFailure) as error:
             raise StoreError(f"cannot write {self.url}: {error}") from None
 
-    # -- reading -------------------------------------------------------------------------
-    def _all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        return self._reconnecting(lambda: self._db.execute(sql, params).fetchall())
+    def lock_keys(self, keys: Iterable[str]) -> None:
+        """Lock the keys (a batch's SHA-256s and paths) in the order of their hashes: savers
+        sharing one wait for each other here, before either holds a row the other needs."""
+        statement = (
+            "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k) AS h "
+            "FROM unnest(%s::text[]) AS k ORDER BY h) AS hashes"
+        )
+        params = (PHOTO_LOCK_CLASS, sorted(set(keys)))
+        self._on_connection(lambda db: db.execute(statement, params))
 
-    def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        return self._reconnecting(lambda: self._db.execute(sql, params).fetchone())
+    # -- expressions and values ------------------------------------------------------------
+    # Text columns are COLLATE "C" (postgres_migrations.py): lower() of them folds ASCII
+    # letters and no others, as NOCASE does, and sorts by code point, as SQLite does.
+    def nocase(self, column: str) -> str:
+        return f"lower({column})"
 
-    def _value(self, sql: str, params: Params = ()) -> Any:
+    def nocase_equals(self, column: str) -> str:
+        return f"lower({column}) = {NOCASE.replace('%s', '?')}"
+
+    def vector(self, embedding: np.ndarray) -> Any:
+        return np.asarray(embedding, dtype=np.float32)  # register_vector binds it as `vector`
+
+    def time(self, value: Any) -> str:
+        return iso(value)
+
+    # -- statements in SQLite's form (store/dialect.py) -----------------------------------
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.all(to_postgres(sql), tuple(params))
+
+    def rows_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> list[Row]:
+        return self.all(to_postgres(sql), (*before, list(values)))
+
+    def dict_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self._dicts(to_postgres(sql), tuple(params))
+
+    def vector_rows(
+        self, sql: str, params: Sequence[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._binary(to_postgres(sql), tuple(params))
+        return rows, vectors_of(rows, column)
+
+    def vector_rows_in(
+        self, sql: str, values: Iterable[Any], column: int
+    ) -> tuple[list[Row], np.ndarray]:
+        rows = self._binary(to_postgres(sql), (list(values),))
+        return rows, vectors_of(rows, column)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        statement = to_postgres(sql)
+        return self._on_connection(lambda db: db.execute(statement, tuple(params)).rowcount)
+
+    def execute_in(self, sql: str, values: Iterable[Any], before: Sequence[Any] = ()) -> int:
+        params = (*before, list(values))
+        return self._on_connection(lambda db: db.execute(to_postgres(sql), params).rowcount)
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        def run(db: Connection) -> int:
+            with db.cursor() as cursor:
+                cursor.executemany(to_postgres(sql), rows)
+                # psycopg adds up the rows of every statement of an executemany.
+                return max(cursor.rowcount, 0)
+
+        return self._on_connection(run)
+
+    # -- statements in PostgreSQL's form ----------------------------------------------------
+    def all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of a statement written for PostgreSQL (`%s` or `%(name)s` parameters)."""
+        return self._again_if_lost(lambda db: db.execute(sql, params).fetchall())
+
+    def value(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
-        row = self._one(sql, params)
+        row = self._again_if_lost(lambda db: db.execute(sql, params).fetchone())
         return row[0] if row else None
 
     def _dicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        def fetch() -> list[dict[str, Any]]:
-            with self._db.cursor(row_factory=dict_row) as cursor:
+        def fetch(db: Connection) -> list[dict[str, Any]]:
+            with db.cursor(row_factory=dict_row) as cursor:
                 return cursor.execute(sql, params).fetchall()
 
-        return self._reconnecting(fetch)
+        return self._again_if_lost(fetch)
 
     def _binary(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Rows fetched in binary form: `vector` columns arrive as numpy arrays."""
 
-        def fetch() -> list[tuple[Any, ...]]:
-            with self._db.cursor(binary=True) as cursor:
+        def fetch(db: Connection) -> list[tuple[Any, ...]]:
+            with db.cursor(binary=True) as cursor:
                 return cursor.execute(sql, params).fetchall()
 
-        return self._reconnecting(fetch)
+        return self._again_if_lost(fetch)
 
-    def _bump_epoch(self) -> None:
-        self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
+    # -- the database itself ---------------------------------------------------------------
+    def compact(self) -> None:
+        # Deleted rows stay in their pages, marked dead, until the table is rewritten; the
+        # write-ahead log keeps them until a checkpoint recycles it (backups and replicas are
+        # the operator's to age out: docs/scaling.md).
+        vacuum = f"VACUUM (FULL, ANALYZE) {', '.join(_TABLES)}"
+        self._again_if_lost(lambda db: db.execute(vacuum))
+        # Only superusers and pg_checkpoint members may; the server checkpoints on its own.
+        with contextlib.suppress(errors.InsufficientPrivilege):
+            self._again_if_lost(lambda db: db.execute("CHECKPOINT"))
+
+    def engine_problems(self) -> list[str]:
+        """None to find from here: PostgreSQL checks its own pages (data checksums, amcheck)
+        and the schema enforces what SQLite's foreign key check looks for."""
+        return []
 
 
 class LostConnection(StoreError):
     """A write transaction lost its connection to the server (which restarted, or ended it)."""
+
+
+def _quiet_pool_logs() -> None:
+    """Send the pool's own warnings while the server is away (a connection discarded, a
+    connect that failed) where the application sends its logs, and nowhere else: without a
+    handler of the application's, Python would print them on stderr, and the store's errors
+    already say what went wrong in words."""
+    logger = logging.getLogger("psycopg.pool")
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def vector_oid(db: Connection, url: str) -> int:
+    """The type id of pgvector's `vector` in the database at `url` (StoreError without it)."""
+    info = TypeInfo.fetch(db, "vector")
+    if info is None:
+        raise StoreError(f"{url} has lost the vector extension; CREATE EXTENSION vector")
+    return info.oid
 
 
 def is_lost(db: Connection, error: psycopg.OperationalError) -> bool:
@@ -347,3 +512,34 @@ def iso_or_none(value: datetime | None) -> str | None:
 def like_escape(text: str) -> str:
     """`text` matched literally inside a LIKE pattern (backslash is LIKE's escape)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def to_postgres(sql: str) -> str:
+    """A statement in SQLite's form (`?` placeholders, `IN ({marks})` lists) in PostgreSQL's
+    (`%s`, `= ANY(%s)` with the list as one array parameter)."""
+    return sql.replace("%", "%%").replace("IN ({marks})", "= ANY(?)").replace("?", "%s")
+
+
+#: Every table of the catalogue, rewritten by `compact`.
+_TABLES = (
+    "person",
+    "alias",
+    "account",
+    "list",
+    "list_member",
+    "relation",
+    "person_text",
+    "photo",
+    "photo_file",
+    "face",
+    "face_cluster",
+    "face_rejection",
+    "failure",
+    "optout",
+    "erased_label",
+    "erase_secret",
+    "audit",
+    "edit",
+    "api_key",
+    "meta",
+)

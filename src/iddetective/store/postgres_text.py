@@ -7,11 +7,10 @@ search finds; the ranks are the SQLite store's (store/sqlite_text.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .people import Match, People
-from .postgres_sql import like_escape
+from .person_text import Match, TextSearch
+from .postgres_sql import PostgresSql, like_escape
 
 __all__ = ["PostgresText"]
 
@@ -19,23 +18,24 @@ __all__ = ["PostgresText"]
 _TRIGRAM = 3
 
 
-class PostgresText(People):
-    """The people catalogue of `PostgresStore`, with its text search on pg_trgm."""
+class PostgresText(TextSearch):
+    """The search text of `PostgresStore`, on pg_trgm."""
 
-    _all: Callable[..., list[tuple[Any, ...]]]  # postgres_sql.PostgresBase's
+    def __init__(self, sql: PostgresSql) -> None:
+        self.sql = sql
 
-    def _insert_person_text(self, person_id: str, rows: list[tuple[str, str, str]]) -> None:
+    def insert(self, person_id: str, rows: list[tuple[str, str, str]]) -> None:
         # Ids rise in the order rows come (the name, aliases, handles), as SQLite's rowids
         # do within one length; searches order by length, then id.
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO person_text (person_id, field, value, text) VALUES (?, ?, ?, ?)",
             [(person_id, field, value, form) for form, field, value in rows],
         )
 
-    def _delete_person_text(self, person_id: str) -> None:
-        self._execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
+    def delete(self, person_id: str) -> None:
+        self.sql.execute("DELETE FROM person_text WHERE person_id = ?", (person_id,))
 
-    def _matches(self, form: str, want: int) -> list[Match]:
+    def matches(self, form: str, want: int) -> list[Match]:
         """One query per rank tier (the value's start, a later word's start, anywhere), each
         narrowed by the trigram index and stopping after `want` rows, as the SQLite store's."""
         if len(form) < _TRIGRAM:
@@ -62,9 +62,9 @@ class PostgresText(People):
         )
 
     def _ranked(self, sql: str, params: dict[str, Any]) -> list[Match]:
-        return [(r[0], r[1], r[2], int(r[3])) for r in self._all(sql, params)]
+        return [(r[0], r[1], r[2], int(r[3])) for r in self.sql.all(sql, params)]
 
-    def _text_test(self, form: str) -> tuple[str, str]:
+    def condition(self, form: str) -> tuple[str, str]:
         return "text LIKE ?", "%" + like_escape(form) + "%"
 
 

@@ -1,21 +1,21 @@
-"""Erasure's deletions, the opt-out registry and retention, for both stores (written once over
-each store's SQL primitives, store/dialect.py; docs/privacy.md; what erasing does is in
-store/erasing.py). Opted-out faces are kept as embeddings in their own table, never returned
-by any read of the catalogue. `compact`, which rewrites the storage so the bytes of erased rows
-are gone, is each store's own.
+"""The opt-out registry and retention, for both stores (written once over the store's `sql`,
+store/dialect.py; docs/privacy.md; erasure is store/erasing.py). Opted-out faces are kept as
+embeddings in their own table, never returned by any read of the catalogue. `compact`, which
+rewrites the storage so the bytes of erased rows are gone, is each database's own
+(`Sql.compact`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ..entities import OptOut, PhotoAnalysis, PhotoRef
+from ..entities import OptOut, PhotoAnalysis
 from ..errors import NotFound
 from ..matching import distances
-from .dialect import Dialect, timestamp
+from .dialect import Sql, timestamp
 from .erasing import new_token
 
 __all__ = ["Privacy"]
@@ -23,75 +23,51 @@ __all__ = ["Privacy"]
 OPTOUT = distances.OPTOUT_THRESHOLD
 
 
-class Privacy(Dialect):
-    """Privacy methods of both stores (over the store's primitives)."""
+class Privacy:
+    """Opt-out and retention methods of both stores."""
 
-    _photos: Callable[[Iterable[int]], dict[int, PhotoRef]]
-    _bump_epoch: Callable[[], None]
+    sql: Sql
     _audit_event: Callable[..., None]
-
-    def _delete_faces(self, face_ids: list[int]) -> tuple[list[int], tuple[PhotoRef, ...]]:
-        """Delete faces; returns the photos they were in, and those left with no face (also
-        deleted)."""
-        found = self._rows_in("SELECT photo_id FROM face WHERE id IN ({marks})", face_ids)
-        touched = sorted({r[0] for r in found})
-        self._execute_in("DELETE FROM face WHERE id IN ({marks})", face_ids)
-        self._execute_in(
-            "UPDATE photo SET face_count = (SELECT count(*) FROM face "
-            "WHERE face.photo_id = photo.id) WHERE id IN ({marks})",
-            touched,
-        )
-        emptied = sorted(
-            r[0]
-            for r in self._rows_in(
-                "SELECT id FROM photo WHERE id IN ({marks}) AND face_count = 0", touched
-            )
-        )
-        photos = self._photos(emptied)
-        self._execute_in("DELETE FROM photo WHERE id IN ({marks})", emptied)
-        if face_ids:
-            self._bump_epoch()
-        return touched, tuple(photos[i] for i in emptied)
 
     # -- the opt-out registry --------------------------------------------------------------
     def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
         """Keep faces' embeddings (one, or n x d) in the blocklist under one token."""
         vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, np.shape(embeddings)[-1])
-        with self._write():
+        with self.sql.write():
             token = new_token("optout")
             self._audit_event("optout", actor, token, len(vectors))
             created = timestamp()
-            self._execute_many(
+            self.sql.execute_many(
                 "INSERT INTO optout (token, model, embedding, created_at) VALUES (?, ?, ?, ?)",
-                [(token, model, self._vector(vector), created) for vector in vectors],
+                [(token, model, self.sql.vector(vector), created) for vector in vectors],
             )
         return OptOut(token, created, len(vectors))
 
     def optouts(self) -> list[OptOut]:
         """The opt-outs, oldest first: tokens, times and face counts, never the embeddings."""
-        rows = self._rows(
+        rows = self.sql.rows(
             "SELECT token, min(created_at), count(*) FROM optout GROUP BY token ORDER BY min(id)"
         )
-        return [OptOut(r[0], self._time(r[1]), int(r[2])) for r in rows]
+        return [OptOut(r[0], self.sql.time(r[1]), int(r[2])) for r in rows]
 
     def remove_optout(self, token: str, actor: str) -> OptOut:
         """Withdraw an opt-out (the person asked to be findable again)."""
-        with self._write():
-            rows = self._rows(
+        with self.sql.write():
+            rows = self.sql.rows(
                 "SELECT token, min(created_at), count(*) FROM optout WHERE token = ? "
                 "GROUP BY token",
                 (token,),
             )
             if not rows:
                 raise NotFound(f"no opt-out has the token {token!r}")
-            self._execute("DELETE FROM optout WHERE token = ?", (token,))
+            self.sql.execute("DELETE FROM optout WHERE token = ?", (token,))
             count = int(rows[0][2])
             self._audit_event("optout_removed", actor, new_token("optout_removed"), count)
-        return OptOut(rows[0][0], self._time(rows[0][1]), count)
+        return OptOut(rows[0][0], self.sql.time(rows[0][1]), count)
 
     def optout_embeddings(self, model: str) -> np.ndarray:
         """The blocked embeddings of `model` (n x d float32) for matching, never for display."""
-        _, vectors = self._vector_rows(
+        _, vectors = self.sql.vector_rows(
             "SELECT embedding FROM optout WHERE model = ? ORDER BY id", (model,), 0
         )
         return vectors
@@ -109,5 +85,5 @@ class Privacy(Dialect):
     def purge_audit(self, older_than_days: int) -> int:
         """Delete audit entries older than this many days; returns how many."""
         cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).isoformat(timespec="seconds")
-        with self._write("none"):
-            return self._execute("DELETE FROM audit WHERE at < ?", (cutoff,))
+        with self.sql.write("none"):
+            return self.sql.execute("DELETE FROM audit WHERE at < ?", (cutoff,))

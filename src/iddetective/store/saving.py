@@ -1,16 +1,16 @@
-"""Storing one ingestion outcome, for both stores (a mixin over each store's SQL primitives,
+"""Storing ingestion outcomes, for both stores (written once over the store's `sql`,
 store/dialect.py).
 
-Each store runs a batch in its own write transaction (`save`); the rest is the same:
-failures recorded, opted-out faces dropped before anything of them is stored, the file's
-path recorded, and a label given to the photo's largest, most central face, unless it names
-an erased person (store/erasing.py).
+A batch is one write transaction (`save`), which PostgreSQL may run again whole; for each
+outcome, failures are recorded, opted-out faces dropped before anything of them is stored,
+the file's path recorded, and a label given to the photo's largest, most central face,
+unless it names an erased person (store/erasing.py).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ..entities import (
@@ -27,19 +27,41 @@ from ..entities import (
 )
 from ..errors import AmbiguousPerson, NotFound
 from ..faces.labelling import choose_labelled_face
-from .dialect import timestamp
+from .dialect import Lock, timestamp
 from .photos import Photos
 
 __all__ = ["Saving"]
 
 
 class Saving(Photos):
-    """The per-outcome part of `save` in both stores (a mixin over the store's primitives)."""
+    """`save` in both stores: photos (photos.py) stored from ingestion outcomes."""
 
     opted_out: Callable[[PhotoAnalysis], list[bool]]
     resolve_person: Callable[[str], PersonRef]
     _write_person_text: Callable[[str], None]
     _erased_label: Callable[[str, str | None], str | None]
+
+    def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
+        """Store a batch of ingestion outcomes in one transaction; idempotent by SHA-256."""
+        # A label may create a person: that takes the catalogue's exclusive lock. Plain photos
+        # only need their SHA-256 to be unique, so savers of those run side by side.
+        labelled = any(
+            isinstance(o, IndexedPhoto | KnownPhoto) and o.label is not None for o in outcomes
+        )
+        lock: Lock = "exclusive" if labelled else "shared"
+        return self.sql.repeatable_write(lambda: self._save_all(outcomes, lock), lock)
+
+    def _save_all(self, outcomes: Sequence[Outcome], lock: Lock) -> list[SaveResult]:
+        if lock == "shared":
+            # Savers of the same SHA-256 or path take turns before either holds a row the
+            # other needs.
+            keys = {o.file.path for o in outcomes}
+            keys |= {o.sha256 for o in outcomes if isinstance(o, IndexedPhoto | KnownPhoto)}
+            self.sql.lock_keys(keys)
+        results = [self._save_one(outcome) for outcome in outcomes]
+        if any(r.status == "indexed" and r.faces for r in results):
+            self._bump_epoch()
+        return results
 
     def _save_one(self, outcome: Outcome) -> SaveResult:
         path = outcome.file.path
@@ -49,7 +71,7 @@ class Saving(Photos):
             reason = "its photo was removed from the catalogue during this run; index it again"
             outcome = FailedPhoto(FileStat(path, -1, -1), reason)
         if isinstance(outcome, FailedPhoto):
-            self._execute(
+            self.sql.execute(
                 "INSERT INTO failure (path, size, mtime_ns, reason, failed_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
@@ -57,7 +79,7 @@ class Saving(Photos):
                 (path, outcome.file.size, outcome.file.mtime_ns, outcome.reason, timestamp()),
             )
             return SaveResult(path, "failed", reason=outcome.reason)
-        self._execute("DELETE FROM failure WHERE path = ?", (path,))
+        self.sql.execute("DELETE FROM failure WHERE path = ?", (path,))
         outcome, withheld = self._without_opted_out(outcome)
         photo_id, created = self._photo_id(outcome)
         moved = self._record_file(outcome.file, photo_id)
@@ -72,7 +94,7 @@ class Saving(Photos):
             review = self._apply_label(photo_id, outcome.label, origin)
         if not created:
             return SaveResult(path, "duplicate" if moved else "unchanged", review=review)
-        faces = int(self._scalar("SELECT face_count FROM photo WHERE id = ?", (photo_id,)))
+        faces = int(self.sql.scalar("SELECT face_count FROM photo WHERE id = ?", (photo_id,)))
         return SaveResult(path, "indexed" if faces else "no_face", faces=faces, review=review)
 
     def _without_opted_out(
@@ -88,8 +110,8 @@ class Saving(Photos):
 
     def _record_file(self, file: FileStat, photo_id: int) -> bool:
         """Record that `file` holds the photo; True unless it was already recorded so."""
-        previous = self._scalar("SELECT photo_id FROM photo_file WHERE path = ?", (file.path,))
-        self._execute(
+        previous = self.sql.scalar("SELECT photo_id FROM photo_file WHERE path = ?", (file.path,))
+        self.sql.execute(
             "INSERT INTO photo_file (path, photo_id, size, mtime_ns, seen_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET photo_id = excluded.photo_id, "
             "size = excluded.size, mtime_ns = excluded.mtime_ns, seen_at = excluded.seen_at",
@@ -102,7 +124,7 @@ class Saving(Photos):
 
     def _apply_label(self, photo_id: int, label: str, origin: Provenance) -> str | None:
         """Give `label` to the photo's largest, most central face; returns a review reason."""
-        faces = self._rows(
+        faces = self.sql.rows(
             "SELECT id, box_left, box_top, box_right, box_bottom FROM face "
             "WHERE photo_id = ? ORDER BY id",
             (photo_id,),
@@ -116,11 +138,13 @@ class Saving(Photos):
             person = self._person_for_label(label, origin)
         except AmbiguousPerson as error:
             return self._flag(photo_id, f"label not applied: {error}")
-        ((width, height),) = self._rows("SELECT width, height FROM photo WHERE id = ?", (photo_id,))
+        ((width, height),) = self.sql.rows(
+            "SELECT width, height FROM photo WHERE id = ?", (photo_id,)
+        )
         boxes = [Box(f[1], f[2], f[3], f[4]) for f in faces]
         chosen = faces[choose_labelled_face(boxes, width, height)][0]
         # No epoch bump: the vector index holds ids and vectors, not who a face is.
-        self._execute("UPDATE face SET person_id = ? WHERE id = ?", (person.id, chosen))
+        self.sql.execute("UPDATE face SET person_id = ? WHERE id = ?", (person.id, chosen))
         if len(faces) == 1:
             return None
         return self._flag(
@@ -141,7 +165,7 @@ class Saving(Photos):
         return f"label not applied: it names a person who was erased ({erasure})"
 
     def _flag(self, photo_id: int, reason: str) -> str:
-        self._execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
+        self.sql.execute("UPDATE photo SET review = ? WHERE id = ?", (reason, photo_id))
         return reason
 
     def _person_for_label(self, label: str, origin: Provenance) -> PersonRef:
@@ -150,7 +174,7 @@ class Saving(Photos):
         except NotFound:
             person_id = "p_" + secrets.token_hex(8)
             now = timestamp()
-            self._execute(
+            self.sql.execute(
                 "INSERT INTO person (id, name, created_at, updated_at, source, added_by, basis) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (

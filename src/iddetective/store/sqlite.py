@@ -2,7 +2,9 @@
 
 One writer at a time (SQLite's own lock, waited on with a busy timeout); readers see only
 committed data. Every `save` is one transaction, so a killed process leaves either the whole
-batch or none of it.
+batch or none of it. The statements are `SqlStore`'s (sql_store.py), run by `SqliteSql`
+(sqlite_sql.py) on the connections of sqlite_connections.py; people's text is searched with
+FTS5 (sqlite_text.py).
 """
 
 from __future__ import annotations
@@ -10,45 +12,36 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
-from ..entities import AuditEntry, Outcome, SaveResult
+from ..entities import AuditEntry
 from ..errors import NotFound, StoreBusy, StoreError
-from .access import INSERT_AUDIT, Access
-from .checking import Checking
-from .clusters import Clusters
-from .dialect import Lock, Row, check_version
-from .erasing import Erasing
+from .access import INSERT_AUDIT
+from .dialect import Row, check_version
 from .migrations import MIGRATIONS
-from .photos import Photos
-from .privacy import Privacy
-from .saving import Saving
+from .sql_store import SqlStore
 from .sqlite_connections import SqliteConnections
 from .sqlite_file import checked_connect, create_whole, refuse_foreign, refuse_other_programs
-from .sqlite_sql import SqliteDialect
+from .sqlite_sql import BUSY_TIMEOUT_SECONDS, SqliteSql
 from .sqlite_text import SqliteText
 
-__all__ = ["SqliteStore"]
+__all__ = ["BUSY_TIMEOUT_SECONDS", "SqliteStore"]
 
-BUSY_TIMEOUT_SECONDS = 60.0
 #: How long a search waits to write its audit entry at once before leaving it to the
 #: background writer, and how often that writer tries again.
 AUDIT_WAIT_SECONDS = 0.2
 AUDIT_RETRY_SECONDS = 1.0
 
 
-class SqliteStore(
-    SqliteText, Privacy, Erasing, Saving, Clusters, Checking, Photos, Access, SqliteDialect
-):
+class SqliteStore(SqlStore):
     """`Store` over one SQLite file."""
+
+    sql: SqliteSql
+    text: SqliteText
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self._pending_audit: list[tuple[object, ...]] = []
-        self._audit_lock = threading.Lock()
         self._audit_due = threading.Event()
         self._audit_writer: threading.Thread | None = None
         self._closed = False
@@ -60,20 +53,24 @@ class SqliteStore(
         else:
             self._make_folder()
             create_whole(self.path, self._build)
-        self._connections = SqliteConnections(self._connect(), self._open_reader)
+        self._use(SqliteConnections(self._connect(), self._open_reader))
         try:
             if not readonly:
                 self._migrate()
             self._check_version()
         except BaseException:
-            self._connections.close()
+            self.sql.close()
             raise
+
+    def _use(self, connections: SqliteConnections) -> None:
+        """Run statements on `connections` (those of a new file while `_build` makes it)."""
+        self.sql = SqliteSql(connections, self.path)
+        self.text = SqliteText(self.sql)
 
     @property
     def _db(self) -> sqlite3.Connection:
-        """This thread's connection (sqlite_connections.py): the writer inside `_write`, its
-        own reader elsewhere."""
-        return self._connections.current()
+        """This thread's connection (benchmarks reach in for it)."""
+        return self.sql.db
 
     # -- connection and schema -----------------------------------------------------------------
     def _make_folder(self) -> None:
@@ -85,7 +82,7 @@ class SqliteStore(
     def _build(self, db: sqlite3.Connection) -> None:
         """The schema of a new catalogue, on the file `create_whole` links into place."""
         _configure(db, readonly=False)
-        self._connections = SqliteConnections(db, lambda: db)
+        self._use(SqliteConnections(db, lambda: db))
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -116,47 +113,25 @@ class SqliteStore(
         )
 
     def _migrate(self) -> None:
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        if self._user_version() >= len(MIGRATIONS):
             return  # readers must not queue behind a running writer for nothing
-        with self._write():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self.sql.write() as db:
+            version = self._user_version()
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in _statements(script):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
-            stale = self._db.execute("SELECT 1 FROM meta WHERE key = 'person_text_stale'")
-            if stale.fetchone():
-                self._rebuild_person_text()
-                self._db.execute("DELETE FROM meta WHERE key = 'person_text_stale'")
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+            if self.sql.rows("SELECT 1 FROM meta WHERE key = 'person_text_stale'"):
+                self.text.clear()  # filled for every person after the migration creating it
+                for person_id in self.sql.firsts("SELECT id FROM person"):
+                    self._write_person_text(person_id)
+                db.execute("DELETE FROM meta WHERE key = 'person_text_stale'")
+
+    def _user_version(self) -> int:
+        return int(self.sql.scalar("PRAGMA user_version"))
 
     def _check_version(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        check_version(version, len(MIGRATIONS), str(self.path))
-
-    @contextmanager
-    def _write(self, lock: Lock = "exclusive") -> Iterator[sqlite3.Connection]:
-        """One write transaction on the writer connection: SQLite has one write lock,
-        whatever `lock` asks for."""
-        with self._connections.writing() as db, self._transaction(db):
-            yield db
-
-    @contextmanager
-    def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT on the writer, the audit entries waiting written first."""
-        db.execute("BEGIN IMMEDIATE")
-        with self._audit_lock:
-            pending, self._pending_audit = self._pending_audit, []
-        try:
-            if pending:
-                db.executemany(INSERT_AUDIT, pending)
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite rolls back by itself on a full disk
-                db.execute("ROLLBACK")
-            with self._audit_lock:
-                self._pending_audit[:0] = pending
-            raise
+        check_version(self._user_version(), len(MIGRATIONS), str(self.path))
 
     def close(self) -> None:
         self._closed = True
@@ -164,10 +139,10 @@ class SqliteStore(
         if self._audit_writer is not None:
             self._audit_writer.join()
         try:
-            if self._pending_audit:
-                self._flush_audit(BUSY_TIMEOUT_SECONDS)
+            if self.sql.deferring():
+                self.sql.flush(BUSY_TIMEOUT_SECONDS)
         finally:
-            self._connections.close()
+            self.sql.close()
 
     # -- the audit log -------------------------------------------------------------------------
     def _append_audit(self, entry: Row) -> None:
@@ -176,22 +151,20 @@ class SqliteStore(
         erasure) is kept and written with the next write transaction, before the log is
         read, or by a background thread as soon as the lock is free: the search answers
         meanwhile. An error other than a busy catalogue (a full disk) is raised."""
-        if self._connections.writing_here():
-            self._db.execute(INSERT_AUDIT, entry)
+        if self.sql.writing_here():
+            self.sql.execute(INSERT_AUDIT, entry)
             return
-        with self._audit_lock:
-            self._pending_audit.append(entry)
+        self.sql.defer(INSERT_AUDIT, entry)
         try:
             wait = AUDIT_WAIT_SECONDS if self._defer_busy_audit else BUSY_TIMEOUT_SECONDS
-            if self._flush_audit(wait):
+            if self.sql.flush(wait):
                 return
             if not self._defer_busy_audit:
                 raise StoreBusy(f"cannot use {self.path}: another program holds it")
         except StoreError:
             # A full disk, a read-only or damaged file, or (unless deferring) a writer held
             # past the busy timeout: the search is refused, never answered unaudited.
-            with self._audit_lock:
-                self._pending_audit = [e for e in self._pending_audit if e is not entry]
+            self.sql.withdraw(entry)
             raise
         self._audit_due.set()
         if self._audit_writer is None:
@@ -207,65 +180,23 @@ class SqliteStore(
         self._defer_busy_audit = True
 
     def audit(self, limit: int, before: int | None = None) -> list[AuditEntry]:
-        if self._pending_audit:
+        if self.sql.deferring():
             with contextlib.suppress(StoreError):  # the log as it stands can still be read
-                self._flush_audit(BUSY_TIMEOUT_SECONDS)
+                self.sql.flush(BUSY_TIMEOUT_SECONDS)
         return super().audit(limit, before)
-
-    def _flush_audit(self, wait: float) -> bool:
-        """Write the audit entries waiting, if the writer and SQLite's lock come within
-        `wait` seconds; whether they did (other errors, a full disk say, are raised)."""
-        try:
-            with self._connections.writing(wait) as db:
-                db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
-                try:
-                    with self._transaction(db):
-                        pass
-                finally:
-                    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        except (TimeoutError, StoreBusy):
-            return False
-        return True
 
     def _write_audit_later(self) -> None:
         """The background writer of audit entries that could not be written at once."""
         while not self._closed:
             self._audit_due.wait()
             self._audit_due.clear()
-            while self._pending_audit and not self._closed:
+            while self.sql.deferring() and not self._closed:
                 try:
-                    written = self._flush_audit(AUDIT_RETRY_SECONDS)
+                    written = self.sql.flush(AUDIT_RETRY_SECONDS)
                 except StoreError:
                     written = False  # kept: the next write or read of the log tries again
                 if not written:
                     self._audit_due.wait(AUDIT_RETRY_SECONDS)
-
-    # -- ingestion -----------------------------------------------------------------------------
-    def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
-        with self._write():
-            results = [self._save_one(outcome) for outcome in outcomes]
-            if any(r.status == "indexed" and r.faces for r in results):
-                self._bump_epoch()
-        return results
-
-    # -- privacy -------------------------------------------------------------------------------
-    def compact(self) -> None:
-        """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
-        # Deleted rows linger in free pages and the WAL until both are rewritten, and the
-        # text index keeps deleted trigrams in old segments until they are merged.
-        with self._connections.writing() as db:
-            db.execute("INSERT INTO person_text (person_text) VALUES ('optimize')")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    # -- checking ------------------------------------------------------------------------------
-    def _engine_problems(self) -> list[str]:
-        pages = [row[0] for row in self._db.execute("PRAGMA integrity_check").fetchall()]
-        problems = [f"{self.path}: {text}" for text in pages if text != "ok"]
-        for table, rowid, parent, _ in self._db.execute("PRAGMA foreign_key_check").fetchall():
-            problems.append(f"{self.path}: {table} row {rowid} refers to a missing {parent}")
-        return problems
 
 
 def _configure(db: sqlite3.Connection, readonly: bool) -> None:

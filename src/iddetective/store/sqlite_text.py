@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .people import Match, People
+from .dialect import Sql
+from .person_text import Match, TextSearch
 
 __all__ = ["SqliteText"]
 
@@ -17,50 +18,51 @@ __all__ = ["SqliteText"]
 _TRIGRAM = 3
 
 
-class SqliteText(People):
-    """The people catalogue of `SqliteStore`, with its text search on FTS5."""
+class SqliteText(TextSearch):
+    """The search text of `SqliteStore`, on FTS5."""
 
-    def _insert_person_text(self, person_id: str, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    def insert(self, person_id: str, rows: list[tuple[str, str, str]]) -> None:
         seq = int(
-            self._scalar(
+            self.sql.scalar(
                 "UPDATE meta SET value = value + ? WHERE key = 'person_text_seq' RETURNING value",
                 (len(rows),),
             )
         )
         # The rowid puts the text's length first, so FTS5 hands matches over shortest first
-        # and a search can stop after the first `limit` of each rank (see `_matches`). Rows
+        # and a search can stop after the first `limit` of each rank (see `matches`). Rows
         # go in rising rowid order: FTS5 flushes its pending data at every step down.
         first = seq - len(rows) + 1
         numbered = sorted(
             ((len(form) << _SEQ_BITS) | (first + i), form, field, value)
             for i, (form, field, value) in enumerate(rows)
         )
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO person_text (rowid, text, person_id, field, value) VALUES (?, ?, ?, ?, ?)",
             [(rowid, form, person_id, field, value) for rowid, form, field, value in numbered],
         )
-        self._execute_many(
+        self.sql.execute_many(
             "INSERT INTO person_text_row (text_rowid, person_id) VALUES (?, ?)",
             [(row[0], person_id) for row in numbered],
         )
 
-    def _delete_person_text(self, person_id: str) -> None:
+    def delete(self, person_id: str) -> None:
         """Remove a person's rows from the text index (found through `person_text_row`:
         FTS5 cannot look rows up by an unindexed column without reading them all)."""
-        rowids = self._firsts(
+        rowids = self.sql.firsts(
             "SELECT text_rowid FROM person_text_row WHERE person_id = ?", (person_id,)
         )
-        self._execute_many("DELETE FROM person_text WHERE rowid = ?", [(r,) for r in rowids])
-        self._execute("DELETE FROM person_text_row WHERE person_id = ?", (person_id,))
+        self.sql.execute_many("DELETE FROM person_text WHERE rowid = ?", [(r,) for r in rowids])
+        self.sql.execute("DELETE FROM person_text_row WHERE person_id = ?", (person_id,))
 
-    def _rebuild_person_text(self) -> None:
-        """Fill `person_text` for every person (after the migration that created it)."""
-        self._execute("DELETE FROM person_text")
-        self._execute("DELETE FROM person_text_row")
-        for person_id in self._firsts("SELECT id FROM person"):
-            self._write_person_text(person_id)
+    def clear(self) -> None:
+        """Remove every row of the text index (before it is filled again)."""
+        self.sql.execute("DELETE FROM person_text")
+        self.sql.execute("DELETE FROM person_text_row")
 
-    def _matches(self, form: str, want: int) -> list[Match]:
+    def matches(self, form: str, want: int) -> list[Match]:
         """One FTS5 query per rank tier (the value's start, a later word's start, anywhere):
         rows come in rowid order, which is length order, so each query stops after `want`
         rows instead of reading, ranking and sorting every match (a 3-letter fragment can
@@ -87,9 +89,9 @@ class SqliteText(People):
         )
 
     def _match_rows(self, sql: str, params: tuple[object, ...]) -> list[Match]:
-        return [(r[0], r[1], r[2], int(r[3])) for r in self._rows(sql, params)]
+        return [(r[0], r[1], r[2], int(r[3])) for r in self.sql.rows(sql, params)]
 
-    def _text_test(self, form: str) -> tuple[str, str]:
+    def condition(self, form: str) -> tuple[str, str]:
         if len(form) >= _TRIGRAM:
             return "person_text MATCH ?", _phrase(form)
         return "instr(text, ?) > 0", form
