@@ -35,6 +35,7 @@ __all__ = [
     "Stats",
     "StoredFace",
     "StoredFile",
+    "StoredModel",
     "UnnamedFaces",
 ]
 
@@ -136,6 +137,17 @@ class StoredFace:
     photo: PhotoRef
     box: Box
     person: PersonRef | None
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """An embedding model the catalogue holds vectors of: its name, the length of its
+    vectors (recorded with its first vector; every later one must have it) and when that
+    first vector was stored."""
+
+    name: str
+    dimension: int
+    first_seen: str
 
 
 @dataclass(frozen=True)

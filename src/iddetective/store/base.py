@@ -32,6 +32,7 @@ from ..entities import (
     Stats,
     StoredFace,
     StoredFile,
+    StoredModel,
     UnnamedFaces,
 )
 from ..query.language import Query
@@ -103,8 +104,21 @@ class PhotoStore(Protocol):
         """Ids of every face embedded with `model` (int64, ascending)."""
         ...
 
-    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings) of these faces; ids that do not exist are left out."""
+    def embeddings_of(
+        self, ids: np.ndarray, model: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of these faces, ids ascending; ids that do not exist (or, given a
+        `model`, are faces of another) are left out. Without a model, faces of models of
+        different dimensions raise `StoreError`."""
+        ...
+
+    def models(self) -> list[StoredModel]:
+        """Every embedding model the catalogue has stored a vector of (faces or opt-outs),
+        with the dimension recorded for it, in the order they were first seen."""
+        ...
+
+    def model_dimension(self, model: str) -> int | None:
+        """The dimension recorded for `model`'s vectors; None before its first is stored."""
         ...
 
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:

@@ -41,6 +41,7 @@ class Clusters:
     text: TextSearch
     _write_person_text: Callable[[str], None]
     faces: Callable[[Sequence[int]], dict[int, StoredFace]]
+    model_dimension: Callable[[str], int | None]
 
     # -- clustering ------------------------------------------------------------------------
     def unnamed_faces(self, model: str, only_new: bool) -> UnnamedFaces:
@@ -53,6 +54,7 @@ class Clusters:
             f"{new if only_new else ''} ORDER BY f.id",
             (model,),
             2,
+            self.model_dimension(model),
         )
         return UnnamedFaces(
             ids=np.array([r[0] for r in rows], dtype=np.int64),

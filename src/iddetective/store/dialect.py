@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 
-__all__ = ["Row", "Sql", "check_version", "timestamp"]
+__all__ = ["Row", "Sql", "check_version", "timestamp", "vector_length"]
 
 Row = tuple[Any, ...]
 #: What a write transaction locks in PostgreSQL (SQLite has one write lock for all): `exclusive`
@@ -71,6 +71,11 @@ class Sql:
         """A recorded time as the catalogue shows it: ISO 8601 in UTC, to the second."""
         raise NotImplementedError
 
+    def index_model(self, model_id: int, model: str, dimension: int) -> None:
+        """Inside a write: make whatever the database keeps to search the vectors of a model
+        whose first vector this transaction stores (`model_id` its row in `model`). SQLite
+        keeps none: its vector index is a file beside the catalogue (vector_index/)."""
+
     def time_or_none(self, value: Any) -> str | None:
         """`time` of a time that may not have been recorded."""
         return None if value is None else self.time(value)
@@ -90,16 +95,23 @@ class Sql:
         raise NotImplementedError
 
     def vector_rows(
-        self, sql: str, params: Sequence[Any], column: int
+        self, sql: str, params: Sequence[Any], column: int, dimension: int | None = None
     ) -> tuple[list[Row], np.ndarray]:
         """The rows of a statement, and the embeddings in `column` stacked (n x d float32;
-        0 x 0 when there is no row)."""
+        0 x `dimension` when there is no row, 0 x 0 when that is not given). Embeddings of
+        another length than `dimension`, or of different lengths, raise `StoreError`."""
         raise NotImplementedError
 
     def vector_rows_in(
-        self, sql: str, values: Iterable[Any], column: int
+        self,
+        sql: str,
+        values: Iterable[Any],
+        column: int,
+        dimension: int | None = None,
+        before: Sequence[Any] = (),
     ) -> tuple[list[Row], np.ndarray]:
-        """`vector_rows` of a statement holding `IN ({marks})`, for every one of `values`."""
+        """`vector_rows` of a statement holding `IN ({marks})`, for every one of `values`
+        (its parameters: `before`, then the values)."""
         raise NotImplementedError
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -135,6 +147,21 @@ class Sql:
     def close(self) -> None:
         """Close every connection."""
         raise NotImplementedError
+
+
+def vector_length(lengths: set[int], dimension: int | None) -> int:
+    """The one length of the embeddings a read found (their `lengths`), which must be
+    `dimension` when it is given; `StoreError` when they differ from it or from each other
+    (faces of several models in one read)."""
+    expected = {dimension} if dimension is not None else set(list(lengths)[:1])
+    if lengths != expected:
+        found = " and ".join(str(n) for n in sorted(lengths))
+        recorded = f"; the model's recorded dimension is {dimension}" if dimension else ""
+        raise StoreError(
+            f"the catalogue holds embeddings of {found} dimensions where one length was "
+            f"expected{recorded}: read the faces of one model at a time"
+        )
+    return lengths.pop()
 
 
 def timestamp() -> str:

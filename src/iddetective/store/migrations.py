@@ -204,4 +204,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE optout_faces RENAME TO optout;
     CREATE INDEX optout_token ON optout (token)
     """,
+    # 7: every model of the catalogue with the dimension of its vectors, recorded when its
+    # first vector (a face's or an opt-out's) is stored; every later one must have it, and
+    # reads reshape blobs by it. Models already here get the length of their first vector.
+    """
+    CREATE TABLE model (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        dimension INTEGER NOT NULL CHECK (dimension > 0),
+        first_seen TEXT NOT NULL
+    );
+    INSERT INTO model (name, dimension, first_seen)
+        SELECT f.model, length(f.embedding) / 4, p.ingested_at
+        FROM face f JOIN photo p ON p.id = f.photo_id
+        WHERE f.id IN (SELECT min(id) FROM face GROUP BY model) ORDER BY f.id;
+    INSERT INTO model (name, dimension, first_seen)
+        SELECT model, length(embedding) / 4, created_at FROM optout
+        WHERE id IN (SELECT min(id) FROM optout GROUP BY model) ORDER BY id
+        ON CONFLICT (name) DO NOTHING
+    """,
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class Photos:
     """Photo, file, face and report methods of both stores."""
 
     sql: Sql
+    model_dimension: Callable[[str], int | None]
+    _record_model: Callable[[str, int], None]
+    _check_model: Callable[[str, int], None]
 
     # -- files and photos ------------------------------------------------------------------
     def file_record(self, path: str) -> StoredFile | None:
@@ -86,6 +89,7 @@ class Photos:
             other = self.sql.scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
             return int(other), False
         photo_id = int(inserted)
+        self._record_vectors(analysis.model, [f.embedding for f in analysis.faces])
         self.sql.execute_many(
             "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
             "landmarks, model, embedding, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -106,6 +110,18 @@ class Photos:
             ],
         )
         return photo_id, True
+
+    def _record_vectors(
+        self, model: str, vectors: Sequence[np.ndarray], *, record: bool = True
+    ) -> None:
+        """Check vectors of `model` about to be stored (`record`: record its dimension with
+        the model's first) or compared against its recorded dimension; `StoreError` for one
+        of another length."""
+        for dimension in sorted({int(np.size(vector)) for vector in vectors}):
+            if record:
+                self._record_model(model, dimension)
+            else:
+                self._check_model(model, dimension)
 
     def _bump_epoch(self) -> None:
         self.sql.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")
@@ -201,11 +217,12 @@ class Photos:
 
     def embeddings(self, model: str, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of every face of `model`, in id order, `batch` at a time."""
-        last = 0
+        dimension, last = self.model_dimension(model), 0
         while True:
             ids, vectors = self._id_vectors(
                 "SELECT id, embedding FROM face WHERE model = ? AND id > ? ORDER BY id LIMIT ?",
                 (model, last, batch),
+                dimension,
             )
             if not len(ids):
                 return
@@ -217,17 +234,30 @@ class Photos:
         ids = self.sql.firsts("SELECT id FROM face WHERE model = ? ORDER BY id", (model,))
         return np.array(ids, dtype=np.int64)
 
-    def embeddings_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of these faces that exist, in id order."""
-        rows, vectors = self.sql.vector_rows_in(
-            "SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id",
-            (int(i) for i in ids),
-            1,
-        )
+    def embeddings_of(
+        self, ids: np.ndarray, model: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of these faces that exist (of `model`, if given), in id order;
+        without a model, faces of models of different dimensions raise `StoreError`."""
+        wanted = (int(i) for i in ids)
+        if model is None:
+            rows, vectors = self.sql.vector_rows_in(
+                "SELECT id, embedding FROM face WHERE id IN ({marks}) ORDER BY id", wanted, 1
+            )
+        else:
+            rows, vectors = self.sql.vector_rows_in(
+                "SELECT id, embedding FROM face WHERE model = ? AND id IN ({marks}) ORDER BY id",
+                wanted,
+                1,
+                self.model_dimension(model),
+                before=(model,),
+            )
         return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
-    def _id_vectors(self, sql: str, params: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-        rows, vectors = self.sql.vector_rows(sql, params, 1)
+    def _id_vectors(
+        self, sql: str, params: Sequence[object], dimension: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows, vectors = self.sql.vector_rows(sql, params, 1, dimension)
         return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
     def faces(self, ids: Sequence[int]) -> dict[int, StoredFace]:

@@ -42,14 +42,16 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
+from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreBusy, StoreError
 from ..retrying import Backoff, retried
-from .dialect import Lock, Row, Sql
+from .dialect import Lock, Row, Sql, vector_length
 
 __all__ = [
+    "HNSW_MAX_DIMENSIONS",
     "NOCASE",
     "POOL_SIZE",
     "RECONNECT_SECONDS",
@@ -57,10 +59,13 @@ __all__ = [
     "PostgresSql",
     "configured",
     "connect_patiently",
+    "embedding_expression",
     "is_lost",
     "iso",
     "iso_or_none",
     "like_escape",
+    "model_condition",
+    "model_index_name",
     "now",
     "once_more_if_lost",
     "to_postgres",
@@ -93,6 +98,8 @@ RECONNECT_SECONDS = 30.0
 #: `PostgresStore(url, pool=(low, high))` of a server with many request threads may want more.
 POOL_SIZE = (1, 8)
 PoolSize = tuple[int, int]
+#: The most dimensions pgvector's HNSW index takes for a `vector`.
+HNSW_MAX_DIMENSIONS = 2000
 #: Waits between tries to connect to a server that is down, and to rerun a write that lost
 #: a deadlock or a serialisation conflict.
 CONNECT_BACKOFF = Backoff(0.1, longest=2.0)
@@ -323,6 +330,23 @@ class PostgresSql(Sql):
     def time(self, value: Any) -> str:
         return iso(value)
 
+    def index_model(self, model_id: int, model: str, dimension: int) -> None:
+        """The model's own HNSW index: over its rows only (a partial index), of its
+        embeddings cast to their length (pgvector indexes vectors of one declared length;
+        the column is untyped so that any model fits). Building it reads the table once,
+        holding off other writers of faces until this transaction ends: once per model.
+        A model of more dimensions than HNSW takes has none, and is scanned exactly."""
+        if dimension > HNSW_MAX_DIMENSIONS:
+            return
+        statement = SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON face USING hnsw ({} vector_l2_ops) WHERE {}"
+        ).format(
+            Identifier(model_index_name(model_id)),
+            embedding_expression(dimension),
+            model_condition(model),
+        )
+        self._on_connection(lambda db: db.execute(statement))
+
     # -- statements in SQLite's form (store/dialect.py) -----------------------------------
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.all(to_postgres(sql), tuple(params))
@@ -334,16 +358,21 @@ class PostgresSql(Sql):
         return self._dicts(to_postgres(sql), tuple(params))
 
     def vector_rows(
-        self, sql: str, params: Sequence[Any], column: int
+        self, sql: str, params: Sequence[Any], column: int, dimension: int | None = None
     ) -> tuple[list[Row], np.ndarray]:
         rows = self._binary(to_postgres(sql), tuple(params))
-        return rows, vectors_of(rows, column)
+        return rows, vectors_of(rows, column, dimension)
 
     def vector_rows_in(
-        self, sql: str, values: Iterable[Any], column: int
+        self,
+        sql: str,
+        values: Iterable[Any],
+        column: int,
+        dimension: int | None = None,
+        before: Sequence[Any] = (),
     ) -> tuple[list[Row], np.ndarray]:
-        rows = self._binary(to_postgres(sql), (list(values),))
-        return rows, vectors_of(rows, column)
+        rows = self._binary(to_postgres(sql), (*before, list(values)))
+        return rows, vectors_of(rows, column, dimension)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         statement = to_postgres(sql)
@@ -487,10 +516,33 @@ def configured(db: Connection, configure: Callable[[Connection], None]) -> Conne
     return db
 
 
-def vectors_of(rows: list[tuple[Any, ...]], column: int) -> np.ndarray:
-    """The arrays in `column` of `rows` stacked (n x d float32; 0 x 0 when there is none)."""
+def embedding_expression(dimension: int) -> Composed:
+    """`face.embedding` as the HNSW index of a model of `dimension` holds it: cast to that
+    length. A query must use this very expression (and `model_condition`) for the planner
+    to answer it with the index."""
+    return SQL("(embedding::vector({}))").format(Literal(int(dimension)))
+
+
+def model_condition(model: str) -> Composed:
+    """The condition on `face` of a model's partial index, with the name as a literal: a
+    parameter would hide from the planner of a prepared statement that the index applies."""
+    return SQL("model = {}").format(Literal(model))
+
+
+def model_index_name(model_id: int) -> str:
+    """The name of the HNSW index of the model whose row in `model` is `model_id`."""
+    return f"face_embedding_{int(model_id)}"
+
+
+def vectors_of(
+    rows: list[tuple[Any, ...]], column: int, dimension: int | None = None
+) -> np.ndarray:
+    """The arrays in `column` of `rows` stacked (n x d float32; 0 x `dimension` when there is
+    none, 0 x 0 when it is not given); `StoreError` for arrays of another length than
+    `dimension`, or of different lengths (store/dialect.py's `vector_length`)."""
     if not rows:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((0, dimension or 0), np.float32)
+    vector_length({len(row[column]) for row in rows}, dimension)
     return np.stack([row[column] for row in rows]).astype(np.float32, copy=False)
 
 
@@ -532,6 +584,7 @@ _TABLES = (
     "photo",
     "photo_file",
     "face",
+    "model",
     "face_cluster",
     "face_rejection",
     "failure",

@@ -28,12 +28,15 @@ class Privacy:
 
     sql: Sql
     _audit_event: Callable[..., None]
+    model_dimension: Callable[[str], int | None]
+    _record_model: Callable[[str, int], None]
 
     # -- the opt-out registry --------------------------------------------------------------
     def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
         """Keep faces' embeddings (one, or n x d) in the blocklist under one token."""
         vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, np.shape(embeddings)[-1])
         with self.sql.write():
+            self._record_model(model, vectors.shape[1])
             token = new_token("optout")
             self._audit_event("optout", actor, token, len(vectors))
             created = timestamp()
@@ -68,7 +71,10 @@ class Privacy:
     def optout_embeddings(self, model: str) -> np.ndarray:
         """The blocked embeddings of `model` (n x d float32) for matching, never for display."""
         _, vectors = self.sql.vector_rows(
-            "SELECT embedding FROM optout WHERE model = ? ORDER BY id", (model,), 0
+            "SELECT embedding FROM optout WHERE model = ? ORDER BY id",
+            (model,),
+            0,
+            self.model_dimension(model),
         )
         return vectors
 

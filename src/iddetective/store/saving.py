@@ -104,6 +104,9 @@ class Saving(Photos):
         whether any was dropped."""
         if not isinstance(outcome, IndexedPhoto):
             return outcome, False
+        # Refused before they are compared with the model's opt-outs, of its dimension.
+        vectors = [f.embedding for f in outcome.analysis.faces]
+        self._record_vectors(outcome.analysis.model, vectors, record=False)
         blocked = self.opted_out(outcome.analysis)
         kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
         return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)

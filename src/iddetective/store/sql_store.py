@@ -3,7 +3,8 @@ database: connections, transactions, statements, dialect; store/dialect.py) and 
 (how the database keeps and searches people's text; person_text.py).
 
 Its parts, by concern, are classes of their own modules, combined here into one class:
-photos.py and saving.py (photos, files, faces; `save`), checking.py, people.py (with the
+photos.py and saving.py (photos, files, faces; `save`), embedding_models.py (the models
+of the stored vectors and their dimensions), checking.py, people.py (with the
 query compiler, people_query.py), clusters.py, erasing.py, privacy.py and access.py. Each
 part runs its statements on `self.sql` and calls the others' methods on `self`; what one
 needs of another it declares at the top of its class. A database is `SqliteStore`
@@ -17,6 +18,7 @@ from .access import Access
 from .checking import Checking
 from .clusters import Clusters
 from .dialect import Sql
+from .embedding_models import EmbeddingModels
 from .erasing import Erasing
 from .people import People
 from .person_text import TextSearch
@@ -27,7 +29,9 @@ from .saving import Saving
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Saving, Photos, People, Clusters, Erasing, Privacy, Access, Checking):
+class SqlStore(
+    Saving, Photos, EmbeddingModels, People, Clusters, Erasing, Privacy, Access, Checking
+):
     """`Store` over a database's `sql` and its search `text`."""
 
     def __init__(self, sql: Sql, text: TextSearch) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreBusy
-from .dialect import Lock, Row, Sql
+from .dialect import Lock, Row, Sql, vector_length
 from .sqlite_connections import SqliteConnections
 
 __all__ = ["BUSY_TIMEOUT_SECONDS", "SqliteSql", "blob_vectors", "chunks", "select_in"]
@@ -125,16 +125,21 @@ class SqliteSql(Sql):
         return [dict(r) for r in self.db.execute(sql, params)]
 
     def vector_rows(
-        self, sql: str, params: Sequence[Any], column: int
+        self, sql: str, params: Sequence[Any], column: int, dimension: int | None = None
     ) -> tuple[list[Row], np.ndarray]:
         rows = self.rows(sql, params)
-        return rows, blob_vectors([r[column] for r in rows])
+        return rows, blob_vectors([r[column] for r in rows], dimension)
 
     def vector_rows_in(
-        self, sql: str, values: Iterable[Any], column: int
+        self,
+        sql: str,
+        values: Iterable[Any],
+        column: int,
+        dimension: int | None = None,
+        before: Sequence[Any] = (),
     ) -> tuple[list[Row], np.ndarray]:
-        rows = self.rows_in(sql, values)
-        return rows, blob_vectors([r[column] for r in rows])
+        rows = self.rows_in(sql, values, before)
+        return rows, blob_vectors([r[column] for r in rows], dimension)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.db.execute(sql, params).rowcount
@@ -170,13 +175,15 @@ class SqliteSql(Sql):
         self.connections.close()
 
 
-def blob_vectors(blobs: Sequence[bytes]) -> np.ndarray:
-    """Embeddings stored as little-endian float32 blobs, stacked (n x d float32; 0 x 0 when
-    there is none)."""
+def blob_vectors(blobs: Sequence[bytes], dimension: int | None = None) -> np.ndarray:
+    """Embeddings stored as little-endian float32 blobs, stacked (n x d float32; 0 x
+    `dimension` when there is none, 0 x 0 when it is not given). A blob of another length
+    than `dimension` floats, or blobs of different lengths, raise `StoreError`."""
     if not blobs:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((0, dimension or 0), np.float32)
+    width = vector_length({len(blob) // 4 for blob in blobs}, dimension)
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4")
-    return vectors.reshape(len(blobs), -1).astype(np.float32)
+    return vectors.reshape(len(blobs), width).astype(np.float32)
 
 
 def select_in(
