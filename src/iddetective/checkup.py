@@ -161,7 +161,8 @@ def _faces_whose_vector_differs(
     distance zero: the index holds some other vector under their id."""
     wrong: list[int] = []
     for start in range(0, len(face_ids), _CHUNK):
-        ids, vectors = catalogue.store.embeddings_of(face_ids[start : start + _CHUNK])
+        chunk = face_ids[start : start + _CHUNK]
+        ids, vectors = catalogue.store.embeddings_of(chunk, catalogue.model)
         for face_id, hits in zip(ids.tolist(), index.search(vectors, 1, allowed=ids), strict=True):
             if not len(hits) or hits.ids[0] != face_id or hits.distances[0] > _TOLERANCE:
                 wrong.append(int(face_id))

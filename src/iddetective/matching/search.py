@@ -107,7 +107,7 @@ def match_faces(
     within = index.range_search(queries, threshold, allowed)
     nearest = index.search(queries, top * _CANDIDATES_PER_PERSON, allowed)
     wanted = {int(i) for hits in (*within, *nearest) for i in hits.ids}
-    check_against_catalogue(store, queries, within + nearest)
+    check_against_catalogue(store, queries, within + nearest, model=analysis.model)
     stored = store.faces(sorted(wanted))
     return [
         FaceResult(face.box, face.score, _group(inside, near, stored, top, threshold))
@@ -116,20 +116,28 @@ def match_faces(
 
 
 def check_against_catalogue(
-    store: Store, queries: np.ndarray, found: list[Neighbours], tolerance: float = 1e-3
+    store: Store,
+    queries: np.ndarray,
+    found: list[Neighbours],
+    tolerance: float = 1e-3,
+    *,
+    model: str | None = None,
 ) -> None:
     """Raise `IndexDamaged` if any distance the index reported differs from the distance to
     the catalogue's own embedding of that face: the catalogue is the source of truth, and a
     damaged index must never be reported as a confident match. `found[i]` answers
-    `queries[i % len(queries)]`. Faces removed since the index was read are skipped."""
+    `queries[i % len(queries)]`. Faces removed since the index was read are skipped; given
+    the index's `model`, a face of another model is damage too."""
     ids = np.concatenate([hits.ids for hits in found]).astype(np.int64)
     if not len(ids):
         return
     reported = np.concatenate([hits.distances for hits in found])
     owners = np.repeat(np.arange(len(found)) % len(queries), [len(hits) for hits in found])
-    known, vectors = store.embeddings_of(np.unique(ids))
+    known, vectors = store.embeddings_of(np.unique(ids), model)
     rows = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
     present = known[rows] == ids if len(known) else np.zeros(len(ids), bool)
+    if model is not None and not present.all():
+        _refuse_other_models(store, ids[~present], model)
     difference = vectors[rows[present]] - queries[owners[present]]
     actual = np.sqrt(np.einsum("ij,ij->i", difference, difference))
     wrong = np.flatnonzero(np.abs(actual - reported[present]) > tolerance)
@@ -139,6 +147,17 @@ def check_against_catalogue(
             f"the vector index reported face {ids[present][first]} at distance "
             f"{reported[present][first]:.4f}, but the catalogue's embedding of it is at "
             f"{actual[first]:.4f}"
+        )
+
+
+def _refuse_other_models(store: Store, absent: np.ndarray, model: str) -> None:
+    """Raise `IndexDamaged` if faces the index of `model` reported, not found among that
+    model's, are faces of another model (not removed since)."""
+    others = store.faces(sorted({int(i) for i in absent}))
+    if others:
+        raise IndexDamaged(
+            f"the vector index of the model {model!r} reported face {min(others)}, which is "
+            "a face of another model"
         )
 
 

@@ -92,7 +92,7 @@ def cluster_new(
     good = _good(faces).tolist()
     found = index.range_search(faces.vectors, threshold)
     near = store.cluster_of_faces(sorted({int(i) for hits in found for i in hits.ids}))
-    clusters = _Clusters(store, {c for c, _ in near.values() if c is not None})
+    clusters = _Clusters(store, {c for c, _ in near.values() if c is not None}, model)
     placed: dict[int, int | None] = {}
     joined, fresh = 0, list[int]()
     for row, face in enumerate(faces.ids.tolist()):
@@ -120,10 +120,10 @@ def cluster_new(
 class _Clusters:
     """The sums of the vectors and the photos of the clusters new faces may join."""
 
-    def __init__(self, store: Store, cluster_ids: set[int]) -> None:
+    def __init__(self, store: Store, cluster_ids: set[int], model: str) -> None:
         members = store.cluster_members(sorted(cluster_ids))
         ids = np.array(sorted(f for faces in members.values() for f in faces), dtype=np.int64)
-        found, vectors = store.embeddings_of(ids) if len(ids) else (ids, np.zeros((0, 0)))
+        found, vectors = store.embeddings_of(ids, model) if len(ids) else (ids, np.zeros((0, 0)))
         row_of = {int(face): row for row, face in enumerate(found.tolist())}
         self.sums: dict[int, tuple[np.ndarray, int]] = {}
         for cluster, faces in members.items():

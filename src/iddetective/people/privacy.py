@@ -144,7 +144,8 @@ def preview_erasure(
     faces = tuple(f.id for f in catalogue.store.faces_of_person(person.id))
     if not faces or unnamed_within == 0:
         return ErasurePreview(person, faces, (), unnamed_within)
-    _, vectors = catalogue.store.embeddings_of(np.array(faces, dtype=np.int64))
+    # The faces of the catalogue's model: those of another are not in its vector index.
+    _, vectors = catalogue.store.embeddings_of(np.array(faces, dtype=np.int64), catalogue.model)
     near = catalogue.faces_within(vectors, unnamed_within)
     candidates = {int(i) for found in near for i in found.ids} - set(faces)
     unnamed = catalogue.store.erasable_unnamed(person.id, sorted(candidates))
@@ -159,7 +160,8 @@ def erase_person(
     re-indexing the operator's files never brings them back."""
     blocked = None
     if optout and preview.faces:
-        ids, vectors = catalogue.store.embeddings_of(np.array(preview.faces, dtype=np.int64))
+        faces = np.array(preview.faces, dtype=np.int64)
+        ids, vectors = catalogue.store.embeddings_of(faces, catalogue.model)
         if len(ids):
             # Before the erasure: a crash between the two leaves faces blocked, never back.
             blocked = catalogue.store.add_optout(catalogue.model, vectors, actor).token

@@ -94,6 +94,8 @@ class IndexKeeper:
     def index(self) -> VectorIndex:
         """The index, brought up to date with the catalogue before it is used."""
         kind = self.kind()
+        if self._index is None:
+            self._check_dimension()
         if isinstance(kind, CatalogueIndex):
             with self._lock:
                 if self._index is None:
@@ -139,7 +141,7 @@ class IndexKeeper:
 
         def within(index: VectorIndex) -> list[Neighbours]:
             found = index.range_search(queries, radius)
-            check_against_catalogue(self.store, queries, found)
+            check_against_catalogue(self.store, queries, found, model=self.model)
             return found
 
         return self.with_index(within)
@@ -191,15 +193,36 @@ class IndexKeeper:
 
     def _loaded(self, kind: PersistentIndex, path: Path) -> tuple[VectorIndex, int]:
         """The saved index and its epoch, or a new empty one (epoch -1) when there is none
-        or it cannot be used (said, unless it is missing or only outdated)."""
+        or it cannot be used (said, unless it is missing or only outdated): one of vectors
+        of another dimension than the model's is not this model's index."""
         try:
-            return kind.load(path)
+            index, epoch = kind.load(path)
+            if index.dimension == self.dimension:
+                return index, epoch
+            self.notice(
+                f"the vector index at {path} holds {index.dimension}-dimensional vectors, "
+                f"but the model {self.model!r} makes {self.dimension}-dimensional ones; "
+                "rebuilding the vector index from the catalogue"
+            )
+            close_index = getattr(index, "close", None)
+            if close_index is not None:
+                close_index()
         except IndexOutdated:
             pass
         except IndexMismatch as error:
             if path.exists() or path.is_symlink():  # a missing index is only a first run
                 self.notice(f"{error}; rebuilding the vector index from the catalogue")
         return kind(self.dimension), -1
+
+    def _check_dimension(self) -> None:
+        """Refuse to index a model whose embedder makes vectors of another length than the
+        catalogue recorded for that model's stored faces (a StoreError naming both)."""
+        recorded = self.store.model_dimension(self.model)
+        if recorded is not None and recorded != self.dimension:
+            raise StoreError(
+                f"the catalogue records the model {self.model!r}'s vectors as {recorded}-"
+                f"dimensional, but its embedder makes {self.dimension}-dimensional ones"
+            )
 
     def _in_catalogue(self, kind: CatalogueIndex) -> VectorIndex:
         if not self.db:
@@ -217,7 +240,8 @@ class IndexKeeper:
         index.remove(np.setdiff1d(held, current, assume_unique=True))
         missing = np.setdiff1d(current, held, assume_unique=True)
         for start in range(0, len(missing), CATCH_UP_BATCH):
-            ids, vectors = self.store.embeddings_of(missing[start : start + CATCH_UP_BATCH])
+            batch = missing[start : start + CATCH_UP_BATCH]
+            ids, vectors = self.store.embeddings_of(batch, self.model)
             if len(ids):
                 index.add(ids, vectors)
             if self.progress:

@@ -2,19 +2,24 @@
 
 Two ways to have one:
 
-- `PgvectorIndex.of_catalogue(url, model, dimension)` searches the catalogue's own `face`
-  table (its `embedding` column has an HNSW index, store/postgres_migrations.py). Nothing is
-  copied, built or caught up: a face is searchable once the transaction saving it commits,
-  on every server at once. Faces come and go with the photos, so this index is read-only.
-- `PgvectorIndex(dimension, url=…)` keeps a table of its own (`id`, `embedding`) and is a
-  complete `VectorIndex` (add, remove, save, load); it is what the contract suite and the
-  benchmark exercise, with the same search code.
+- `PgvectorIndex.of_catalogue(url, model, dimension)` searches the model's rows of the
+  catalogue's own `face` table, through the model's own HNSW index: partial (`WHERE model =
+  '…'`) over `embedding::vector(d)`, since the column is untyped so that models of any
+  dimension fit (store/postgres_sql.py's `index_model`, made with the model's first face).
+  Its queries use that very expression and condition, so the planner answers them with it.
+  Nothing is copied, built or caught up: a face is searchable once the transaction saving it
+  commits, on every server at once. Faces come and go with the photos, so this index is
+  read-only.
+- `PgvectorIndex(dimension, url=…)` keeps a table of its own (`id`, `embedding vector(d)`
+  with an HNSW index) and is a complete `VectorIndex` (add, remove, save, load); it is what
+  the contract suite and the benchmark exercise, with the same search code.
 
-HNSW is approximate. Small collections (up to `exact_max` rows, by the planner's estimate)
-and small filters (up to `exact_filter_max` allowed ids) are scanned exactly instead, as
-`IvfIndex` does; above, `hnsw.ef_search` (default 200 here, pgvector's is 40) sets the
-recall. A range search asks HNSW for more and more neighbours until one lies beyond the
-radius. Distances are pgvector's `<->` (Euclidean, float32 arithmetic).
+HNSW is approximate. Small collections (up to `exact_max` rows, by the planner's estimate),
+small filters (up to `exact_filter_max` allowed ids) and vectors longer than HNSW takes
+(2,000 dimensions) are scanned exactly instead, as `IvfIndex` does; above, `hnsw.ef_search`
+(default 200 here, pgvector's is 40) sets the recall. A range search asks HNSW for more and
+more neighbours until one lies beyond the radius. Distances are pgvector's `<->` (Euclidean,
+float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from ..files import write_atomically
-from ..store.postgres_sql import configured, connect_patiently, once_more_if_lost
+from ..store.postgres_sql import (
+    HNSW_MAX_DIMENSIONS,
+    configured,
+    connect_patiently,
+    embedding_expression,
+    model_condition,
+    once_more_if_lost,
+)
 from ..urls import without_password
 from .base import IndexMismatch, Neighbours, checked_addition, checked_queries, nearest, within
 
@@ -86,6 +98,9 @@ class PgvectorIndex:
             raise IndexMismatch(f"bad table name {self.table!r}: lower-case letters, digits, _")
         #: Rows of another table this index reads (`of_catalogue`): then it is read-only.
         self._model: str | None = None
+        #: The vectors as its HNSW index holds them: the typed column of its own table, the
+        #: catalogue's untyped one cast to the model's length (`_use_catalogue`).
+        self._embedding: sql.Composable = sql.SQL("embedding")
         self._url = url
         #: Whether the server's pgvector (0.8+) scans HNSW iteratively: past ef_search rows,
         #: and on past rows a filter removed (set for each connection, `_configure`).
@@ -100,10 +115,37 @@ class PgvectorIndex:
 
     @classmethod
     def of_catalogue(cls, url: str, model: str, dimension: int, **knobs: Any) -> PgvectorIndex:
-        """The faces of `model` in the catalogue at `url`, searched where they are stored."""
+        """The faces of `model` in the catalogue at `url`, searched where they are stored;
+        IndexMismatch when the catalogue records another dimension for that model."""
         index = cls(dimension, url=url, table="face", **knobs)
-        index._model = model
+        try:
+            index._use_catalogue(model)
+        except psycopg.Error as error:
+            index.close()
+            raise IndexMismatch(
+                f"cannot read the models of the catalogue at {without_password(url)}: {error}"
+            ) from None
+        except BaseException:
+            index.close()
+            raise
         return index
+
+    def _use_catalogue(self, model: str) -> None:
+        """Read the faces of `model` in the catalogue's `face` table (then read-only): its
+        untyped `embedding` cast to the model's length and its rows only, as the model's
+        HNSW index holds them (store/postgres_sql.py's `index_model`)."""
+        recorded = self._read(
+            lambda: self._db.execute(
+                "SELECT dimension FROM model WHERE name = %s", (model,)
+            ).fetchone()
+        )
+        if recorded is not None and recorded[0] != self.dimension:
+            raise IndexMismatch(
+                f"the catalogue records the model {model!r}'s vectors as {recorded[0]}-"
+                f"dimensional, not {self.dimension}-dimensional"
+            )
+        self._model = model
+        self._embedding = embedding_expression(self.dimension)
 
     @property
     def read_only(self) -> bool:
@@ -175,6 +217,8 @@ class PgvectorIndex:
     def _exact(self, allowed: list[int] | None) -> bool:
         if allowed is not None and len(allowed) <= self.exact_filter_max:
             return True
+        if self.dimension > HNSW_MAX_DIMENSIONS:
+            return True  # no HNSW index takes vectors this long
         return self._estimated_rows() <= self.exact_max
 
     def _estimated_rows(self) -> float:
@@ -186,6 +230,8 @@ class PgvectorIndex:
         return self._estimate[1]
 
     def _ask_estimated_rows(self) -> float:
+        if self._model is not None:
+            return self._ask_planned_rows()
         row = self._read(
             lambda: self._db.execute(
                 "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
@@ -195,15 +241,28 @@ class PgvectorIndex:
         if row is None:
             return 0.0
         reltuples, size = row
-        # A row of a 128-d vector and an id takes ~550 bytes on disk.
+        # A row of a d-dimensional vector and an id takes ~4 d + 40 bytes on disk.
         return float(reltuples) if reltuples >= 0 else size / (4 * self.dimension + 40)
+
+    def _ask_planned_rows(self) -> float:
+        """The planner's estimate of the model's rows in the catalogue's table (from its
+        statistics of `face.model`; the table holds the faces of every model)."""
+        where, params = self._where(None)
+        statement = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
+            self._name, where
+        )
+        row = self._read(lambda: self._db.execute(statement, params).fetchone())
+        plan = row[0] if row else None
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        return float(plan[0]["Plan"]["Plan Rows"]) if plan else 0.0
 
     def _scan(self, query: np.ndarray, allowed: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Every (allowed) id and its exact distance to `query` (OFFSET 0 keeps the planner
         from answering the ORDER BY with the approximate HNSW index)."""
         where, params = self._where(allowed)
-        statement = sql.SQL("SELECT id, embedding <-> %s AS d FROM {} WHERE {} OFFSET 0").format(
-            self._name, where
+        statement = sql.SQL("SELECT id, {} <-> %s AS d FROM {} WHERE {} OFFSET 0").format(
+            self._embedding, self._name, where
         )
         rows = self._read(lambda: self._db.execute(statement, (query, *params)).fetchall())
         return _columns(rows)
@@ -230,9 +289,12 @@ class PgvectorIndex:
         self, query: np.ndarray, count: int, allowed: list[int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
         where, params = self._where(allowed)
+        # The model's expression and condition as its HNSW index has them, or the planner
+        # would not answer the ORDER BY with it.
         statement = sql.SQL(
-            "SELECT id, embedding <-> %s AS d FROM {} WHERE {} ORDER BY embedding <-> %s LIMIT %s"
-        ).format(self._name, where)
+            "SELECT id, {embedding} <-> %s AS d FROM {table} WHERE {where} "
+            "ORDER BY {embedding} <-> %s LIMIT %s"
+        ).format(embedding=self._embedding, table=self._name, where=where)
         ef_search = max(self.ef_search, min(count, EF_SEARCH_MAX))
 
         def run() -> list[tuple[Any, ...]]:
@@ -252,8 +314,7 @@ class PgvectorIndex:
         parts: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
         if self._model is not None:
-            parts.append(sql.SQL("model = %s"))
-            params.append(self._model)
+            parts.append(model_condition(self._model))
         if allowed is not None:
             parts.append(sql.SQL("id = ANY(%s)"))
             params.append(allowed)
@@ -294,10 +355,13 @@ class PgvectorIndex:
             index = cls(int(meta["dimension"]), url=url, table=meta["table"], **meta["knobs"])
         except (OSError, ValueError, KeyError, TypeError, IndexMismatch) as error:
             raise IndexMismatch(f"cannot read the index file {path}: {error}") from None
-        index._model = meta.get("model")
         try:
+            if meta.get("model") is not None:
+                index._use_catalogue(str(meta["model"]))
+            else:
+                index._check_table_dimension()
             count = len(index)
-        except psycopg.Error as error:
+        except (psycopg.Error, IndexMismatch) as error:
             index.close()
             raise IndexMismatch(f"cannot read the index {path} names: {error}") from None
         if count != meta["count"]:
@@ -329,6 +393,21 @@ class PgvectorIndex:
         )
         hnsw = "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_l2_ops)"
         self._db.execute(sql.SQL(hnsw).format(sql.Identifier(f"{self.table}_hnsw"), self._name))
+
+    def _check_table_dimension(self) -> None:
+        """IndexMismatch unless the own table's column holds vectors of `dimension`."""
+        row = self._read(
+            lambda: self._db.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attname = 'embedding'",
+                (self.table,),
+            ).fetchone()
+        )
+        if row is None or row[0] != self.dimension:
+            held = "no vectors" if row is None else f"vectors of dimension {row[0]}"
+            raise IndexMismatch(
+                f"the table {self.table} holds {held}, not of dimension {self.dimension}"
+            )
 
     def _writable(self, action: str) -> None:
         if self.read_only:
