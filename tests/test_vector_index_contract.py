@@ -18,7 +18,8 @@ from iddetective.vector_index import CatalogueIndex, IndexMismatch, PersistentIn
 from iddetective.vector_index.ivf import IvfIndex
 from iddetective.vector_index.pgvector import PgvectorIndex
 
-DIM = 128
+#: Every test runs at the dimension of dlib's ResNet and at a wider one: nothing assumes 128.
+DIMENSIONS = (128, 512)
 
 
 class IndexClass(Protocol):
@@ -39,6 +40,12 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: Where an approximate index may miss a neighbour, the share of the exact answer it finds.
 RECALL_MIN = 0.9
+
+
+@pytest.fixture(params=DIMENSIONS, ids=[f"d{d}" for d in DIMENSIONS])
+def dim(request: pytest.FixtureRequest) -> int:
+    """The length of the vectors a test indexes."""
+    return int(request.param)
 
 
 @pytest.fixture(params=sorted(CONFIGURATIONS))
@@ -84,9 +91,9 @@ def assert_found(
     assert recall >= RECALL_MIN, f"recall {recall:.2f} below {RECALL_MIN}"
 
 
-def unit_vectors(count: int, seed: int = 0) -> np.ndarray:
+def unit_vectors(dim: int, count: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return distances.prepare(rng.normal(size=(count, DIM)))
+    return distances.prepare(rng.normal(size=(count, dim)))
 
 
 def brute_force(
@@ -97,25 +104,29 @@ def brute_force(
     return ids[order], dist[order]
 
 
-def filled(index_class: IndexClass, count: int = 500) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
-    index: VectorIndex = index_class(DIM)
+def filled(
+    index_class: IndexClass, dim: int, count: int = 500
+) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    index: VectorIndex = index_class(dim)
     ids = np.arange(10, 10 + count, dtype=np.int64) * 3
-    vectors = unit_vectors(count)
+    vectors = unit_vectors(dim, count)
     index.add(ids, vectors)
     return index, ids, vectors
 
 
-def test_satisfies_protocol(index_class: IndexClass) -> None:
-    assert isinstance(index_class(DIM), VectorIndex)
+def test_satisfies_protocol(index_class: IndexClass, dim: int) -> None:
+    assert isinstance(index_class(dim), VectorIndex)
     assert isinstance(index_class, PersistentIndex | CatalogueIndex)
 
 
 @pytest.mark.parametrize("index_class", ["ivf-trained", "pgvector-hnsw"], indirect=True)
-def test_approximate_configurations_take_their_approximate_path(index_class: IndexClass) -> None:
+def test_approximate_configurations_take_their_approximate_path(
+    index_class: IndexClass, dim: int
+) -> None:
     """The small thresholds do what they are for: searches of 500 vectors leave the exact
     scan (IVF trained, pgvector planning its HNSW index)."""
     assert approximate(index_class)
-    index, _, vectors = filled(index_class)
+    index, _, vectors = filled(index_class, dim)
     if isinstance(index, IvfIndex):
         assert index.trained and index.lists > 1
         return
@@ -128,9 +139,9 @@ def test_approximate_configurations_take_their_approximate_path(index_class: Ind
     assert "hnsw" in " ".join(row[0] for row in plan)
 
 
-def test_search_matches_brute_force(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class)
-    queries = unit_vectors(7, seed=1)
+def test_search_matches_brute_force(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim)
+    queries = unit_vectors(dim, 7, seed=1)
     hits = []
     for query, found in zip(queries, index.search(queries, 10), strict=True):
         want_ids, want_dist = brute_force(vectors, ids, query)
@@ -142,25 +153,27 @@ def test_search_matches_brute_force(index_class: IndexClass) -> None:
         assert hits == [10] * len(queries)
 
 
-def test_range_search_returns_everything_within_radius(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class)
+def test_range_search_returns_everything_within_radius(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim)
     query = vectors[5] + 0.01
-    radius = 1.3
-    found = index.range_search(query[None, :], radius)[0]
     want_ids, want_dist = brute_force(vectors, ids, query)
+    # Random unit vectors lie further apart the more dimensions they have: the radius takes
+    # in the nearest 40 at any dimension (midway to the 41st, clear of rounding).
+    radius = float(want_dist[39] + want_dist[40]) / 2
+    found = index.range_search(query[None, :], radius)[0]
     expected = want_ids[want_dist <= radius]
-    assert len(expected) > 1
+    assert len(expected) == 40
     assert np.all(found.distances <= radius)
     assert_found(np.sort(found.ids), found.distances, np.sort(expected), index_class)
     assert np.all(np.diff(found.distances) >= 0)
 
 
-def test_filtered_search_equals_exact_filtered_scan(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class)
+def test_filtered_search_equals_exact_filtered_scan(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim)
     rng = np.random.default_rng(2)
     allowed = rng.choice(ids, size=40, replace=False)
     mask = np.isin(ids, allowed)
-    for query in unit_vectors(5, seed=3):
+    for query in unit_vectors(dim, 5, seed=3):
         found = index.search(query[None, :], 8, allowed=allowed)[0]
         want_ids, _ = brute_force(vectors[mask], ids[mask], query)
         assert set(found.ids.tolist()) <= set(allowed.tolist())
@@ -169,25 +182,25 @@ def test_filtered_search_equals_exact_filtered_scan(index_class: IndexClass) -> 
         assert set(ranged.ids.tolist()) <= set(allowed.tolist())
 
 
-def test_k_larger_than_collection_and_empty_index(index_class: IndexClass) -> None:
-    index, ids, _ = filled(index_class, count=5)
-    found = index.search(unit_vectors(1), 50)[0]
+def test_k_larger_than_collection_and_empty_index(index_class: IndexClass, dim: int) -> None:
+    index, ids, _ = filled(index_class, dim, count=5)
+    found = index.search(unit_vectors(dim, 1), 50)[0]
     assert sorted(found.ids.tolist()) == sorted(ids.tolist())
-    empty: VectorIndex = index_class(DIM)
+    empty: VectorIndex = index_class(dim)
     assert len(empty) == 0
-    assert len(empty.search(unit_vectors(2), 3)[1]) == 0
-    assert len(empty.range_search(unit_vectors(1), 2.0)[0]) == 0
+    assert len(empty.search(unit_vectors(dim, 2), 3)[1]) == 0
+    assert len(empty.range_search(unit_vectors(dim, 1), 2.0)[0]) == 0
 
 
-def test_adding_nothing_changes_nothing(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class, count=5)
-    index.add(np.zeros(0, np.int64), np.zeros((0, DIM), np.float32))
+def test_adding_nothing_changes_nothing(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim, count=5)
+    index.add(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
     assert len(index) == 5
     assert index.search(vectors[:1], 1)[0].ids.tolist() == [ids[0]]
 
 
-def test_remove(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class, count=20)
+def test_remove(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim, count=20)
     assert index.remove(ids[:5]) == 5
     assert index.remove(np.array([999_999])) == 0
     assert len(index) == 15
@@ -195,29 +208,32 @@ def test_remove(index_class: IndexClass) -> None:
     assert not set(found.ids.tolist()) & set(ids[:5].tolist())
 
 
-def test_duplicate_ids_rejected(index_class: IndexClass) -> None:
-    index, ids, vectors = filled(index_class, count=5)
+def test_duplicate_ids_rejected(index_class: IndexClass, dim: int) -> None:
+    index, ids, vectors = filled(index_class, dim, count=5)
     with pytest.raises(IndexMismatch, match="already in the index"):
         index.add(ids[:1], vectors[:1])
     with pytest.raises(IndexMismatch, match="duplicate"):
-        index.add(np.array([1, 1]), unit_vectors(2))
+        index.add(np.array([1, 1]), unit_vectors(dim, 2))
     assert len(index) == 5
 
 
-def test_wrong_dimension_rejected(index_class: IndexClass) -> None:
-    index, _, _ = filled(index_class, count=5)
-    with pytest.raises(IndexMismatch, match="dimension 128"):
+def test_wrong_dimension_rejected(index_class: IndexClass, dim: int) -> None:
+    index, _, _ = filled(index_class, dim, count=5)
+    with pytest.raises(IndexMismatch, match=f"dimension {dim}"):
         index.add(np.array([1]), np.zeros((1, 64), np.float32))
-    with pytest.raises(IndexMismatch, match="dimension 128"):
+    with pytest.raises(IndexMismatch, match=f"dimension {dim}"):
         index.search(np.zeros((1, 3), np.float32), 1)
+    other = 128 if dim != 128 else 512  # the other dimension this suite runs at
+    with pytest.raises(IndexMismatch, match=f"dimension {dim}"):
+        index.range_search(unit_vectors(other, 1), 1.0)
 
 
-def test_persistence_and_epoch(index_class: IndexClass, tmp_path: Path) -> None:
-    index, _, vectors = filled(index_class, count=50)
+def test_persistence_and_epoch(index_class: IndexClass, dim: int, tmp_path: Path) -> None:
+    index, _, vectors = filled(index_class, dim, count=50)
     path = tmp_path / "index.npz"
     index.save(path, epoch=7)
     loaded, epoch = index_class.load(path)
-    assert epoch == 7 and len(loaded) == 50
+    assert epoch == 7 and len(loaded) == 50 and loaded.dimension == dim
     before = index.search(vectors[:3], 5)
     after = loaded.search(vectors[:3], 5)
     assert [b.ids.tolist() for b in before] == [a.ids.tolist() for a in after]
@@ -229,10 +245,10 @@ def saved_files(folder: Path) -> list[Path]:
 
 
 def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
-    index_class: IndexClass, tmp_path: Path
+    index_class: IndexClass, dim: int, tmp_path: Path
 ) -> None:
     """Damage anywhere in a saved index never changes an answer: the file is refused."""
-    index, _, vectors = filled(index_class, count=60)
+    index, _, vectors = filled(index_class, dim, count=60)
     path = tmp_path / "index.npz"
     index.save(path, epoch=3)
     want = [(hits.ids.tolist(), hits.distances.tolist()) for hits in index.search(vectors, 3)]
@@ -253,8 +269,8 @@ def test_any_flipped_or_swapped_byte_is_refused_or_harmless(
     assert index_class.load(path)[1] == 3  # the undamaged files still load
 
 
-def test_corrupt_file_is_reported(index_class: IndexClass, tmp_path: Path) -> None:
-    index, _, _ = filled(index_class, count=50)
+def test_corrupt_file_is_reported(index_class: IndexClass, dim: int, tmp_path: Path) -> None:
+    index, _, _ = filled(index_class, dim, count=50)
     path = tmp_path / "index.npz"
     index.save(path, epoch=1)
     for saved in [p for p in tmp_path.rglob("*") if p.is_file()]:

@@ -1,15 +1,16 @@
 """Approximate search for large collections: faiss IVF with 8-bit codes, re-ranked exactly.
 
-The inverted file holds each face as 128 one-byte codes (plus its id) and proposes
-candidates; their distances are then recomputed exactly from the full-precision float32
-vectors, so every distance and verdict reported is exact. Until the collection is large
+The inverted file holds each face as d one-byte codes (d the model's dimension: 128 for
+dlib's ResNet; any works) plus its id, and proposes candidates; their distances are then
+recomputed exactly from the full-precision float32 vectors, so every distance and verdict
+reported is exact. Until the collection is large
 enough to train the coarse quantiser (`train_min` faces), and for filters small enough to
 scan, the search is the exact scan itself.
 
 On disk an index is a directory `<name>.<epoch>.<random>/` (faiss index, ids, float32
-vectors, and metadata with their SHA-256 digests) and a pointer file `<name>` naming the
-current directory, replaced atomically. Loading refuses a pointer to anything else and files
-whose digests changed (integrity.py).
+vectors, and metadata with their dimension and SHA-256 digests) and a pointer file `<name>`
+naming the current directory, replaced atomically. Loading refuses a pointer to anything else
+and files whose digests changed (integrity.py).
 """
 
 from __future__ import annotations
