@@ -44,6 +44,7 @@ from iddetective.errors import (
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
+from iddetective.vector_index.exact import ExactIndex
 
 from support.outcomes import MODEL, photo, vector
 from support.postgres import EmbeddedPostgres
@@ -286,6 +287,86 @@ def test_embeddings_come_back_as_stored_in_batches(store: Store) -> None:
     assert store.face_ids("other").shape == (0,)
     assert set(store.faces([int(ids[0]), 10**9])) == {int(ids[0])}
     assert store.stats().photos_without_face == 1
+
+
+#: A second embedding model, wider than dlib's ResNet: a catalogue holds faces of both.
+WIDE, WIDE_DIM = "wide-model", 512
+
+
+def test_faces_of_two_models_of_different_dimensions_are_kept_apart(store: Store) -> None:
+    store.save(
+        [
+            photo("ann.jpg", seeds=[1, 2], label="Ann"),
+            photo("ann-wide.jpg", seeds=[1, 2], label="Ann", model=WIDE, dimension=WIDE_DIM),
+            photo("wide.jpg", seeds=[3], model=WIDE, dimension=WIDE_DIM),
+        ]
+    )
+    assert [(m.name, m.dimension) for m in store.models()] == [(MODEL, 128), (WIDE, WIDE_DIM)]
+    assert all(datetime.fromisoformat(m.first_seen).tzinfo for m in store.models())
+    assert (store.model_dimension(MODEL), store.model_dimension(WIDE)) == (128, WIDE_DIM)
+    assert store.model_dimension("unknown") is None
+    narrow_ids, narrow = next(store.embeddings(MODEL))
+    wide_ids, wide = next(store.embeddings(WIDE))
+    assert narrow.shape == (2, 128) and wide.shape == (3, WIDE_DIM)
+    assert np.array_equal(wide, np.stack([vector(s, WIDE_DIM) for s in (1, 2, 3)]))
+    assert wide_ids.tolist() == store.face_ids(WIDE).tolist()
+    assert not set(narrow_ids.tolist()) & set(wide_ids.tolist())
+    every = np.concatenate([narrow_ids, wide_ids])
+    ids, vectors = store.embeddings_of(every, WIDE)  # the model's own faces only
+    assert ids.tolist() == wide_ids.tolist() and np.array_equal(vectors, wide)
+    assert store.embeddings_of(np.array([10**9]), WIDE)[1].shape == (0, WIDE_DIM)
+    with pytest.raises(StoreError, match="embeddings of 128 and 512 dimensions"):
+        store.embeddings_of(every)  # without a model, they cannot be stacked
+    assert store.unnamed_faces(WIDE, only_new=False).vectors.shape == (2, WIDE_DIM)
+    # Each model searched on its own, with its own vectors.
+    for model, dimension, held, own in (
+        (MODEL, 128, narrow_ids, narrow),
+        (WIDE, 512, wide_ids, wide),
+    ):
+        index = ExactIndex(dimension)
+        for batch_ids, batch in store.embeddings(model):
+            index.add(batch_ids, batch)
+        found = index.search(own[-1:], 1)[0]
+        assert found.ids.tolist() == held[-1:].tolist() and found.distances[0] < 1e-3
+    # An opt-out is of a model too, and blocks that model's faces only.
+    store.add_optout(WIDE, vector(4, WIDE_DIM), "admin")
+    assert store.optout_embeddings(WIDE).shape == (1, WIDE_DIM)
+    assert store.optout_embeddings(MODEL).shape == (0, 128)
+    blocked = photo("blocked.jpg", seeds=[4], model=WIDE, dimension=WIDE_DIM).analysis
+    assert store.opted_out(blocked) == [True]
+    assert store.opted_out(photo("narrow.jpg", seeds=[4]).analysis) == [False]
+    # Erasing a person takes their faces of every model; the models stay recorded.
+    ann = store.resolve_person("Ann")
+    assert len(store.faces_of_person(ann.id)) == 2
+    erasure = store.erase_person(ann.id, "admin")
+    assert len(erasure.faces) == 2 and {p.paths for p in erasure.photos} == set()
+    store.remove_photo("/photos/wide.jpg")
+    store.remove_photo("/photos/ann.jpg")
+    store.remove_photo("/photos/ann-wide.jpg")
+    assert list(store.embeddings(MODEL)) == [] == list(store.embeddings(WIDE))
+    assert store.stats().faces == 0 and len(store.models()) == 2
+
+
+def test_a_vector_of_another_dimension_than_its_models_is_refused(store: Store) -> None:
+    store.save([photo("a.jpg")])
+    refused = (
+        r"refused a 512-dimensional vector of the model 'm': the catalogue records that "
+        r"model's vectors as 128-dimensional"
+    )
+    with pytest.raises(StoreError, match=refused):
+        store.save([photo("b.jpg"), photo("c.jpg", model=MODEL, dimension=512)])
+    assert store.stats().photos == 1  # the batch is one transaction: none of it stored
+    with pytest.raises(StoreError, match=refused):
+        store.add_optout(MODEL, vector(1, 512), "admin")
+    assert store.optouts() == []
+    mixed = photo("mixed.jpg", seeds=[1], model="new-model", dimension=192)
+    odd = photo("odd.jpg", seeds=[2], model="new-model", dimension=256)
+    with pytest.raises(StoreError, match=r"256-dimensional vector of the model 'new-model'"):
+        store.save([mixed, odd])  # one batch cannot give a new model two dimensions
+    assert store.model_dimension("new-model") is None  # nor record it: rolled back
+    store.save([mixed])
+    assert store.model_dimension("new-model") == 192
+    assert next(store.embeddings("new-model"))[1].shape == (1, 192)
 
 
 def test_faces_of_a_person(store: Store) -> None:

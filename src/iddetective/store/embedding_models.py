@@ -51,11 +51,6 @@ class EmbeddingModels:
             recorded = self.model_dimension(model)
         _refuse_another(model, dimension, recorded)
 
-    def _check_model(self, model: str, dimension: int) -> None:
-        """Refuse a vector of `model` with `dimension` numbers if the model's recorded
-        dimension is another (before it is compared with anything)."""
-        _refuse_another(model, dimension, self.model_dimension(model))
-
 
 def _refuse_another(model: str, dimension: int, recorded: int | None) -> None:
     if recorded is not None and recorded != dimension:

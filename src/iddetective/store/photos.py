@@ -39,8 +39,6 @@ class Photos:
 
     sql: Sql
     model_dimension: Callable[[str], int | None]
-    _record_model: Callable[[str, int], None]
-    _check_model: Callable[[str, int], None]
 
     # -- files and photos ------------------------------------------------------------------
     def file_record(self, path: str) -> StoredFile | None:
@@ -89,7 +87,7 @@ class Photos:
             other = self.sql.scalar("SELECT id FROM photo WHERE sha256 = ?", (outcome.sha256,))
             return int(other), False
         photo_id = int(inserted)
-        self._record_vectors(analysis.model, [f.embedding for f in analysis.faces])
+        # The vectors' dimension was checked against their model's by `save`.
         self.sql.execute_many(
             "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
             "landmarks, model, embedding, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -110,18 +108,6 @@ class Photos:
             ],
         )
         return photo_id, True
-
-    def _record_vectors(
-        self, model: str, vectors: Sequence[np.ndarray], *, record: bool = True
-    ) -> None:
-        """Check vectors of `model` about to be stored (`record`: record its dimension with
-        the model's first) or compared against its recorded dimension; `StoreError` for one
-        of another length."""
-        for dimension in sorted({int(np.size(vector)) for vector in vectors}):
-            if record:
-                self._record_model(model, dimension)
-            else:
-                self._check_model(model, dimension)
 
     def _bump_epoch(self) -> None:
         self.sql.execute("UPDATE meta SET value = value + 1 WHERE key = 'faces_epoch'")

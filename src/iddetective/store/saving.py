@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from ..entities import (
     Box,
     FailedPhoto,
@@ -40,6 +42,7 @@ class Saving(Photos):
     resolve_person: Callable[[str], PersonRef]
     _write_person_text: Callable[[str], None]
     _erased_label: Callable[[str, str | None], str | None]
+    _record_model: Callable[[str, int], None]
 
     def save(self, outcomes: Sequence[Outcome]) -> list[SaveResult]:
         """Store a batch of ingestion outcomes in one transaction; idempotent by SHA-256."""
@@ -58,10 +61,26 @@ class Saving(Photos):
             keys = {o.file.path for o in outcomes}
             keys |= {o.sha256 for o in outcomes if isinstance(o, IndexedPhoto | KnownPhoto)}
             self.sql.lock_keys(keys)
+        self._record_models(outcomes)
         results = [self._save_one(outcome) for outcome in outcomes]
         if any(r.status == "indexed" and r.faces for r in results):
             self._bump_epoch()
         return results
+
+    def _record_models(self, outcomes: Sequence[Outcome]) -> None:
+        """Check the batch's vectors against their models' recorded dimensions (a StoreError
+        refuses the whole batch), recording a model new to the catalogue: first, so that the
+        vectors are never compared with a model's opt-outs of another dimension, and so that
+        on PostgreSQL the model's index is built (it waits for other writers of faces) before
+        this batch writes a face another writer could wait for."""
+        shapes = {
+            (o.analysis.model, int(np.size(f.embedding)))
+            for o in outcomes
+            if isinstance(o, IndexedPhoto)
+            for f in o.analysis.faces
+        }
+        for model, dimension in sorted(shapes):
+            self._record_model(model, dimension)
 
     def _save_one(self, outcome: Outcome) -> SaveResult:
         path = outcome.file.path
@@ -104,9 +123,6 @@ class Saving(Photos):
         whether any was dropped."""
         if not isinstance(outcome, IndexedPhoto):
             return outcome, False
-        # Refused before they are compared with the model's opt-outs, of its dimension.
-        vectors = [f.embedding for f in outcome.analysis.faces]
-        self._record_vectors(outcome.analysis.model, vectors, record=False)
         blocked = self.opted_out(outcome.analysis)
         kept = tuple(f for f, b in zip(outcome.analysis.faces, blocked, strict=True) if not b)
         return replace(outcome, analysis=replace(outcome.analysis, faces=kept)), any(blocked)
