@@ -26,6 +26,7 @@ from iddetective.vector_index.pgvector import PgvectorIndex
 
 from support.facesets import read_labels, require_set
 from support.outcomes import MODEL, photo
+from support.plans import hnsw_plan
 
 pytestmark = pytest.mark.faces
 
@@ -55,8 +56,8 @@ def clustered(count: int, seed: int = 0) -> np.ndarray:
     return distances.prepare(centres[rng.integers(0, 50, count)] + rng.normal(size=(count, DIM)))
 
 
-def exact_of(ids: np.ndarray, vectors: np.ndarray) -> ExactIndex:
-    reference = ExactIndex(DIM)
+def exact_of(ids: np.ndarray, vectors: np.ndarray, dimension: int = DIM) -> ExactIndex:
+    reference = ExactIndex(dimension)
     reference.add(ids, vectors)
     return reference
 
@@ -167,6 +168,55 @@ def test_the_catalogue_faces_are_searched_where_they_are_stored(postgres_url: st
     finally:
         index.close()
         store.close()
+
+
+def test_each_model_is_searched_through_its_own_hnsw_index(postgres_url: str) -> None:
+    """Faces of a 128-d and a 512-d model in one table: each model has its own partial HNSW
+    index over its embeddings cast to its length, and its searches are planned with it."""
+    wide, wide_dim = "wide-model", 512
+    store = PostgresStore(postgres_url)
+    store.save([photo(f"n{i}.jpg", seeds=[i]) for i in range(200)])
+    store.save([photo(f"w{i}.jpg", seeds=[i], model=wide, dimension=wide_dim) for i in range(200)])
+    indexes = dict(
+        store.sql.all(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'face' "
+            "AND indexdef LIKE %s",
+            ("%USING hnsw%",),
+        )
+    )
+    models = {m.name: m for m in store.models()}
+    assert set(models) == {MODEL, wide} and set(indexes) == {
+        "face_embedding_1",
+        "face_embedding_2",
+    }
+    assert (
+        "((embedding)::vector(128)) vector_l2_ops) WHERE (model = 'm'::text)"
+        in (indexes["face_embedding_1"])
+    )
+    assert (
+        "((embedding)::vector(512)) vector_l2_ops) WHERE (model = 'wide-model'::text)"
+        in (indexes["face_embedding_2"])
+    )
+    store.sql.execute("ANALYZE face")
+    for model, dimension, name in (
+        (MODEL, DIM, "face_embedding_1"),
+        (wide, wide_dim, "face_embedding_2"),
+    ):
+        ids, vectors = next(store.embeddings(model))
+        index = PgvectorIndex.of_catalogue(postgres_url, model, dimension, exact_max=0)
+        try:
+            assert not index._exact(None) and len(index) == 200
+            assert f"Index Scan using {name} on face" in hnsw_plan(index, vectors[0])
+            queries = vectors[:10] + 0.01
+            found = index.search(queries, 3)
+            truth = exact_of(ids, vectors, dimension).search(queries, 3)
+            assert [f.ids[0] for f in found] == [t.ids[0] for t in truth]
+            assert set(np.concatenate([f.ids for f in found]).tolist()) <= set(ids.tolist())
+        finally:
+            index.close()
+    with pytest.raises(IndexMismatch, match="records the model 'wide-model''s vectors as 512-"):
+        PgvectorIndex.of_catalogue(postgres_url, wide, DIM)
+    store.close()
 
 
 def test_a_catalogue_on_postgresql_searches_with_pgvector(

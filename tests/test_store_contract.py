@@ -47,6 +47,7 @@ from iddetective.store import Store
 from iddetective.vector_index.exact import ExactIndex
 
 from support.outcomes import MODEL, photo, vector
+from support.plans import hnsw_plan
 from support.postgres import EmbeddedPostgres
 
 Opener = Callable[[], Store]
@@ -1218,6 +1219,165 @@ def test_postgres_migrates_an_empty_database_once(postgres_url: str) -> None:
     admin.close()
     again.close()
     reader.close()
+
+
+def test_two_writers_of_a_new_model_record_it_once(opener: Opener) -> None:
+    first, second = opener(), opener()
+    batches = [
+        [photo(f"{w}{i}.jpg", seeds=[10 * i + w], model=WIDE, dimension=WIDE_DIM) for i in range(3)]
+        for w in (1, 2)
+    ]
+    threads = [
+        threading.Thread(target=store.save, args=(batch,))
+        for store, batch in zip((first, second), batches, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(m.name, m.dimension) for m in first.models()] == [(WIDE, WIDE_DIM)]
+    assert next(second.embeddings(WIDE))[1].shape == (6, WIDE_DIM)
+
+
+# -- catalogues of the schema before models had dimensions ------------------------------------
+
+#: Faces stored by the schema before the `model` table: two of dlib-like 128-d vectors (the
+#: only kind it could hold in PostgreSQL) in one photo, and an opt-out of another model.
+OLD_FACES = [vector(1), vector(2)]
+OLD_OPTOUT = ("optout-only", vector(3, 192))
+OLD_INGESTED = "2024-05-06T07:08:09+00:00"
+
+
+def test_sqlite_a_catalogue_of_schema_6_gets_its_models_recorded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from iddetective.store.migrations import MIGRATIONS
+    from iddetective.store.sqlite import SqliteStore
+
+    path = tmp_path / "catalog.sqlite"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:6]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version = 6")
+    db.execute(
+        "INSERT INTO photo (id, sha256, width, height, face_count, ingested_at) "
+        "VALUES (1, ?, 400, 100, 2, ?)",
+        ("a" * 64, OLD_INGESTED),
+    )
+    db.executemany(
+        "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
+        "landmarks, model, embedding) VALUES (1, 0, 0, 10, 10, 1.0, '[]', ?, ?)",
+        [(MODEL, v.astype("<f4").tobytes()) for v in OLD_FACES],
+    )
+    db.execute(
+        "INSERT INTO optout (token, model, embedding, created_at) VALUES ('optout_1', ?, ?, ?)",
+        (OLD_OPTOUT[0], OLD_OPTOUT[1].astype("<f4").tobytes(), OLD_INGESTED),
+    )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert_old_catalogue_migrated(store)
+    finally:
+        store.close()
+
+
+def test_postgres_a_catalogue_of_schema_2_keeps_its_faces_and_gets_an_index_per_model(
+    postgres_url: str,
+) -> None:
+    """Migration 3 on a catalogue the previous schema made: `vector(128)` and one HNSW index
+    become an untyped column and an index per model; every row stays as it was."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from iddetective.store.postgres import PostgresStore
+    from iddetective.store.postgres_migrations import MIGRATIONS, schema_version
+    from iddetective.vector_index.pgvector import PgvectorIndex
+
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    register_vector(admin)
+    admin.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz "
+        "NOT NULL)"
+    )
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        admin.execute(script)
+        admin.execute("INSERT INTO schema_migrations VALUES (%s, now())", (number,))
+    admin.execute(  # ids left to the identity columns, which count on from them
+        "INSERT INTO photo (sha256, width, height, face_count, ingested_at) "
+        "VALUES (%s, 400, 100, 2, %s)",
+        ("a" * 64, OLD_INGESTED),
+    )
+    for embedding in OLD_FACES:
+        admin.execute(
+            "INSERT INTO face (photo_id, box_left, box_top, box_right, box_bottom, score, "
+            "landmarks, model, embedding) VALUES (1, 0, 0, 10, 10, 1.0, '[]', %s, %s)",
+            (MODEL, embedding),
+        )
+    admin.execute(
+        "INSERT INTO optout (token, model, embedding, created_at) VALUES ('optout_1', %s, %s, %s)",
+        (OLD_OPTOUT[0], OLD_OPTOUT[1], OLD_INGESTED),
+    )
+    column = (
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'face'::regclass "
+        "AND attname = 'embedding'"
+    )
+    assert admin.execute(column).fetchone() == (128,)
+    store = PostgresStore(postgres_url)
+    index = PgvectorIndex.of_catalogue(postgres_url, MODEL, 128, exact_max=0)
+    try:
+        assert schema_version(admin) == len(MIGRATIONS) == 3
+        assert admin.execute(column).fetchone() == (-1,)  # untyped: any length fits
+        indexes: dict[str, str] = dict(
+            admin.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'face' "
+                "AND indexdef LIKE %s ORDER BY indexname",
+                ("%hnsw%",),
+            ).fetchall()
+        )
+        # face_embedding (over vector(128)) is gone; each model has its own, even one with
+        # only opt-outs so far (whose faces would be of its dimension).
+        assert list(indexes) == ["face_embedding_1", "face_embedding_2"]
+        assert indexes["face_embedding_1"].endswith(
+            "USING hnsw (((embedding)::vector(128)) vector_l2_ops) WHERE (model = 'm'::text)"
+        )
+        assert indexes["face_embedding_2"].endswith(
+            "(((embedding)::vector(192)) vector_l2_ops) WHERE (model = 'optout-only'::text)"
+        )
+        assert_old_catalogue_migrated(store)
+        # The old faces are searched through the model's new index.
+        assert "Index Scan using face_embedding_1 on face" in hnsw_plan(index, OLD_FACES[1])
+        found = index.search(OLD_FACES[1][None, :], 1)[0]
+        assert found.ids.tolist() == [2] and found.distances[0] < 1e-5
+        # A model first seen after the migration gets an index of its own with its first face.
+        store.save([photo("wide.jpg", seeds=[5], model=WIDE, dimension=WIDE_DIM)])
+        assert admin.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'face_embedding_3'"
+        ).fetchone() == (
+            "CREATE INDEX face_embedding_3 ON public.face USING hnsw "
+            "(((embedding)::vector(512)) vector_l2_ops) WHERE (model = 'wide-model'::text)",
+        )
+    finally:
+        index.close()
+        store.close()
+        admin.close()
+
+
+def assert_old_catalogue_migrated(store: Store) -> None:
+    """The catalogue of OLD_FACES and OLD_OPTOUT as every store migrates it: each model
+    recorded with the dimension of its vectors, first seen when they were stored; the faces
+    read back as they were; later vectors held to the recorded dimension."""
+    assert [(m.name, m.dimension, m.first_seen) for m in store.models()] == [
+        (MODEL, 128, OLD_INGESTED),
+        (OLD_OPTOUT[0], 192, OLD_INGESTED),
+    ]
+    ids, vectors = next(store.embeddings(MODEL))
+    assert ids.tolist() == [1, 2] and np.array_equal(vectors, np.stack(OLD_FACES))
+    assert np.array_equal(store.optout_embeddings(OLD_OPTOUT[0]), OLD_OPTOUT[1][None])
+    with pytest.raises(StoreError, match="refused a 512-dimensional vector of the model 'm'"):
+        store.save([photo("b.jpg", dimension=512)])
+    with pytest.raises(StoreError, match="records that model's vectors as 192-dimensional"):
+        store.add_optout(OLD_OPTOUT[0], vector(4), "admin")
 
 
 def test_postgres_errors_name_the_database_without_its_password(

@@ -288,20 +288,27 @@ class PgvectorIndex:
     def _hnsw(
         self, query: np.ndarray, count: int, allowed: list[int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        where, params = self._where(allowed)
-        # The model's expression and condition as its HNSW index has them, or the planner
-        # would not answer the ORDER BY with it.
-        statement = sql.SQL(
-            "SELECT id, {embedding} <-> %s AS d FROM {table} WHERE {where} "
-            "ORDER BY {embedding} <-> %s LIMIT %s"
-        ).format(embedding=self._embedding, table=self._name, where=where)
+        statement, params = self.nearest_statement(query, count, allowed)
         ef_search = max(self.ef_search, min(count, EF_SEARCH_MAX))
 
         def run() -> list[tuple[Any, ...]]:
             self._use_ef_search(ef_search)
-            return self._db.execute(statement, (query, *params, query, count)).fetchall()
+            return self._db.execute(statement, params).fetchall()
 
         return _columns(self._read(run))
+
+    def nearest_statement(
+        self, query: np.ndarray, count: int, allowed: list[int] | None = None
+    ) -> tuple[sql.Composed, list[Any]]:
+        """The statement (and its parameters) that asks HNSW for the `count` nearest faces to
+        `query`: the vectors by the expression, and the rows by the condition, of the index
+        (the model's, in a catalogue), or the planner would not answer it with the index."""
+        where, params = self._where(allowed)
+        statement = sql.SQL(
+            "SELECT id, {embedding} <-> %s AS d FROM {table} WHERE {where} "
+            "ORDER BY {embedding} <-> %s LIMIT %s"
+        ).format(embedding=self._embedding, table=self._name, where=where)
+        return statement, [query, *params, query, count]
 
     def _use_ef_search(self, value: int) -> None:
         """Set `hnsw.ef_search` for this connection's session when it is not set to `value`
