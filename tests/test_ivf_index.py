@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from iddetective.matching import distances
 from iddetective.vector_index import IndexDamaged, IndexMismatch
 from iddetective.vector_index.exact import ExactIndex
+from iddetective.vector_index.integrity import file_digests, sealed
 from iddetective.vector_index.ivf import IvfIndex
 
 DIM = 128
@@ -168,3 +170,25 @@ def test_a_symlinked_index_folder_is_refused(tmp_path: Path) -> None:
         IvfIndex.load(path)
     index.save(path, epoch=2)
     assert outside.is_dir()  # a symlink is never followed to delete
+
+
+def test_an_inverted_file_of_another_dimension_than_its_vectors_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Each file of a saved index intact, sealed in its metadata, but the faiss file trained
+    for other vectors: refused before any search compares the two."""
+    rng = np.random.default_rng(0)
+    for dimension in (64, 32):
+        index = IvfIndex(dimension, train_min=100)
+        index.add(
+            np.arange(200, dtype=np.int64), distances.prepare(rng.normal(size=(200, dimension)))
+        )
+        index.save(tmp_path / f"d{dimension}", epoch=1)
+    wide, narrow = (tmp_path / (tmp_path / name).read_text() for name in ("d64", "d32"))
+    (wide / "ivf.faiss").write_bytes((narrow / "ivf.faiss").read_bytes())
+    meta = json.loads((wide / "meta.json").read_text())
+    meta.pop("seal")
+    meta["sha256"] = file_digests(wide, sorted(meta["sha256"]))
+    (wide / "meta.json").write_text(sealed(meta))
+    with pytest.raises(IndexMismatch, match="inverted file is of dimension 32, its vectors of 64"):
+        IvfIndex.load(tmp_path / "d64")

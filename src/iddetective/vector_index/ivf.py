@@ -298,6 +298,11 @@ class IvfIndex:
         expected = (meta["count"], meta["dimension"])
         if len(index._ids) != meta["count"] or index._vectors.shape != expected:
             raise IndexMismatch(f"the index at {path} is inconsistent")
+        if index._ivf is not None and index._ivf.d != index.dimension:
+            raise IndexMismatch(
+                f"the index at {path} is inconsistent: its inverted file is of dimension "
+                f"{index._ivf.d}, its vectors of {index.dimension}"
+            )
         return index, int(meta["epoch"])
 
 
