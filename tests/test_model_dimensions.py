@@ -1,7 +1,7 @@
 """A catalogue of a model whose vectors are not dlib's 128-d: the same answers, at 512 dimensions,
 through each store and its default vector index (IVF beside SQLite, pgvector's HNSW inside
 PostgreSQL); an index file of another dimension rebuilt; a model whose vectors changed length
-refused.
+refused; the media cache kept for the faces of every model.
 
 The 512-d model is dlib's descriptor mapped by a fixed orthonormal matrix
 (support/wide_embedder.py), which keeps every distance: its answers must be dlib's own.
@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iddetective import media
 from iddetective.catalogue import Catalogue
 from iddetective.errors import StoreError
 from iddetective.faces.pipeline import PipelineSettings
 from iddetective.matching.search import SearchResult
+from iddetective.store.sqlite import SqliteStore
 from iddetective.vector_index.ivf import IvfIndex
 from iddetective.vector_index.pgvector import PgvectorIndex
 
@@ -31,6 +33,7 @@ from support.facesets import (
     split_enrol_probe,
     write_manifest,
 )
+from support.outcomes import MODEL, photo
 from support.plans import hnsw_plan
 from support.wide_embedder import WIDE_MODEL
 
@@ -155,3 +158,19 @@ def test_a_model_whose_vectors_changed_length_is_refused(wide_data: Path, tmp_pa
         ):
             catalogue.index([queries[-1]])
         assert catalogue.store.stats().photos == len(face_recognition()[0])
+
+
+def test_crops_of_every_models_faces_are_kept_by_maintenance(tmp_path: Path) -> None:
+    """A cached crop is an orphan when its face is gone, whichever model the face is of."""
+    store = SqliteStore(tmp_path / "catalog.sqlite")
+    try:
+        store.save([photo("n.jpg"), photo("w.jpg", model=WIDE_MODEL, dimension=512)])
+        kept = [int(i) for m in (MODEL, WIDE_MODEL) for i in store.face_ids(m)]
+        root = tmp_path / "media"
+        for face_id in [*kept, 999]:
+            crop = root / "face" / f"{face_id % 1000:03d}" / f"{face_id}.jpg"
+            crop.parent.mkdir(parents=True, exist_ok=True)
+            crop.write_bytes(b"")
+        assert [p.name for p in media.orphans(root, store)] == ["999.jpg"]
+    finally:
+        store.close()

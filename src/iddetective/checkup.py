@@ -212,7 +212,7 @@ def _check_media(catalogue: Checked, report: CheckReport) -> None:
                 image.verify()
         except Exception as error:  # Pillow raises many kinds for a damaged file
             report.add("media cache", str(path), f"damaged ({error}): delete it to make it anew")
-    orphans = media.orphans(root, catalogue.store, catalogue.model)
+    orphans = media.orphans(root, catalogue.store)
     if orphans:
         report.notes.append(
             f"{len(orphans)} cached thumbnails and crops belong to removed photos and faces: "

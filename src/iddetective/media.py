@@ -82,10 +82,10 @@ def forget(data_dir: Path, face_ids: Iterable[int], photos: Iterable[PhotoRef]) 
     return removed
 
 
-def orphans(root: Path, store: Store, model: str) -> list[Path]:
-    """Cached crops of faces and thumbnails of photos that are no longer in the catalogue,
-    under the media folder `root`."""
-    faces = {int(i) for i in store.face_ids(model)}
+def orphans(root: Path, store: Store) -> list[Path]:
+    """Cached crops of faces (of any model) and thumbnails of photos that are no longer in
+    the catalogue, under the media folder `root`."""
+    faces = {int(i) for model in store.models() for i in store.face_ids(model.name)}
     found = [
         crop
         for crop in root.glob("face/*/*.jpg")

@@ -246,7 +246,7 @@ def _clean_up(catalogue: Catalogue, erasure: Erasure) -> None:
 
 def _orphan_media(catalogue: Catalogue) -> int:
     """Delete cached crops of faces and thumbnails of photos no longer in the catalogue."""
-    found = media.orphans(catalogue.data_dir / media.MEDIA_DIR, catalogue.store, catalogue.model)
+    found = media.orphans(catalogue.data_dir / media.MEDIA_DIR, catalogue.store)
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
