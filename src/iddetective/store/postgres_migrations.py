@@ -195,6 +195,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE optout DROP CONSTRAINT optout_token_key;
     CREATE INDEX optout_token ON optout (token);
     """,
+    # 7: as SQLite's 7: calibration tables made for this catalogue, each opt-out's reach.
+    """
+    CREATE TABLE calibration (
+        model text COLLATE "C" PRIMARY KEY,
+        made_at timestamptz NOT NULL,
+        made_by text NOT NULL,
+        body text NOT NULL
+    );
+    ALTER TABLE optout ADD COLUMN reach double precision NOT NULL DEFAULT 0.43;
+    """,
 ]
 
 #: Extensions the schema needs; pgvector's is not trusted, so a superuser creates it once.

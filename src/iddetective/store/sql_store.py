@@ -4,9 +4,9 @@ database: connections, transactions, statements, dialect; store/dialect.py) and 
 
 Its parts, by concern, are classes of their own modules, combined here into one class:
 photos.py and saving.py (photos, files, faces; `save`), checking.py, people.py (with the
-query compiler, people_query.py), clusters.py, erasing.py, privacy.py and access.py. Each
-part runs its statements on `self.sql` and calls the others' methods on `self`; what one
-needs of another it declares at the top of its class. A database is `SqliteStore`
+query compiler, people_query.py), clusters.py, erasing.py, privacy.py, access.py and
+calibrations.py. Each part runs its statements on `self.sql` and calls the others' methods on
+`self`; what one needs of another it declares at the top of its class. A database is `SqliteStore`
 (sqlite.py) or `PostgresStore` (postgres.py), which build the two objects, open and migrate
 the catalogue, and nothing else.
 """
@@ -14,6 +14,7 @@ the catalogue, and nothing else.
 from __future__ import annotations
 
 from .access import Access
+from .calibrations import Calibrations
 from .checking import Checking
 from .clusters import Clusters
 from .dialect import Sql
@@ -27,7 +28,9 @@ from .saving import Saving
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Saving, Photos, People, Clusters, Erasing, Privacy, Access, Checking):
+class SqlStore(
+    Saving, Photos, People, Clusters, Erasing, Privacy, Access, Calibrations, Checking
+):
     """`Store` over a database's `sql` and its search `text`."""
 
     def __init__(self, sql: Sql, text: TextSearch) -> None:
