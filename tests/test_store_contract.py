@@ -45,7 +45,7 @@ from iddetective.errors import (
     UsageError,
 )
 from iddetective.matching import distances
-from iddetective.matching.calibration import calibration_for
+from iddetective.matching.calibration import CalibrationError, calibration_for
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
@@ -741,6 +741,16 @@ def test_a_calibration_table_is_kept_per_model_and_replaced(store: Store) -> Non
     again = store.calibration(MODEL)
     assert again is not None and again.made_from == "more photos"
     assert again.thresholds.match == 0.383 and again.thresholds.erase_unnamed == 0.329
+
+
+def test_a_damaged_calibration_table_in_the_catalogue_is_refused(store: Store) -> None:
+    store.save_calibration(replace(calibration_for(), model=MODEL), "admin")
+    sql = store.sql  # type: ignore[attr-defined]  # both stores are SqlStores
+    for body in ("{not json", '{"model": "m"}'):
+        with sql.write():
+            sql.execute("UPDATE calibration SET body = ? WHERE model = ?", (body, MODEL))
+        with pytest.raises(CalibrationError, match="calibration table of m in the catalogue"):
+            store.calibration(MODEL)
 
 
 def test_an_optout_may_block_several_faces_under_one_token(store: Store) -> None:

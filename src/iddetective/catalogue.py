@@ -317,7 +317,8 @@ class Catalogue:
     ) -> SearchResult:
         if top < 1:
             raise UsageError(f"--top must be at least 1, not {top}")
-        threshold = self.match_threshold(threshold)
+        table = self.calibration
+        threshold = resolve_threshold(threshold, None, table, self.model)
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
         faces = self._vectors.with_index(
@@ -336,7 +337,7 @@ class Catalogue:
             model=analysis.model,
             threshold=threshold,
             faces=tuple(faces),
-            calibration=self.calibration,
+            calibration=table,
         )
 
     def find(self, text: str, *, limit: int = 50, actor: str = CLI_ACTOR) -> list[FoundPerson]:

@@ -8,13 +8,25 @@ using the catalogue (the web server, the CLI, the fleet's workers) reads the sam
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
-from ..matching.calibration import Calibration
+from ..matching.calibration import Calibration, CalibrationError
 from .dialect import Sql, timestamp
 
 __all__ = ["Calibrations"]
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(model: str, body: str) -> Calibration:
+    """A kept table, read once per text (every search reads its model's table)."""
+    where = f"the calibration table of {model} in the catalogue"
+    try:
+        table = json.loads(body)
+    except json.JSONDecodeError as error:
+        raise CalibrationError(f"{where} is not JSON: {error}") from None
+    return Calibration.from_json(table, where)
 
 
 class Calibrations:
@@ -26,10 +38,7 @@ class Calibrations:
     def calibration(self, model: str) -> Calibration | None:
         """The table made for `model` in this catalogue, or None; a damaged one is refused."""
         body = self.sql.scalar("SELECT body FROM calibration WHERE model = ?", (model,))
-        if body is None:
-            return None
-        table = json.loads(body) if isinstance(body, str) else body
-        return Calibration.from_json(table, f"the calibration table of {model} in the catalogue")
+        return None if body is None else _parsed(model, str(body))
 
     def save_calibration(self, table: Calibration, actor: str) -> None:
         """Keep `table` as its model's, in place of any earlier one (recorded in the audit
