@@ -70,6 +70,10 @@ import numpy as np
 from usearch.index import Index as UsearchIndex
 
 from iddetective.matching import distances
+from iddetective.matching.calibration import calibration_for
+
+#: dlib's shipped thresholds (matching/calibration/dlib-resnet-v1.json).
+DLIB = calibration_for("dlib-resnet-v1").thresholds
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -77,7 +81,7 @@ ANN_CACHE = CACHE / "ann"
 FACES_ROOT = Path("/work/shared/faces")
 SETS = ("lfw_dev", "deepface", "orl_att", "face_recognition")
 DIM = 128
-THRESHOLDS = (distances.DEFAULT_THRESHOLD, 0.42)
+THRESHOLDS = (DLIB.match, 0.42)
 TRUTH_RADIUS = max(THRESHOLDS)
 FLAVOURS = ("face-like", "uniform")
 SEED = 20240607

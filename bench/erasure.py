@@ -29,10 +29,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from iddetective.matching import distances
+from iddetective.matching.calibration import calibration_for
 
 from threshold import LabelledSet, embed_set, faces_root
 
-DISTANCES = (0.30, 0.33, 0.35, distances.DEFAULT_THRESHOLD, distances.OPTOUT_THRESHOLD)
+#: dlib's shipped thresholds (matching/calibration/dlib-resnet-v1.json).
+DLIB = calibration_for("dlib-resnet-v1").thresholds
+
+DISTANCES = (0.30, 0.33, 0.35, DLIB.match, DLIB.optout)
 
 
 def people_with_faces(labelled: LabelledSet, vectors: np.ndarray) -> dict[str, list[int]]:
@@ -98,7 +102,7 @@ def optout_table(labelled: LabelledSet, vectors: np.ndarray) -> str:
     people = people_with_faces(labelled, vectors)
     faced = np.flatnonzero(~np.isnan(vectors[:, 0]))
     owner = np.array(labelled.people)
-    radius = distances.OPTOUT_THRESHOLD
+    radius = DLIB.optout
     lines = [
         f"{labelled.name}: opt-outs at {radius} ({len(people)} people)",
         "",

@@ -59,11 +59,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ann_study as study
 
 from iddetective.matching import distances
+from iddetective.matching.calibration import calibration_for
 from iddetective.vector_index.exact import ExactIndex
 from iddetective.vector_index.ivf import IvfIndex
 
-THRESHOLDS = (0.303, distances.DEFAULT_THRESHOLD, 0.42)
-LATENCY_T = distances.DEFAULT_THRESHOLD
+#: dlib's shipped thresholds (matching/calibration/dlib-resnet-v1.json).
+DLIB = calibration_for("dlib-resnet-v1").thresholds
+
+THRESHOLDS = (0.303, DLIB.match, 0.42)
+LATENCY_T = DLIB.match
 SEARCH_CACHE = study.CACHE / "search"
 SQL_ROWS = 10_000
 SQL_QUERIES = 5

@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from iddetective.catalogue import Catalogue
 from iddetective.cli import main
-from iddetective.matching import distances
 from iddetective.web import ServerSettings, create_app
 
 from support.facesets import Labelled, WebCatalogue, copy_data, write_manifest
@@ -188,7 +187,7 @@ def test_erase_takes_their_unnamed_faces(web_catalogue: WebCatalogue, tmp_path: 
             for m in face.matches
             if m.person is None
             for hit in m.photos
-            if hit.distance <= distances.DEFAULT_THRESHOLD
+            if hit.distance <= catalogue.thresholds.match
         }
         assert len(unnamed) == 2  # his uploaded face, and his face in the group photo
         preview = catalogue.preview_erasure("biden")

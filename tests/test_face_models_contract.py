@@ -14,6 +14,7 @@ from iddetective.entities import Box
 from iddetective.faces.imaging import decode_image
 from iddetective.faces.pipeline import Detector, Embedder, HogDetector
 from iddetective.matching import distances
+from iddetective.matching.calibration import calibration_for
 from iddetective.registry import available, checked_instance, resolve_class
 
 from support.facesets import read_labels, require_set
@@ -165,15 +166,16 @@ def test_embedder_keeps_the_boxes_order_and_is_deterministic(
 
 
 def test_embedder_tells_people_apart_at_its_threshold(embedder: Embedder, fr_set: Path) -> None:
-    """Same-person pairs within distances.DEFAULT_THRESHOLD, different people beyond it, for
+    """Same-person pairs within the model's match threshold, different people beyond it, for
     at least PAIR_ACCURACY_MIN of the set's labelled pairs (both kinds present)."""
     pairs = rows(fr_set / "pairs.csv")
     assert {row["same"] for row in pairs} == {"0", "1"}
     paths = [(str(fr_set / row["path_a"]), str(fr_set / row["path_b"])) for row in pairs]
     vectors = embeddings(embedder, {path for pair in paths for path in pair})
+    match_threshold = calibration_for(embedder.name).thresholds.match
     right = 0
     for row, (path_a, path_b) in zip(pairs, paths, strict=True):
         a, b = vectors[path_a], vectors[path_b]
-        same = float(np.linalg.norm(a - b)) <= distances.DEFAULT_THRESHOLD
+        same = float(np.linalg.norm(a - b)) <= match_threshold
         right += same == (row["same"] == "1")
     assert right / len(pairs) >= PAIR_ACCURACY_MIN, f"{right} of {len(pairs)} pairs right"

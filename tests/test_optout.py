@@ -19,7 +19,7 @@ from iddetective.catalogue import CATALOG_FILE, Catalogue
 from iddetective.cli import main
 from iddetective.entities import OptOut, StoredFace
 from iddetective.errors import UsageError
-from iddetective.matching import distances
+from iddetective.matching.calibration import calibration_for
 from iddetective.store.migrations import MIGRATIONS
 from iddetective.store.sqlite import SqliteStore
 
@@ -103,7 +103,7 @@ def crowded_optout(catalogue: Catalogue) -> tuple[StoredFace, dict[int, StoredFa
         if face.person is None or per_photo[face.photo.id] != 1:
             continue
         _, vector = store.embeddings_of(np.array([face.id]))
-        (near,) = index.range_search(vector, distances.OPTOUT_THRESHOLD)
+        (near,) = index.range_search(vector, calibration_for().thresholds.optout)
         others = {
             int(i): every[int(i)]
             for i in near.ids

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from iddetective.entities import Box, PersonRef, PhotoRef
+from iddetective.matching.calibration import Calibration, calibration_for
 from iddetective.matching.search import FaceResult, PersonMatch, PhotoHit, SearchResult, to_json
 from iddetective.schemas import search_schema
 from iddetective.web.models import SearchResponse
@@ -131,8 +132,9 @@ def test_the_comparison_sees_a_field_that_differs() -> None:
     assert "$.faces[].score: 'integer' in the schema, 'number' in the model" in found
 
 
-def example() -> SearchResult:
-    """A result with a named match, the group of unnamed faces, and a face with no match."""
+def example(table: Calibration | None = None) -> SearchResult:
+    """A result with a named match, the group of unnamed faces, and a face with no match
+    (rates from dlib's shipped table unless another `table` is given)."""
     photo = PhotoRef(7, "a" * 64, ("/photos/ann.jpg", "/backup/ann.jpg"), 640, 480)
     hit = PhotoHit(3, photo, Box(10, 20, 110, 140), 0.2512)
     named = PersonMatch(PersonRef("p-1", "Ann"), 0.2512, "match", (hit,))
@@ -143,7 +145,8 @@ def example() -> SearchResult:
         FaceResult(Box(300, 40, 360, 110), 0.5, (far,)),
         FaceResult(Box(0, 0, 30, 30), 0.1, ()),
     )
-    return SearchResult(None, "b" * 64, 640, 480, "dlib-resnet-v1", 0.383, faces)
+    table = table or calibration_for("dlib-resnet-v1")
+    return SearchResult(None, "b" * 64, 640, 480, "dlib-resnet-v1", 0.383, faces, table)
 
 
 def test_what_to_json_writes_is_valid_under_both_and_nothing_is_lost() -> None:
@@ -151,6 +154,16 @@ def test_what_to_json_writes_is_valid_under_both_and_nothing_is_lost() -> None:
     jsonschema.validate(document, search_schema())
     parsed = SearchResponse.model_validate(document)
     assert parsed.model_dump(mode="json", by_alias=True) == document
+
+
+def test_a_model_nobody_calibrated_gives_no_rates_and_stays_valid() -> None:
+    result = example()
+    document = to_json(SearchResult(**{**vars(result), "calibration": None}))
+    jsonschema.validate(document, search_schema())
+    matches = [m for face in document["faces"] for m in face["matches"]]
+    assert matches and all("fmr" not in m and "fmr_extrapolated" not in m for m in matches)
+    parsed = SearchResponse.model_validate(document)
+    assert parsed.model_dump(mode="json", by_alias=True, exclude_unset=True) == document
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from iddetective.entities import (
     Account,
     ApiKey,
     Box,
+    FaceAnalysis,
     FailedPhoto,
     FileStat,
     FoundPerson,
@@ -31,6 +33,7 @@ from iddetective.entities import (
     KnownPhoto,
     Outcome,
     PersonRecord,
+    PhotoAnalysis,
     Provenance,
 )
 from iddetective.errors import (
@@ -41,6 +44,8 @@ from iddetective.errors import (
     StoreError,
     UsageError,
 )
+from iddetective.matching import distances
+from iddetective.matching.calibration import CalibrationError, calibration_for
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
@@ -330,7 +335,7 @@ def test_faces_of_two_models_of_different_dimensions_are_kept_apart(store: Store
         found = index.search(own[-1:], 1)[0]
         assert found.ids.tolist() == held[-1:].tolist() and found.distances[0] < 1e-3
     # An opt-out is of a model too, and blocks that model's faces only.
-    store.add_optout(WIDE, vector(4, WIDE_DIM), "admin")
+    store.add_optout(WIDE, vector(4, WIDE_DIM), "admin", within=0.43)
     assert store.optout_embeddings(WIDE).shape == (1, WIDE_DIM)
     assert store.optout_embeddings(MODEL).shape == (0, 128)
     blocked = photo("blocked.jpg", seeds=[4], model=WIDE, dimension=WIDE_DIM).analysis
@@ -358,7 +363,7 @@ def test_a_vector_of_another_dimension_than_its_models_is_refused(store: Store) 
         store.save([photo("b.jpg"), photo("c.jpg", model=MODEL, dimension=512)])
     assert store.stats().photos == 1  # the batch is one transaction: none of it stored
     with pytest.raises(StoreError, match=refused):
-        store.add_optout(MODEL, vector(1, 512), "admin")
+        store.add_optout(MODEL, vector(1, 512), "admin", within=0.43)
     assert store.optouts() == []
     mixed = photo("mixed.jpg", seeds=[1], model="new-model", dimension=192)
     odd = photo("odd.jpg", seeds=[2], model="new-model", dimension=256)
@@ -698,7 +703,7 @@ def test_erasing_faces_keeps_photos_with_other_faces(store: Store) -> None:
 
 def test_opted_out_faces_are_never_stored(store: Store) -> None:
     blocked = vector(2)
-    optout = store.add_optout(MODEL, blocked, "admin")
+    optout = store.add_optout(MODEL, blocked, "admin", within=0.43)
     assert optout.token.startswith("optout_") and store.optouts() == [optout]
     assert np.array_equal(store.optout_embeddings(MODEL), blocked[None].astype(np.float32))
     assert store.optout_embeddings("other").shape == (0, 0)
@@ -786,8 +791,53 @@ def test_labels_naming_an_erased_person_are_refused_and_reported(store: Store) -
     assert [r.name for r in rows if r] == ["Bo"]
 
 
+def test_an_optout_blocks_the_faces_within_its_own_reach(store: Store) -> None:
+    blocked = vector(2)
+    direction = distances.prepare(vector(3) - blocked * float(vector(3) @ blocked))
+    # Faces at 0.1 and 0.3 from the blocked one (a unit vector turned towards another).
+    near, far = (distances.prepare(blocked + d * direction) for d in (0.1, 0.31))
+    assert np.linalg.norm(near - blocked) < 0.11 and 0.29 < np.linalg.norm(far - blocked) < 0.32
+    faces = tuple(
+        FaceAnalysis(Box(10 + 100 * i, 10, 90 + 100 * i, 90), 1.0, ((0, 0),) * 5, v, 0.5)
+        for i, v in enumerate((near, far))
+    )
+    analysis = PhotoAnalysis(300, 100, faces, MODEL)
+    store.add_optout(MODEL, blocked, "admin", within=0.2)
+    assert store.opted_out(analysis) == [True, False]
+    store.add_optout(MODEL, vector(9), "admin", within=0.43)  # far from both: changes nothing
+    assert store.opted_out(analysis) == [True, False]
+    with pytest.raises(UsageError, match="reach"):
+        store.add_optout(MODEL, blocked, "admin", within=0)
+
+
+def test_a_calibration_table_is_kept_per_model_and_replaced(store: Store) -> None:
+    assert store.calibration(MODEL) is None
+    shipped = calibration_for()
+    table = replace(shipped, model=MODEL, made_from="our photos")
+    store.save_calibration(table, "admin")
+    kept = store.calibration(MODEL)
+    assert kept is not None and kept.to_json() == table.to_json()
+    assert kept.thresholds == shipped.thresholds and store.calibration("other") is None
+    (entry,) = store.audit(1)
+    assert (entry.kind, entry.actor, entry.query_text) == ("calibration", "admin", MODEL)
+    store.save_calibration(replace(table, made_from="more photos", recorded=None), "admin")
+    again = store.calibration(MODEL)
+    assert again is not None and again.made_from == "more photos"
+    assert again.thresholds.match == 0.383 and again.thresholds.erase_unnamed == 0.329
+
+
+def test_a_damaged_calibration_table_in_the_catalogue_is_refused(store: Store) -> None:
+    store.save_calibration(replace(calibration_for(), model=MODEL), "admin")
+    sql = store.sql  # type: ignore[attr-defined]  # both stores are SqlStores
+    for body in ("{not json", '{"model": "m"}'):
+        with sql.write():
+            sql.execute("UPDATE calibration SET body = ? WHERE model = ?", (body, MODEL))
+        with pytest.raises(CalibrationError, match="calibration table of m in the catalogue"):
+            store.calibration(MODEL)
+
+
 def test_an_optout_may_block_several_faces_under_one_token(store: Store) -> None:
-    optout = store.add_optout(MODEL, np.stack([vector(1), vector(2)]), "admin")
+    optout = store.add_optout(MODEL, np.stack([vector(1), vector(2)]), "admin", within=0.43)
     assert store.optouts() == [optout] and optout.faces == 2
     assert store.optout_embeddings(MODEL).shape == (2, 128)
     assert store.opted_out(photo("p.jpg", faces=3, seeds=[1, 2, 3]).analysis) == [
@@ -1377,7 +1427,7 @@ def assert_old_catalogue_migrated(store: Store) -> None:
     with pytest.raises(StoreError, match="refused a 512-dimensional vector of the model 'm'"):
         store.save([photo("b.jpg", dimension=512)])
     with pytest.raises(StoreError, match="records that model's vectors as 192-dimensional"):
-        store.add_optout(OLD_OPTOUT[0], vector(4), "admin")
+        store.add_optout(OLD_OPTOUT[0], vector(4), "admin", within=0.43)
 
 
 def test_postgres_errors_name_the_database_without_its_password(

@@ -53,7 +53,13 @@ from .faces.pipeline import PipelineSettings, pipeline_for
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
 from .ingest.indexing import IndexReport, ProgressCallback, Runner, index_plan
 from .ingest.local import LocalRunner
-from .matching import distances
+from .matching.calibration import (
+    Calibration,
+    CalibrationError,
+    Thresholds,
+    resolve_threshold,
+    shipped_calibration,
+)
 from .matching.search import SearchResult, match_faces
 from .people import discovery, privacy
 from .query.language import Query, parse_query
@@ -311,7 +317,8 @@ class Catalogue:
     ) -> SearchResult:
         if top < 1:
             raise UsageError(f"--top must be at least 1, not {top}")
-        threshold = distances.DEFAULT_THRESHOLD if threshold is None else threshold
+        table = self.calibration
+        threshold = resolve_threshold(threshold, None, table, self.model)
         if not 0 < threshold <= 2:
             raise UsageError(f"--threshold must be in (0, 2], not {threshold}")
         faces = self._vectors.with_index(
@@ -330,6 +337,7 @@ class Catalogue:
             model=analysis.model,
             threshold=threshold,
             faces=tuple(faces),
+            calibration=table,
         )
 
     def find(self, text: str, *, limit: int = 50, actor: str = CLI_ACTOR) -> list[FoundPerson]:
@@ -421,6 +429,36 @@ class Catalogue:
         Returns the files or directories deleted."""
         return self._vectors.sweep(older_than)
 
+    # -- thresholds (matching/calibration.py, docs/accuracy.md) --------------------------------
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration table of this catalogue's model: the one `calibrate` made for this
+        catalogue, else the one shipped for the model, else None (no default threshold)."""
+        return self.store.calibration(self.model) or shipped_calibration(self.model)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The model's default thresholds; `CalibrationError` if nobody calibrated it."""
+        table = self.calibration
+        if table is None:
+            raise CalibrationError(
+                f"the model {self.model!r} has no calibration table, so no default "
+                "threshold: run `iddetective calibrate LABELS.csv` with this model first"
+            )
+        return table.thresholds
+
+    def match_threshold(
+        self, threshold: float | None = None, max_fmr: float | None = None
+    ) -> float:
+        """The match threshold a search uses: `threshold`, or the distance at `max_fmr` by
+        the model's table, or the table's default (not both given)."""
+        return resolve_threshold(threshold, max_fmr, self.calibration, self.model)
+
+    def save_calibration(self, table: Calibration, *, actor: str = CLI_ACTOR) -> None:
+        """Keep `table` (made by `calibrate`) as this catalogue's for its model, which need
+        not be the model the catalogue uses now (calibrate one before moving to it)."""
+        self.store.save_calibration(table, actor)
+
     # -- people and photos -----------------------------------------------------------------------
     def person(self, ref: str) -> tuple[PersonRef, list[StoredFace]]:
         """A person (by id or unambiguous name) and every face of theirs in the catalogue."""
@@ -499,17 +537,18 @@ class Catalogue:
 
     # -- privacy (people/privacy.py, docs/privacy.md) ----------------------------------------------
     def preview_erasure(
-        self, ref: str, *, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
+        self, ref: str, *, unnamed_within: float | None = None
     ) -> privacy.ErasurePreview:
         """What erasing a person (id or unambiguous name) would remove: their faces and the
-        unnamed faces within `unnamed_within` of one of them (0: none)."""
+        unnamed faces within `unnamed_within` of one of them (0: none; default: the model's
+        `erase_unnamed` threshold)."""
         return privacy.preview_erasure(self, ref, unnamed_within)
 
     def erase_person(
         self,
         ref: str | privacy.ErasurePreview,
         *,
-        unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD,
+        unnamed_within: float | None = None,
         optout: bool = False,
         actor: str = CLI_ACTOR,
     ) -> Erasure:

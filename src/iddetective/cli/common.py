@@ -29,7 +29,6 @@ from rich.text import Text
 from ..catalogue import POSTGRES_SCHEMES, Catalogue
 from ..errors import IDDetectiveError, UsageError, from_os_error
 from ..faces.pipeline import PipelineSettings
-from ..matching import distances
 from ..settings import (
     DB_ENV,
     Settings,
@@ -131,7 +130,8 @@ def threshold_options(command: F) -> F:
         "--threshold",
         type=float,
         default=None,
-        help=f"Largest distance that counts as a match [default: {distances.DEFAULT_THRESHOLD}].",
+        help="Largest distance that counts as a match [default: the model's, from its "
+        "calibration table: 0.383 for dlib-resnet-v1].",
     )(command)
 
 

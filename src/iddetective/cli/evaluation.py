@@ -1,21 +1,35 @@
-"""The `eval` command: accuracy on the operator's own labelled photos."""
+"""The `eval` and `calibrate` commands: accuracy on the operator's own labelled photos, and
+a model's calibration table made from them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from ..evaluation.calibrate import calibrate as calibrate_labelled
 from ..evaluation.detection_study import parse_detector_settings
 from ..evaluation.evaluate import evaluate, with_detector_trials
 from ..evaluation.report import report_markdown, write_report
 from ..faces.pipeline import PipelineSettings
+from ..matching.calibration import ERASE_UNNAMED_FMR, MATCH_FMR, OPTOUT_FMR
 from ..settings import (
     default_cache_dir,
 )
-from .common import err, fallback_option, library_errors, main, out, progress_bar
+from .common import (
+    catalogue_for,
+    data_option,
+    err,
+    fallback_option,
+    library_errors,
+    main,
+    out,
+    progress_bar,
+)
 
 #: Nothing to import: the commands register themselves on `main`.
 __all__: list[str] = []
@@ -105,6 +119,62 @@ def eval_command(
             return
         written = write_report(evaluation, report_dir, command)
     out.print(f"wrote {', '.join(str(path) for path in written)}")
+
+
+@main.command()
+@click.argument("labels", type=click.Path(path_type=str, dir_okay=False, readable=False))
+@data_option
+@click.option(
+    "--model",
+    metavar="NAME",
+    help="The embedding model to calibrate (a registered name) [default: the catalogue's].",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: default_cache_dir(os.environ),
+    show_default="$XDG_CACHE_HOME/iddetective/eval",
+    help="Folder of the embeddings cache (by photo SHA-256 and model).",
+)
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the table as JSON instead of keeping it in the catalogue.",
+)
+def calibrate(
+    labels: str, data_dir: Path, model: str | None, workers: int, cache_dir: Path, print_only: bool
+) -> None:
+    """Make a model's calibration table from the labelled photos of LABELS (a path,person
+    CSV) and keep it in the catalogue: its rates in words and default thresholds then come
+    from your photos (docs/accuracy.md)."""
+    with library_errors(), catalogue_for(data_dir) as catalogue:
+        settings = replace(catalogue.pipeline, embedder=model or catalogue.pipeline.embedder)
+        with progress_bar("embedding", "photos") as update:
+            run = calibrate_labelled(
+                labels, settings, workers=workers, cache_dir=cache_dir, progress=update
+            )
+        table = run.table
+        if print_only:
+            click.echo(json.dumps(table.to_json(), indent=1))
+            return
+        catalogue.save_calibration(table)
+    t = table.thresholds
+    out.print(
+        f"{table.model}: {run.with_face:,} of {run.photos:,} photos with a face, "
+        f"{run.genuine_pairs:,} genuine and {table.impostor_pairs:,} impostor pairs; rates "
+        f"measured down to {table.floor:.1g}, extrapolated below"
+    )
+    out.print(
+        f"thresholds: match {t.match} (false-match rate {MATCH_FMR:g}; "
+        f"{run.genuine_accepted:.1%} of genuine pairs within), opt-out {t.optout} "
+        f"({OPTOUT_FMR:g}), erase-unnamed {t.erase_unnamed} ({ERASE_UNNAMED_FMR:g})"
+    )
+    out.print(f"kept in the catalogue as the calibration table of {table.model}")
 
 
 def _command_line(name: str, *arguments: str, **options: str | None) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..matching import distances
 from ..people.privacy import OptOutPreview
 from .common import catalogue_for, confirm_or_refuse, data_option, library_errors, main, opened, out
 
@@ -31,18 +30,20 @@ __all__: list[str] = []
 @click.option(
     "--unnamed-within",
     type=float,
-    default=distances.ERASE_UNNAMED_THRESHOLD,
-    show_default=True,
-    help="Unnamed faces at most this far from one of theirs are erased with them (0: none).",
+    default=None,
+    help="Unnamed faces at most this far from one of theirs are erased with them (0: none) "
+    "[default: the model's, from its calibration table: 0.33 for dlib-resnet-v1].",
 )
-def erase(person: str, data_dir: Path, yes: bool, opt_out: bool, unnamed_within: float) -> None:
+def erase(
+    person: str, data_dir: Path, yes: bool, opt_out: bool, unnamed_within: float | None
+) -> None:
     """Erase PERSON (id or unambiguous name) everywhere: faces, embeddings, index, crops."""
     with library_errors(), opened(data_dir) as catalogue:
         preview = catalogue.preview_erasure(person, unnamed_within=unnamed_within)
         found = preview.person
         out.print(
             f"{found.name} ({found.id}): {len(preview.faces)} faces, and {len(preview.unnamed)} "
-            f"unnamed faces within {unnamed_within} of one of them, erased with them"
+            f"unnamed faces within {preview.unnamed_within} of one of them, erased with them"
         )
         total = len(preview.faces) + len(preview.unnamed)
         confirm_or_refuse(f"Erase {found.name} and {total} faces for good?", yes, "erase")
@@ -111,7 +112,7 @@ def optout_add(
 
 
 def _print_optout_preview(preview: OptOutPreview, erase_others: bool) -> None:
-    out.print(f"faces within {distances.OPTOUT_THRESHOLD} of the face in {preview.photo}:")
+    out.print(f"faces within {preview.within} of the face in {preview.photo}:")
     if not preview.groups:
         out.print("  none")
     others = preview.others

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..matching import calibration
 from ..matching.search import SearchResult, to_json
 from .common import catalogue_for, data_option, library_errors, main, opened, out, threshold_options
 
@@ -45,7 +44,7 @@ def search(
         result = catalogue.search_photo(
             photo,
             top=top,
-            threshold=calibration.resolve_threshold(threshold, max_fmr),
+            threshold=catalogue.match_threshold(threshold, max_fmr),
             people=list(people) or None,
         )
     if as_json:
@@ -68,8 +67,9 @@ def _print_search(result: SearchResult) -> None:
         for match in face.matches:
             who = f"{match.person.name} ({match.person.id})" if match.person else "unnamed face(s)"
             word = "MATCH   " if match.verdict == "match" else "no match"
-            odds = calibration.fmr_at(match.distance, result.model).describe()
-            out.print(f"  {word} {match.distance:.3f} ({odds} strangers this close)  {who}")
+            estimate = result.fmr_at(match.distance)
+            odds = f" ({estimate.describe()} strangers this close)" if estimate else ""
+            out.print(f"  {word} {match.distance:.3f}{odds}  {who}")
             for hit in match.photos[:5]:
                 shown = hit.photo.paths[0] if hit.photo.paths else hit.photo.sha256
                 out.print(f"           {hit.distance:.3f}  {shown}")
@@ -130,7 +130,7 @@ def query(
     """Run a query (docs/query.md): list the people it selects, or with face:PHOTO, search
     that photo among their faces."""
     with library_errors(), opened(data_dir) as catalogue:
-        limit = calibration.resolve_threshold(threshold, max_fmr)
+        limit = catalogue.match_threshold(threshold, max_fmr)
         answer = catalogue.query(text, top=top, threshold=limit)
     if as_json:
         people = [{"id": p.id, "name": p.name} for p in answer.people]

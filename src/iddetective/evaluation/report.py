@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..matching import distances
+from ..matching.calibration import shipped_calibration
 from .evaluate import FARS, FPIRS, LISTED_PHOTOS, RANKS, Evaluation, Identification, Verification
 from .metrics import FOLDS, MIN_ERRORS, roc_points
 
@@ -340,7 +340,8 @@ def _roc_curve(figures: Verification) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_distances(evaluation: Evaluation, path: Path) -> None:
-    """Histograms of genuine and impostor distances over all pairs, and the default threshold."""
+    """Histograms of genuine and impostor distances over all pairs, and the model's default
+    threshold (where the model has a shipped calibration table)."""
     figure, axes = _figure()
     figures = evaluation.all_pairs
     present = ~np.isnan(figures.dist)
@@ -350,13 +351,15 @@ def plot_distances(evaluation: Evaluation, path: Path) -> None:
         if len(values):
             label = f"{name} ({len(values):,} pairs with both faces found)"
             axes.hist(values, bins, density=True, alpha=0.5, label=label)
-    axes.axvline(
-        distances.DEFAULT_THRESHOLD,
-        color="black",
-        linestyle="--",
-        linewidth=1,
-        label=f"default threshold {distances.DEFAULT_THRESHOLD}",
-    )
+    table = shipped_calibration(evaluation.embedding.model)
+    if table is not None:
+        axes.axvline(
+            table.thresholds.match,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"default threshold {table.thresholds.match}",
+        )
     axes.set_xlabel("distance (L2-normalised embeddings)")
     axes.set_ylabel("density")
     axes.set_title(f"{evaluation.labelled.folder.name}: all pairs of labelled photos")

@@ -1,4 +1,5 @@
-"""The one module that owns distances and thresholds. Nobody else hard-codes a threshold.
+"""The one module that owns distances. Thresholds belong to a model: its calibration table
+(matching/calibration.py) gives them, and nobody hard-codes one.
 
 Embeddings are L2-normalised when they are made (`prepare`), and the distance everywhere is
 the Euclidean distance between normalised embeddings (0 = identical, 2 = opposite). On the
@@ -17,9 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
-    "ERASE_UNNAMED_THRESHOLD",
-    "OPTOUT_THRESHOLD",
     "RAW_NORM",
     "euclidean_many",
     "is_match",
@@ -27,26 +25,6 @@ __all__ = [
     "raw_equivalent",
     "verdict",
 ]
-
-#: Default match threshold: at most 1 in 1,000 impostor comparisons match at this distance on
-#: `lfw_dev` (3,741 photos with a face, 7.0 million impostor pairs: measured 0.97e-3, with
-#: 92.5 % of genuine pairs accepted). Derived by `bench/threshold.py`. The folklore raw 0.6
-#: (ours: ~0.42) lets 1 in ~150 impostor comparisons match on the same data.
-DEFAULT_THRESHOLD = 0.383
-
-#: An opted-out face blocks every face at most this far from it (docs/privacy.md). Looser than
-#: the match threshold on purpose: on `lfw_dev` 98.6 % of genuine pairs fall within it (FMR
-#: 1e-2), so other photos of the person are blocked too, at the cost of blocking about 1 in 100
-#: unrelated faces per opted-out person (raw scale ~0.61, the folklore 0.6).
-OPTOUT_THRESHOLD = 0.430
-
-#: Erasing a person also erases the unnamed faces at most this far from one of theirs
-#: (docs/privacy.md). Stricter than the match threshold on purpose, since strangers' faces go
-#: too: on `lfw_dev` (bench/erasure.py, each person with 2+ photos erased in turn, half their
-#: photos named) it takes 91.4 % of their unnamed faces and 0.14 strangers' faces per 1,000
-#: unnamed faces in the catalogue (one erasure in seven takes one); the match threshold would
-#: take 99.0 % and 2.6 per 1,000 (seven erasures in eight would take a stranger's face).
-ERASE_UNNAMED_THRESHOLD = 0.330
 
 #: Mean norm of raw dlib ResNet embeddings on `lfw_dev` (for converting quoted raw distances).
 RAW_NORM = 1.424
@@ -76,12 +54,12 @@ def euclidean_many(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0, out=squared), out=squared).astype(np.float32)
 
 
-def is_match(distance: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
+def is_match(distance: float, threshold: float) -> bool:
     """Whether two faces this far apart are taken to be the same person."""
     return bool(distance <= threshold)
 
 
-def verdict(distance: float, threshold: float = DEFAULT_THRESHOLD) -> str:
+def verdict(distance: float, threshold: float) -> str:
     """`"match"` or `"no_match"`, the words the CLI and the JSON schema use."""
     return "match" if is_match(distance, threshold) else "no_match"
 

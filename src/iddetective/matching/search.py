@@ -10,7 +10,7 @@ contract `iddetective/search/v1`, documented in docs/contracts.md.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ import numpy as np
 from ..entities import Box, PersonRef, PhotoAnalysis, PhotoRef, StoredFace
 from ..store import Store
 from ..vector_index import IndexDamaged, Neighbours, VectorIndex
-from . import calibration, distances
+from . import distances
+from .calibration import Calibration, FmrEstimate
 
 __all__ = [
     "SCHEMA_ID",
@@ -81,6 +82,12 @@ class SearchResult:
     model: str
     threshold: float
     faces: tuple[FaceResult, ...]
+    #: The model's calibration table (None: nobody calibrated it), for rates in words.
+    calibration: Calibration | None = field(default=None, repr=False, compare=False)
+
+    def fmr_at(self, distance: float) -> FmrEstimate | None:
+        """The estimated false-match rate of a distance, if the model is calibrated."""
+        return self.calibration.fmr_at(distance) if self.calibration is not None else None
 
     @property
     def match_count(self) -> int:
@@ -93,8 +100,8 @@ def match_faces(
     index: VectorIndex,
     analysis: PhotoAnalysis,
     *,
+    threshold: float,
     top: int = 5,
-    threshold: float = distances.DEFAULT_THRESHOLD,
     allowed: np.ndarray | None = None,
 ) -> list[FaceResult]:
     """Candidates for every face of `analysis`, faces in its order (largest first).
@@ -209,16 +216,18 @@ def to_json(result: SearchResult) -> dict[str, Any]:
         },
         "model": result.model,
         "threshold": result.threshold,
-        "faces": [_face_json(face, result.model) for face in result.faces],
+        "faces": [_face_json(face, result) for face in result.faces],
     }
 
 
-def _fmr_json(distance: float, model: str) -> dict[str, Any]:
-    estimate = calibration.fmr_at(distance, model)
+def _fmr_json(distance: float, result: SearchResult) -> dict[str, Any]:
+    estimate = result.fmr_at(distance)
+    if estimate is None:
+        return {}  # the model has no calibration table: no rate to give
     return {"fmr": float(f"{estimate.fmr:.3g}"), "fmr_extrapolated": estimate.extrapolated}
 
 
-def _face_json(face: FaceResult, model: str) -> dict[str, Any]:
+def _face_json(face: FaceResult, result: SearchResult) -> dict[str, Any]:
     return {
         "box": face.box.as_dict(),
         "score": round(face.score, 4),
@@ -227,7 +236,7 @@ def _face_json(face: FaceResult, model: str) -> dict[str, Any]:
             {
                 "person": {"id": m.person.id, "name": m.person.name} if m.person else None,
                 "distance": round(m.distance, 4),
-                **_fmr_json(m.distance, model),
+                **_fmr_json(m.distance, result),
                 "verdict": m.verdict,
                 "photos": [_hit_json(hit) for hit in m.photos],
             }

@@ -25,6 +25,7 @@ from ..faces.imaging import read_photo_bytes
 from ..faces.pipeline import PipelineSettings, pipeline_for
 from ..files import OWN_PHOTO_DIRS, PARTIAL_GLOB
 from ..matching import distances
+from ..matching.calibration import Thresholds
 from ..store import Store
 from ..vector_index import Neighbours
 
@@ -54,6 +55,11 @@ class Catalogue(Protocol):
     @property
     def model(self) -> str:
         """The embedding model of the catalogue's faces."""
+        ...
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The model's default thresholds (`CalibrationError` if it has none)."""
         ...
 
     def faces_within(self, embeddings: np.ndarray, radius: float) -> list[Neighbours]:
@@ -86,6 +92,8 @@ class OptOutPreview:
     embedding: np.ndarray = field(repr=False)  # for matching only, never shown
     subject: PersonRef | None  # the person taken to be opting out (their faces are erased)
     groups: tuple[FaceGroup, ...]  # the subject's, then unnamed faces, then other people's
+    #: The opt-out blocks every face at most this far from it (the model's opt-out threshold).
+    within: float
 
     @property
     def others(self) -> tuple[FaceGroup, ...]:
@@ -131,14 +139,17 @@ class MaintenanceReport:
 
 
 def preview_erasure(
-    catalogue: Catalogue, ref: str, unnamed_within: float = distances.ERASE_UNNAMED_THRESHOLD
+    catalogue: Catalogue, ref: str, unnamed_within: float | None = None
 ) -> ErasurePreview:
     """The person (id or unambiguous name), their faces, and the unnamed faces within
-    `unnamed_within` of one of them (not those rejected from them; 0: none)."""
-    if not 0 <= unnamed_within <= distances.OPTOUT_THRESHOLD:
+    `unnamed_within` of one of them (not those rejected from them; 0: none; default: the
+    model's `erase_unnamed` threshold, at most its opt-out one)."""
+    if unnamed_within is None:
+        unnamed_within = catalogue.thresholds.erase_unnamed
+    elif unnamed_within != 0 and not 0 < unnamed_within <= catalogue.thresholds.optout:
         raise UsageError(
-            f"--unnamed-within must be between 0 and {distances.OPTOUT_THRESHOLD}, "
-            f"not {unnamed_within}"
+            f"--unnamed-within must be between 0 and {catalogue.thresholds.optout} (the "
+            f"model's opt-out threshold), not {unnamed_within}"
         )
     person = catalogue.store.resolve_person(ref)
     faces = tuple(f.id for f in catalogue.store.faces_of_person(person.id))
@@ -164,7 +175,9 @@ def erase_person(
         ids, vectors = catalogue.store.embeddings_of(faces, catalogue.model)
         if len(ids):
             # Before the erasure: a crash between the two leaves faces blocked, never back.
-            blocked = catalogue.store.add_optout(catalogue.model, vectors, actor).token
+            reach = catalogue.thresholds.optout
+            added = catalogue.store.add_optout(catalogue.model, vectors, actor, within=reach)
+            blocked = added.token
     erasure = catalogue.store.erase_person(preview.person.id, actor, preview.unnamed)
     _clean_up(catalogue, erasure)
     return replace(erasure, optout=blocked)
@@ -180,17 +193,20 @@ def preview_optout(catalogue: Catalogue, photo: str, person: str | None = None) 
         found = "no face" if not analysis.faces else f"{len(analysis.faces)} faces"
         raise UsageError(f"{photo}: an opt-out photo must show exactly one face; it shows {found}")
     embedding = analysis.faces[0].embedding
-    within = catalogue.faces_within(embedding, distances.OPTOUT_THRESHOLD)
+    thresholds = catalogue.thresholds
+    within = catalogue.faces_within(embedding, thresholds.optout)
     groups = _by_person(catalogue, within[0].ids, within[0].distances)
     if person is not None:
         subject: PersonRef | None = catalogue.store.resolve_person(person)
     else:
         named = [g for g in groups if g.person is not None]
         nearest = min(named, key=lambda g: g.nearest, default=None)
-        matched = nearest is not None and distances.is_match(nearest.nearest)
+        matched = nearest is not None and distances.is_match(nearest.nearest, thresholds.match)
         subject = nearest.person if matched and nearest is not None else None
     ordered = sorted(groups, key=lambda g: (g.person != subject, g.person is not None, g.nearest))
-    return OptOutPreview(photo, analysis.model, embedding, subject, tuple(ordered))
+    return OptOutPreview(
+        photo, analysis.model, embedding, subject, tuple(ordered), thresholds.optout
+    )
 
 
 def add_optout(
@@ -199,7 +215,9 @@ def add_optout(
     """Opt out a previewed face: blocklist it and erase the faces listed for erasure (other
     people's too only with `erase_others`); from now on searches and ingestion skip faces
     within the opt-out threshold of it."""
-    optout = catalogue.store.add_optout(preview.model, preview.embedding, actor)
+    optout = catalogue.store.add_optout(
+        preview.model, preview.embedding, actor, within=preview.within
+    )
     erased = catalogue.store.erase_faces(preview.to_erase(erase_others), actor, "optout_erase")
     _clean_up(catalogue, erased)
     return OptOutResult(optout, erased, () if erase_others else preview.others)

@@ -35,10 +35,12 @@ from ..entities import (
     StoredModel,
     UnnamedFaces,
 )
+from ..matching.calibration import Calibration
 from ..query.language import Query
 
 __all__ = [
     "AccessStore",
+    "CalibrationStore",
     "ClusterStore",
     "PeopleStore",
     "PhotoStore",
@@ -305,9 +307,11 @@ class PrivacyStore(Protocol):
         """Rewrite the storage so deleted data is gone from the files, not only unlinked."""
         ...
 
-    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
+    def add_optout(
+        self, model: str, embeddings: np.ndarray, actor: str, *, within: float
+    ) -> OptOut:
         """Keep faces' embeddings (one, or n x d) in the blocklist under one token (audited
-        by it)."""
+        by it), each blocking the faces of `model` at most `within` from it."""
         ...
 
     def optouts(self) -> list[OptOut]:
@@ -323,11 +327,24 @@ class PrivacyStore(Protocol):
         ...
 
     def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
-        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
+        """For each face of `analysis`: is it within the reach of a blocked face?"""
         ...
 
     def purge_audit(self, older_than_days: int) -> int:
         """Delete audit entries older than this many days; returns how many."""
+        ...
+
+
+@runtime_checkable
+class CalibrationStore(Protocol):
+    """The calibration tables made for this catalogue, one per model (store/calibrations.py)."""
+
+    def calibration(self, model: str) -> Calibration | None:
+        """The table made for `model` in this catalogue, or None."""
+        ...
+
+    def save_calibration(self, table: Calibration, actor: str) -> None:
+        """Keep `table` as its model's, in place of any earlier one (audited)."""
         ...
 
 
@@ -368,7 +385,9 @@ class AccessStore(Protocol):
 
 
 @runtime_checkable
-class Store(PhotoStore, PeopleStore, ClusterStore, PrivacyStore, AccessStore, Protocol):
+class Store(
+    PhotoStore, PeopleStore, ClusterStore, PrivacyStore, AccessStore, CalibrationStore, Protocol
+):
     """A catalogue backend: every part above. Every write is atomic; readers only see
     committed data."""
 

@@ -223,4 +223,16 @@ MIGRATIONS: list[str] = [
         WHERE id IN (SELECT min(id) FROM optout GROUP BY model) ORDER BY id
         ON CONFLICT (name) DO NOTHING
     """,
+    # 8: thresholds belong to a model (docs/accuracy.md): the calibration tables made for
+    # this catalogue by `iddetective calibrate`, and the reach of each opt-out, recorded when
+    # it is made (the opt-outs made before were made at dlib's 0.430).
+    """
+    CREATE TABLE calibration (
+        model TEXT PRIMARY KEY,
+        made_at TEXT NOT NULL,
+        made_by TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    ALTER TABLE optout ADD COLUMN reach REAL NOT NULL DEFAULT 0.43
+    """,
 ]

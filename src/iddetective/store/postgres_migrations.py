@@ -233,6 +233,17 @@ MIGRATIONS: list[str] = [
     END
     $$;
     """,
+    # 4: as the SQLite store's migration 8: calibration tables made for this catalogue, each
+    # opt-out's reach.
+    """
+    CREATE TABLE calibration (
+        model text COLLATE "C" PRIMARY KEY,
+        made_at timestamptz NOT NULL,
+        made_by text NOT NULL,
+        body text NOT NULL
+    );
+    ALTER TABLE optout ADD COLUMN reach double precision NOT NULL DEFAULT 0.43;
+    """,
 ]
 
 #: Extensions the schema needs; pgvector's is not trusted, so a superuser creates it once.

@@ -13,15 +13,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from ..entities import OptOut, PhotoAnalysis
-from ..errors import NotFound
+from ..errors import NotFound, UsageError
 from ..matching import distances
 from .dialect import Sql, timestamp
 from .erasing import new_token
 
 __all__ = ["Privacy"]
-
-OPTOUT = distances.OPTOUT_THRESHOLD
-
 
 class Privacy:
     """Opt-out and retention methods of both stores."""
@@ -32,8 +29,14 @@ class Privacy:
     _record_model: Callable[[str, int], None]
 
     # -- the opt-out registry --------------------------------------------------------------
-    def add_optout(self, model: str, embeddings: np.ndarray, actor: str) -> OptOut:
-        """Keep faces' embeddings (one, or n x d) in the blocklist under one token."""
+    def add_optout(
+        self, model: str, embeddings: np.ndarray, actor: str, *, within: float
+    ) -> OptOut:
+        """Keep faces' embeddings (one, or n x d) in the blocklist under one token; each
+        blocks every face of `model` at most `within` from it (the model's opt-out
+        threshold when the opt-out is made, kept with it)."""
+        if not 0 < within <= 2:
+            raise UsageError(f"an opt-out's reach must be in (0, 2], not {within}")
         vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, np.shape(embeddings)[-1])
         with self.sql.write():
             self._record_model(model, vectors.shape[1])
@@ -41,8 +44,9 @@ class Privacy:
             self._audit_event("optout", actor, token, len(vectors))
             created = timestamp()
             self.sql.execute_many(
-                "INSERT INTO optout (token, model, embedding, created_at) VALUES (?, ?, ?, ?)",
-                [(token, model, self.sql.vector(vector), created) for vector in vectors],
+                "INSERT INTO optout (token, model, embedding, created_at, reach) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(token, model, self.sql.vector(v), created, within) for v in vectors],
             )
         return OptOut(token, created, len(vectors))
 
@@ -79,13 +83,18 @@ class Privacy:
         return vectors
 
     def opted_out(self, analysis: PhotoAnalysis) -> list[bool]:
-        """For each face of `analysis`: is it within the opt-out threshold of a blocked face?"""
-        blocked = self.optout_embeddings(analysis.model)
-        if not len(blocked) or not analysis.faces:
+        """For each face of `analysis`: is it within the reach of a blocked face?"""
+        rows, blocked = self.sql.vector_rows(
+            "SELECT reach, embedding FROM optout WHERE model = ? ORDER BY id",
+            (analysis.model,),
+            1,
+        )
+        if not rows or not analysis.faces:
             return [False] * len(analysis.faces)
+        reach = np.array([row[0] for row in rows], dtype=np.float32)
         vectors = np.stack([face.embedding for face in analysis.faces])
-        nearest = distances.euclidean_many(vectors, blocked).min(axis=1)
-        return [bool(d <= OPTOUT) for d in nearest]
+        within = distances.euclidean_many(vectors, blocked) <= reach[None, :]
+        return [bool(hit) for hit in np.any(within, axis=1)]
 
     # -- retention ---------------------------------------------------------------------------
     def purge_audit(self, older_than_days: int) -> int:

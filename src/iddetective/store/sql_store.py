@@ -4,10 +4,11 @@ database: connections, transactions, statements, dialect; store/dialect.py) and 
 
 Its parts, by concern, are classes of their own modules, combined here into one class:
 photos.py and saving.py (photos, files, faces; `save`), embedding_models.py (the models
-of the stored vectors and their dimensions), checking.py, people.py (with the
-query compiler, people_query.py), clusters.py, erasing.py, privacy.py and access.py. Each
-part runs its statements on `self.sql` and calls the others' methods on `self`; what one
-needs of another it declares at the top of its class. A database is `SqliteStore`
+of the stored vectors and their dimensions), checking.py, people.py (with the query
+compiler, people_query.py), clusters.py, erasing.py, privacy.py, access.py and
+calibrations.py (each model's calibration table). Each part runs its statements on
+`self.sql` and calls the others' methods on `self`; what one needs of another it declares at
+the top of its class. A database is `SqliteStore`
 (sqlite.py) or `PostgresStore` (postgres.py), which build the two objects, open and migrate
 the catalogue, and nothing else.
 """
@@ -15,6 +16,7 @@ the catalogue, and nothing else.
 from __future__ import annotations
 
 from .access import Access
+from .calibrations import Calibrations
 from .checking import Checking
 from .clusters import Clusters
 from .dialect import Sql
@@ -30,7 +32,16 @@ __all__ = ["SqlStore"]
 
 
 class SqlStore(
-    Saving, Photos, EmbeddingModels, People, Clusters, Erasing, Privacy, Access, Checking
+    Saving,
+    Photos,
+    EmbeddingModels,
+    People,
+    Clusters,
+    Erasing,
+    Privacy,
+    Access,
+    Calibrations,
+    Checking,
 ):
     """`Store` over a database's `sql` and its search `text`."""
 

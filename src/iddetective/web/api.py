@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from .. import media
 from ..entities import Stats
 from ..errors import UsageError
-from ..matching import calibration, distances
 from ..matching.search import to_json
 from ..query.language import parse_query
 from . import face_views, models
@@ -44,7 +43,12 @@ MAX_OFFSET = 1_000_000_000
 MEDIA_CACHE = "private, max-age=86400, immutable"
 
 
-@router.post("/search", response_model=models.SearchResponse, response_model_by_alias=True)
+@router.post(
+    "/search",
+    response_model=models.SearchResponse,
+    response_model_by_alias=True,
+    response_model_exclude_unset=True,  # no fmr for a model nobody calibrated
+)
 async def search_photo(
     request: Request,
     caller: Searcher,
@@ -67,7 +71,7 @@ async def search_photo(
             sha256=hashlib.sha256(data).hexdigest(),
             path=None,
             top=top,
-            threshold=calibration.resolve_threshold(threshold, max_fmr),
+            threshold=state.catalogue.match_threshold(threshold, max_fmr),
             people=person,
             actor=caller.actor,
         )
@@ -111,7 +115,7 @@ def find_people(
     return {"items": [asdict(f) for f in found]}
 
 
-@router.post("/query", response_model=models.QueryResponse)
+@router.post("/query", response_model=models.QueryResponse, response_model_exclude_unset=True)
 async def run_query(
     request: Request,
     caller: Searcher,
@@ -140,7 +144,7 @@ async def run_query(
         analysed = (analysis, hashlib.sha256(data).hexdigest())
 
     def run() -> Any:
-        limit = calibration.resolve_threshold(threshold, max_fmr)
+        limit = state.catalogue.match_threshold(threshold, max_fmr)
         return state.catalogue.query(
             q, top=top, threshold=limit, photo=analysed, actor=caller.actor
         )
@@ -214,13 +218,14 @@ def erase_person(
         bool, Query(description="Run as a background job: 202 with the job.")
     ] = False,
     unnamed_within: Annotated[
-        float,
+        float | None,
         Query(
             ge=0,
-            le=distances.OPTOUT_THRESHOLD,
-            description="Unnamed faces this close to one of theirs go too (0: none).",
+            le=2,
+            description="Unnamed faces this close to one of theirs go too (0: none; default: "
+            "the model's erase_unnamed threshold; at most its opt-out threshold).",
         ),
-    ] = distances.ERASE_UNNAMED_THRESHOLD,
+    ] = None,
 ) -> Any:
     """Erase a person everywhere (rows, faces, index entries, crops, and the unnamed faces
     within `unnamed_within` of theirs); audited by token. `optout` also opts their faces

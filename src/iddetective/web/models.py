@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 # The catalogue's own dataclasses serve as bodies where the API shows them as they are
 # (those without defaults, so every field stays required in the schema).
@@ -97,8 +98,15 @@ class MatchModel(BaseModel):
 
     person: PersonModel | None = Field(description="None: faces nobody has named yet.")
     distance: float
-    fmr: float = Field(description="Estimated false-match rate at this distance.")
-    fmr_extrapolated: bool
+    # Absent, never null, for a model nobody calibrated (the schema's type stays a number).
+    fmr: float | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Estimated false-match rate at this distance; absent when the model has "
+        "no calibration table.",
+    )
+    fmr_extrapolated: bool | SkipJsonSchema[None] = Field(
+        default=None, description="True where the rate is below what the calibration measured."
+    )
     verdict: Literal["match", "no_match"]
     photos: list[HitModel]
 
