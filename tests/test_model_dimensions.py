@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from iddetective import media
 from iddetective.catalogue import Catalogue
 from iddetective.errors import StoreError
 from iddetective.faces.pipeline import PipelineSettings
+from iddetective.matching.calibration import calibration_for
 from iddetective.matching.search import SearchResult
 from iddetective.store.sqlite import SqliteStore
 from iddetective.vector_index.ivf import IvfIndex
@@ -72,6 +74,12 @@ def distances_of(result: SearchResult) -> list[float]:
     return [h.distance for face in result.faces for m in face.matches for h in m.photos]
 
 
+def calibrate_as_dlib(catalogue: Catalogue) -> None:
+    """Give the 512-d model dlib's table: the orthonormal map keeps every distance."""
+    made_from = "dlib-resnet-v1's shipped table (the map keeps every distance)"
+    catalogue.save_calibration(replace(calibration_for(), model=WIDE_MODEL, made_from=made_from))
+
+
 @pytest.fixture(scope="module")
 def wide_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite data directory of the face_recognition set's enrolled photos, 512-d faces."""
@@ -80,6 +88,7 @@ def wide_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = write_manifest(folder / "enrol.csv", enrol)
     with Catalogue(folder / "data", create=True, pipeline=WIDE) as catalogue:
         report = catalogue.index([], people=str(manifest))
+        calibrate_as_dlib(catalogue)
     assert not report.failed, report.failed
     return folder / "data"
 
@@ -92,6 +101,7 @@ def wide_catalogue(request: pytest.FixtureRequest, wide_data: Path, tmp_path: Pa
     else:
         url = request.getfixturevalue("postgres_url")
         catalogue = Catalogue(tmp_path / "pg", db=url, pipeline=WIDE)
+        calibrate_as_dlib(catalogue)
         enrol, _ = face_recognition()
         catalogue.index([], people=str(write_manifest(tmp_path / "enrol.csv", enrol)))
     request.addfinalizer(catalogue.close)

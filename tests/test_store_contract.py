@@ -1376,7 +1376,7 @@ def test_postgres_a_catalogue_of_schema_2_keeps_its_faces_and_gets_an_index_per_
     store = PostgresStore(postgres_url)
     index = PgvectorIndex.of_catalogue(postgres_url, MODEL, 128, exact_max=0)
     try:
-        assert schema_version(admin) == len(MIGRATIONS) == 3
+        assert schema_version(admin) == len(MIGRATIONS) >= 3
         assert admin.execute(column).fetchone() == (-1,)  # untyped: any length fits
         indexes: dict[str, str] = dict(
             admin.execute(
