@@ -33,7 +33,7 @@ from ..entities import FailedPhoto, IndexedPhoto
 from ..errors import BadImage, UsageError
 from ..faces.imaging import open_photo_file
 from ..faces.labelling import choose_labelled_face
-from ..faces.pipeline import PipelineSettings, pipeline_for
+from ..faces.pipeline import PipelineSettings, pipeline_for, prepared
 from ..ingest.indexing import CRASHED, analyse_file
 from ..matching import distances
 from ..processes.pool import map_in_processes
@@ -286,7 +286,9 @@ def embed_photos(
         keys = list(pending)
         jobs = [paths[pending[key][0]] for key in keys]
         crashed = functools.partial(_crashed_photo, settings)
-        analysed = map_in_processes(analyse_photo, jobs, workers, settings, crashed=crashed)
+        # With workers, the embedder's graph is built and checked once, here.
+        used = prepared(settings) if workers > 1 and len(jobs) > 1 else settings
+        analysed = map_in_processes(analyse_photo, jobs, workers, used, crashed=crashed)
         for number, photo in analysed:
             if photo.sha256 and photo.sha256 == keys[number]:
                 cache.put(photo)

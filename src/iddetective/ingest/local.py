@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from ..entities import FailedPhoto, FileStat, Outcome
 from ..errors import UsageError
-from ..faces.pipeline import PipelineSettings
+from ..faces.pipeline import PipelineSettings, prepared
 from ..processes.pool import map_in_processes
 from ..sources.paths import PhotoJob
 from ..store import Store
@@ -48,7 +48,7 @@ class LocalRunner:
             _worker_analyse,
             jobs,
             self.workers,
-            settings,
+            prepared(settings),  # the embedder's graph built and checked once, here
             crashed=_crashed,
             initializer=_start_worker,
             initargs=(self.store_opener,),
