@@ -13,6 +13,7 @@ from ..evaluation.evaluate import evaluate, with_detector_trials
 from ..evaluation.report import report_markdown, write_report
 from ..faces.pipeline import PipelineSettings
 from ..settings import (
+    Settings,
     default_cache_dir,
 )
 from .common import err, fallback_option, library_errors, main, out, progress_bar
@@ -86,7 +87,9 @@ def eval_command(
         detector_sample=None if detector_sample is None else str(detector_sample),
     )
     with library_errors():
-        settings = PipelineSettings(fallback_detector=fallback_detector)
+        settings = Settings.from_environment(
+            os.environ, pipeline=PipelineSettings(fallback_detector=fallback_detector)
+        ).pipeline
         trials = parse_detector_settings(detectors, settings) if detectors else []
         with progress_bar("embedding", "photos") as update:
             evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update, settings)
