@@ -255,12 +255,55 @@ class FacePipeline:
     ) -> PhotoAnalysis:
         """Every face in an already decoded image, largest first, boxes in upright pixels
         (`TooManyFaces`, naming the photo `name`, past `max_faces`)."""
+        return self.analyse_images([image], names=[name], max_faces=max_faces)[0]
+
+    def analyse_images(
+        self,
+        images: Sequence[DecodedImage],
+        *,
+        names: Sequence[str] | None = None,
+        max_faces: int | None = None,
+    ) -> list[PhotoAnalysis]:
+        """`analyse_image` of each image, the faces of all of them embedded in one batch when
+        the embedder can (`embed_photos`: ONNX Runtime is faster per face in batches). Any
+        photo's error is raised (`names` name them); analyse one by one to isolate it."""
+        names = names or ["photo"] * len(images)
+        found: list[tuple[list[Box], list[float]]] = []
+        for image, name in zip(images, names, strict=True):
+            boxes, scores = self.detect(image.pixels)
+            if max_faces is not None and len(boxes) > max_faces:
+                raise TooManyFaces(name, len(boxes), max_faces)
+            found.append((boxes, scores))
+        photos = [(image.pixels, boxes) for image, (boxes, _) in zip(images, found, strict=True)]
+        embedded = self._embed(photos)
+        return [
+            self._analysis(image, boxes, scores, vectors, landmarks)
+            for image, (boxes, scores), (vectors, landmarks) in zip(
+                images, found, embedded, strict=True
+            )
+        ]
+
+    def _embed(
+        self, photos: list[tuple[np.ndarray, list[Box]]]
+    ) -> list[tuple[np.ndarray, list[Landmarks]]]:
+        """Each photo's embeddings and landmarks, in one call when the embedder has one
+        for several photos, else photo by photo (`Embedder.embed`)."""
+        jitters = self.settings.jitters
+        embed_photos = getattr(self.embedder, "embed_photos", None)
+        if len(photos) > 1 and callable(embed_photos):
+            answers: list[tuple[np.ndarray, list[Landmarks]]] = embed_photos(photos, jitters)
+            return answers
+        return [self.embedder.embed(pixels, boxes, jitters) for pixels, boxes in photos]
+
+    def _analysis(
+        self,
+        image: DecodedImage,
+        boxes: list[Box],
+        scores: list[float],
+        vectors: np.ndarray,
+        landmarks: list[Landmarks],
+    ) -> PhotoAnalysis:
         working = image.pixels
-        boxes, scores = self.detect(working)
-        if max_faces is not None and len(boxes) > max_faces:
-            raise TooManyFaces(name, len(boxes), max_faces)
-        vectors, landmarks = self.embedder.embed(working, boxes, self.settings.jitters)
-        vectors = distances.prepare(vectors)
         faces = [
             FaceAnalysis(
                 box=_clip(box.scaled(image.scale), image.width, image.height),
@@ -269,7 +312,9 @@ class FacePipeline:
                 embedding=vector,
                 sharpness=face_sharpness(working, box),
             )
-            for box, score, marks, vector in zip(boxes, scores, landmarks, vectors, strict=True)
+            for box, score, marks, vector in zip(
+                boxes, scores, landmarks, distances.prepare(vectors), strict=True
+            )
         ]
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return PhotoAnalysis(image.width, image.height, tuple(faces), self.model)
