@@ -345,7 +345,7 @@ def load_or_build(
     weights = Path(weights)
     data = weights.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if cache_dir is None:
+    if not cache_dir:
         return _built(weights, data, digest, threads, None)
     cache_path = Path(cache_dir) / f"{digest}-b{BUILDER_VERSION}.onnx"
     cached = _cached(cache_path, digest)
