@@ -344,12 +344,13 @@ def fallback_notices(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(FALLBACK_NOTICE)]
 
 
-def test_the_default_embedder_is_dlibs_resnet_on_onnx_runtime(tmp_path: Path) -> None:
-    settings = PipelineSettings(model_cache=tmp_path)
+def test_the_default_embedder_is_dlibs_resnet_on_onnx_runtime(model_cache: Path) -> None:
+    settings = PipelineSettings()
     embedder = pipeline_for(settings).embedder
     assert isinstance(embedder, OnnxResnetEmbedder)
     assert embedder.name == pipeline_for(settings).model == "dlib-resnet-v1"
-    assert embedder.cache_dir == tmp_path and embedder.runtime == "onnxruntime"
+    assert settings.model_cache == embedder.cache_dir == model_cache  # conftest's folder
+    assert embedder.runtime == "onnxruntime"
     assert PipelineSettings().embedder == "dlib-resnet-v1"
     # dlib's own runtime of the same model: the same name.
     native = pipeline_for(PipelineSettings(embedder=DLIB_RUNTIME)).embedder
