@@ -126,7 +126,7 @@ class PipelineSettings:
     #: graph of dlib's ResNet); None: each process builds its own. Outside the repository
     #: and the data directory: it depends on the machine's runtime, not on a catalogue.
     #: Not in the repr: where a cache is does not change any vector (evaluation keys its
-    #: embeddings by the repr).
+    #: embeddings by the repr). (A lambda: the default is looked up when settings are made.)
     model_cache: Path | None = field(default_factory=lambda: user_model_cache(), repr=False)
 
 
