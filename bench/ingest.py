@@ -5,7 +5,9 @@ Measures photos per second of
 * the plain loop: one process, for each photo `face_recognition.load_image_file`,
   `face_locations(img, number_of_times_to_upsample=1)` (HOG) and `face_encodings(img, boxes)`;
 * `Catalogue(data_dir, create=True).index(paths, workers=N)` (what `iddetective index` runs)
-  with 1 and with 2 workers, each into a fresh temporary data directory,
+  with 1 and with 2 workers, each into a fresh temporary data directory, with the default
+  embedder (`dlib-resnet-v1`: dlib's ResNet on ONNX Runtime), and with 1 worker on dlib's
+  own runtime of the same model (`dlib-resnet-v1-dlib`, what every run used before),
 
 over one deterministic photo list (by default 300 photos drawn from lfw_dev with a fixed seed,
 plus every photo of deepface and face_recognition, so small and large images are both in the
@@ -24,7 +26,17 @@ run used and how much other processes used meanwhile, flagging noisy runs.
 The work is not identical on large photos, by design: iddetective decodes JPEGs at most
 1600 px (libjpeg draft mode) and runs HOG on a copy at most 1024 px, while the plain loop
 decodes and searches the full image; the "faces found" column shows whether that cost faces.
-On small photos (lfw_dev, 150 px) both do the same dlib work.
+On small photos (lfw_dev, 150 px) both do the same detection and alignment; the descriptor
+network is dlib's on dlib's runtime and on the plain loop, the same network on ONNX Runtime by
+default.
+
+Same vectors: under the table the script compares the embeddings each run stored (matched by
+photo SHA-256 and face box) with those of the dlib-runtime run, L2-normalised as they are
+stored, and prints the largest difference (the contract: at most 1e-4, float rounding).
+
+The ONNX graph is read from the user's model cache (~/.cache/iddetective/models, or
+$IDDETECTIVE_MODEL_CACHE), built and checked there first if it is not yet: untimed, in the
+warm-up, as a user's first run would do once.
 
 Install the baseline first, without its dependencies (pip would otherwise build dlib from
 source; dlib and the model weights are already installed with iddetective):
@@ -36,6 +48,7 @@ Run (from the repository root, in the project's virtualenv):
     python bench/ingest.py                              # the default mix
     python bench/ingest.py --sets lfw_dev:500,deepface  # SET or SET:COUNT, comma separated
     python bench/ingest.py --limit 100 --repeat 3       # fewer photos, best of 3 runs
+    python bench/ingest.py --sets lfw_dev:300 --workers 1 --repeat 3   # per core, small photos
 
 Photo sets come from $IDDETECTIVE_FACES (default ../shared/faces beside the repository).
 """
@@ -43,7 +56,6 @@ Photo sets come from $IDDETECTIVE_FACES (default ../shared/faces beside the repo
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import os
 import random
@@ -52,12 +64,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from iddetective.catalogue import Catalogue
+from iddetective.faces.onnx_resnet import DLIB_RUNTIME
 from iddetective.faces.pipeline import PipelineSettings, pipeline_for
+from iddetective.settings import default_model_cache
 from iddetective.sources.paths import PHOTO_SUFFIXES
 
 from machine import machine_busy_seconds, wait_for_quiet
@@ -66,6 +82,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SETS = "lfw_dev:300,deepface,face_recognition"
 SEED = 20240611
 BASELINE = "plain face_recognition loop, 1 process"
+#: The embedder every index run uses unless it is the dlib-runtime one.
+DEFAULT_EMBEDDER = PipelineSettings().embedder
+#: Two runtimes of one model store the same vectors within this (docs/contracts.md, seams).
+SAME_VECTORS = 1e-4
 INSTALL_HINT = (
     "bench/ingest.py needs the face_recognition package as its baseline. Install it WITHOUT "
     "dependencies (otherwise pip builds dlib from source):\n"
@@ -216,52 +236,137 @@ def plain_loop(paths: Sequence[str], fr: ModuleType) -> int:
     return faces
 
 
-def index_run(paths: Sequence[str], workers: int) -> tuple[float, int]:
-    """Seconds `Catalogue.index` takes into a fresh data directory, and the faces it stored."""
-    with tempfile.TemporaryDirectory(prefix="iddetective-bench-") as data_dir:
-        with Catalogue(data_dir, create=True) as catalogue:
+FaceKey = tuple[str, tuple[int, int, int, int]]
+
+
+@dataclass
+class IndexRun:
+    """`Catalogue.index` of the photos with `workers` workers and `embedder`, each run into
+    a fresh data directory; keeps the (normalised) vectors the last run stored, by photo
+    SHA-256 and face box, read untimed after the run."""
+
+    paths: Sequence[str]
+    workers: int
+    embedder: str
+    stored: dict[FaceKey, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> PipelineSettings:
+        """The pipeline a user's run would have (model cache from the environment)."""
+        return PipelineSettings(embedder=self.embedder, model_cache=default_model_cache(os.environ))
+
+    def __call__(self) -> tuple[float, int]:
+        """Seconds the run took, and the faces it stored."""
+        with (
+            tempfile.TemporaryDirectory(prefix="iddetective-bench-") as data_dir,
+            Catalogue(data_dir, create=True, pipeline=self.settings) as catalogue,
+        ):
             started = time.perf_counter()
-            report = catalogue.index(list(paths), workers=workers)
+            report = catalogue.index(list(self.paths), workers=self.workers)
             seconds = time.perf_counter() - started
+            self.stored = stored_vectors(catalogue)
         if report.failed:
             reasons = "; ".join(f"{r.path}: {r.reason}" for r in report.failed[:3])
             print(f"warning: {len(report.failed)} photos failed ({reasons})", file=sys.stderr)
         return seconds, report.faces
 
 
-def warm_up_ours(path: str) -> None:
-    """Load this process's pipeline models (what `index` with 1 worker uses) untimed."""
-    pipeline_for(PipelineSettings()).analyse(Path(path).read_bytes(), path)
+def stored_vectors(catalogue: Catalogue) -> dict[FaceKey, np.ndarray]:
+    """Every embedding of the catalogue's model, by its photo's SHA-256 and its box."""
+    found: dict[FaceKey, np.ndarray] = {}
+    for ids, vectors in catalogue.store.embeddings(catalogue.model):
+        faces = catalogue.store.faces([int(i) for i in ids])
+        for face_id, vector in zip(ids, vectors, strict=True):
+            face = faces[int(face_id)]
+            box = (face.box.left, face.box.top, face.box.right, face.box.bottom)
+            found[(face.photo.sha256, box)] = vector
+    return found
+
+
+def index_run(paths: Sequence[str], workers: int) -> tuple[float, int]:
+    """Seconds `Catalogue.index` takes into a fresh data directory, and the faces it stored."""
+    return IndexRun(paths, workers, DEFAULT_EMBEDDER)()
+
+
+def warm_up_ours(path: str, embedders: Sequence[str]) -> None:
+    """Load this process's pipeline models (what `index` with 1 worker uses) untimed; the
+    default embedder's graph is built and checked into the model cache if it is not there."""
+    for embedder in embedders:
+        settings = PipelineSettings(embedder=embedder, model_cache=default_model_cache(os.environ))
+        pipeline_for(settings).analyse(Path(path).read_bytes(), path)
 
 
 Method = tuple[str, Callable[[], tuple[float | None, int]]]
 
 
-def methods(paths: Sequence[str], worker_counts: Sequence[int]) -> list[Method]:
+def index_runs(
+    paths: Sequence[str], worker_counts: Sequence[int], dlib_worker_counts: Sequence[int]
+) -> dict[str, IndexRun]:
+    """The index runs to time, by the name of their row: the default embedder with each of
+    `worker_counts`, dlib's runtime with each of `dlib_worker_counts`."""
+    found: dict[str, IndexRun] = {}
+    for workers in worker_counts:
+        name = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}"
+        found[name] = IndexRun(paths, workers, DEFAULT_EMBEDDER)
+    for workers in dlib_worker_counts:
+        name = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}, dlib's runtime"
+        found[name] = IndexRun(paths, workers, DLIB_RUNTIME)
+    return found
+
+
+def methods(paths: Sequence[str], runs: dict[str, IndexRun]) -> list[Method]:
     """The timed methods, plain loop first, each warmed up (models loaded) already."""
     fr = import_baseline()
     plain_loop(paths[:1], fr)  # first call allocates and touches everything once
-    warm_up_ours(paths[0])
+    warm_up_ours(paths[0], sorted({run.embedder for run in runs.values()}))
     found: list[Method] = [(BASELINE, lambda: (None, plain_loop(paths, fr)))]
-    for workers in worker_counts:
-        name = f"iddetective index, {workers} worker{'s' if workers > 1 else ''}"
-        found.append((name, functools.partial(index_run, paths, workers)))
+    found += list(runs.items())
     return found
 
 
 def time_methods(
-    paths: Sequence[str], worker_counts: Sequence[int], repeat: int, quiet_wait: float
+    paths: Sequence[str], runs: dict[str, IndexRun], repeat: int, quiet_wait: float
 ) -> list[Timing]:
     """Each method's fastest run; with `repeat` > 1 the methods take turns, round by round,
     so a slow spell of the machine does not fall on one method only."""
-    runs: dict[str, list[Timing]] = {}
-    timed = methods(paths, worker_counts)
+    timings: dict[str, list[Timing]] = {}
+    timed = methods(paths, runs)
     for round_number in range(1, repeat + 1):
         for name, run in timed:
             wait_for_quiet(quiet_wait)
-            runs.setdefault(name, []).append(measured(name, len(paths), run))
-            print(f"round {round_number}: {runs[name][-1].seconds:6.1f} s  {name}", file=sys.stderr)
-    return [min(timings, key=lambda t: t.seconds) for timings in runs.values()]
+            timings.setdefault(name, []).append(measured(name, len(paths), run))
+            seconds = timings[name][-1].seconds
+            print(f"round {round_number}: {seconds:6.1f} s  {name}", file=sys.stderr)
+    return [min(each, key=lambda t: t.seconds) for each in timings.values()]
+
+
+def same_vectors(runs: dict[str, IndexRun]) -> list[str]:
+    """How far each run's stored vectors are from those of the (first) dlib-runtime run."""
+    reference = next(((n, r) for n, r in runs.items() if r.embedder == DLIB_RUNTIME), None)
+    if reference is None:
+        return []
+    reference_name, theirs = reference
+    lines = []
+    for name, run in runs.items():
+        if run is theirs:
+            continue
+        if set(run.stored) != set(theirs.stored):
+            lines.append(
+                f"- {name}: {len(run.stored)} faces stored, {len(theirs.stored)} by "
+                f"{reference_name}, not the same photos and boxes -- DIFFERENT"
+            )
+            continue
+        difference = max(
+            (float(np.abs(run.stored[k] - theirs.stored[k]).max()) for k in run.stored),
+            default=0.0,
+        )
+        verdict = "the same vectors" if difference <= SAME_VECTORS else "DIFFERENT"
+        lines.append(
+            f"- {name}: the {len(run.stored)} stored vectors against {reference_name}'s "
+            f"(same photos and boxes): largest difference {difference:.2e} "
+            f"(tolerance {SAME_VECTORS:g}): {verdict}"
+        )
+    return lines
 
 
 def pool_start_up(paths: Sequence[str], workers: int) -> float:
@@ -324,7 +429,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="rounds of runs (methods take turns); best shown"
     )
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time"
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="worker counts to time with the default embedder (ONNX Runtime)",
+    )
+    parser.add_argument(
+        "--dlib-workers",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="worker counts to time with dlib's runtime of the same model (none: not timed, "
+        "and the stored vectors not compared)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -343,12 +460,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = f"Photos: {describe(paths, root)}. Machine: {os.cpu_count()} CPUs."
     print(summary, file=sys.stderr)
     warm_page_cache(paths)
-    timings = time_methods(paths, args.workers, args.repeat, args.quiet_wait)
+    runs = index_runs(paths, args.workers, args.dlib_workers)
+    timings = time_methods(paths, runs, args.repeat, args.quiet_wait)
     start_up = {w: pool_start_up(paths, w) for w in args.workers if w > 1}
     print(f"\n{summary}\n")
     print(markdown_table(timings))
     print()
-    print("\n".join(notes(timings, start_up)))
+    print("\n".join(notes(timings, start_up) + same_vectors(runs)))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         face_recognition_models.face_recognition_model_location()
     )
     embedders = {
-        threads: OnnxResnetEmbedder(cache_dir=CACHE, threads=threads) for threads in args.threads
+        threads: OnnxResnetEmbedder(cache_dir=CACHE, threads=threads, fallback=False)
+        for threads in args.threads
     }
     methods: dict[str, Callable[[], np.ndarray]] = {
         "dlib-bin compute_face_descriptor": lambda: np.asarray(

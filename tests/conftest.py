@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from iddetective.access import ROLES
 from iddetective.catalogue import Catalogue
+from iddetective.faces import pipeline
+from iddetective.settings import MODEL_CACHE_ENV
 
 from support.facesets import (
     ABSENT_SETS,
@@ -57,6 +59,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for need, meaning in NEEDS.items():
         config.addinivalue_line("markers", f"{need}: {meaning}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The checked ONNX graph of dlib's ResNet is kept for the session in a temporary folder,
+    never in the user's cache (which CI may not let us write): the library's default
+    (`PipelineSettings.model_cache`) and the edges' variable (the CLI, workers and servers
+    the tests start) both name it. Built once, by the first test that embeds a face."""
+    folder = tmp_path_factory.mktemp("model-cache")
+
+    def session_model_cache() -> Path:
+        """This test session's model cache, instead of the user's."""
+        return folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "user_model_cache", session_model_cache)
+        patch.setenv(MODEL_CACHE_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

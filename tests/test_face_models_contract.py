@@ -1,5 +1,10 @@
 """The contract every `Detector` and `Embedder` (faces/pipeline.py) passes, parametrised by registry
-name and run on real photos of the face_recognition set ($IDDETECTIVE_FACES)."""
+name and run on real photos of the face_recognition set ($IDDETECTIVE_FACES).
+
+A detector's name is its registry name. An embedder's name is its model, the vector space its
+embeddings live in: two registry names may be two runtimes of one model (dlib's ResNet on ONNX
+Runtime, `dlib-resnet-v1`, and on dlib, `dlib-resnet-v1-dlib`), which share the model's name and
+give its vectors."""
 
 from __future__ import annotations
 
@@ -12,7 +17,13 @@ import pytest
 
 from iddetective.entities import Box
 from iddetective.faces.imaging import decode_image
-from iddetective.faces.pipeline import Detector, Embedder, HogDetector
+from iddetective.faces.pipeline import (
+    Detector,
+    Embedder,
+    FacePipeline,
+    HogDetector,
+    PipelineSettings,
+)
 from iddetective.matching import distances
 from iddetective.matching.calibration import calibration_for
 from iddetective.registry import available, checked_instance, resolve_class
@@ -55,10 +66,24 @@ def detector(request: pytest.FixtureRequest) -> Detector:
     return found
 
 
+#: Two runtimes of one model give the same normalised vectors within this (float rounding).
+SAME_MODEL_TOLERANCE = 1e-4
+
+
+def registered_embedder(name: str) -> Embedder:
+    """The embedder a pipeline naming `name` uses (given the session's model cache)."""
+    pipeline = FacePipeline(PipelineSettings(embedder=name))
+    found: Embedder = checked_instance("embedder", pipeline.embedder)
+    return found
+
+
 @pytest.fixture(scope="module", params=available("embedder"))
 def embedder(request: pytest.FixtureRequest) -> Embedder:
-    found: Embedder = checked_instance("embedder", resolve_class("embedder", request.param)())
-    assert found.name == request.param
+    found = registered_embedder(request.param)
+    # The name is the model: a registry name of its own (the model's default runtime),
+    # whose embedder has that name too.
+    assert found.name in available("embedder"), f"{request.param}: model {found.name!r}"
+    assert resolve_class("embedder", found.name).name == found.name
     return found
 
 
@@ -179,3 +204,39 @@ def test_embedder_tells_people_apart_at_its_threshold(embedder: Embedder, fr_set
         same = float(np.linalg.norm(a - b)) <= match_threshold
         right += same == (row["same"] == "1")
     assert right / len(pairs) >= PAIR_ACCURACY_MIN, f"{right} of {len(pairs)} pairs right"
+
+
+def test_runtimes_of_one_model_give_its_vectors(fr_set: Path) -> None:
+    """Every face HOG finds in every photo of the set, embedded by each registry name of one
+    model: the same landmarks, and normalised vectors within SAME_MODEL_TOLERANCE."""
+    models: dict[str, list[Embedder]] = {}
+    for name in available("embedder"):
+        found = registered_embedder(name)
+        models.setdefault(found.name, []).append(found)
+    assert len(models["dlib-resnet-v1"]) == 2  # ONNX Runtime and dlib
+    paths = [row.path for row in read_labels(fr_set)]
+    for model, runtimes in models.items():
+        reference, reference_marks = every_face(runtimes[0], paths)
+        assert len(reference) >= len(paths), f"{model}: {len(reference)} faces"
+        for runtime in runtimes[1:]:
+            vectors, marks = every_face(runtime, paths)
+            assert marks == reference_marks, f"{model}: {type(runtime).__name__}'s landmarks"
+            difference = float(np.abs(vectors - reference).max())
+            assert difference <= SAME_MODEL_TOLERANCE, (
+                f"{model}: {type(runtime).__name__} differs by {difference:.3g}"
+            )
+
+
+def every_face(
+    embedder: Embedder, paths: list[str]
+) -> tuple[np.ndarray, list[tuple[tuple[int, int], ...]]]:
+    """The normalised vectors and the landmarks of every face HOG finds in the photos."""
+    vectors, marks = [], []
+    for path in paths:
+        pixels = photo(path)
+        found, found_marks = embedder.embed(
+            pixels, [d.box for d in HogDetector().detect(pixels, 1)], 0
+        )
+        vectors.append(distances.prepare(found))
+        marks += found_marks
+    return np.concatenate(vectors), marks

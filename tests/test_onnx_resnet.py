@@ -1,18 +1,27 @@
 """dlib's ResNet read from its weight file (faces/dlib_format.py), written as an ONNX graph
 and run on ONNX Runtime (faces/onnx_resnet.py): damaged and foreign files refused, the
-graph deterministic and cached, the vectors dlib's on real faces."""
+graph deterministic and cached (built once however many processes start together), the
+vectors dlib's on real faces; the default embedder, and its fallback to dlib's runtime."""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import face_recognition_models as models
 import numpy as np
 import onnxruntime
 import pytest
+from click.testing import CliRunner
 
+from iddetective.catalogue import Catalogue
+from iddetective.cli import main
 from iddetective.entities import Box
 from iddetective.faces import onnx_resnet
 from iddetective.faces.dlib_format import (
@@ -30,8 +39,19 @@ from iddetective.faces.dlib_format import (
     parse_network,
 )
 from iddetective.faces.imaging import decode_image
-from iddetective.faces.onnx_resnet import OnnxMismatch, OnnxResnetEmbedder, load_or_build
-from iddetective.faces.pipeline import DlibResnetEmbedder, HogDetector
+from iddetective.faces.onnx_resnet import (
+    DLIB_RUNTIME,
+    OnnxMismatch,
+    OnnxResnetEmbedder,
+    load_or_build,
+)
+from iddetective.faces.pipeline import (
+    DlibResnetEmbedder,
+    HogDetector,
+    PipelineSettings,
+    pipeline_for,
+    prepared,
+)
 
 from support.facesets import read_labels, require_set
 
@@ -209,7 +229,8 @@ def test_a_graph_that_differs_from_dlib_is_refused_and_not_cached(
     monkeypatch.setattr(onnx_resnet, "build_graph", slightly_wrong)
     with pytest.raises(OnnxMismatch, match="differs from dlib by"):
         load_or_build(WEIGHTS, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    # Nothing cached: only the builders' lock file is left.
+    assert [path.suffix for path in tmp_path.iterdir()] == [".lock"]
 
 
 def test_the_check_chips_agree_with_dlib(tmp_path: Path) -> None:
@@ -290,3 +311,158 @@ def test_jittered_descriptors_stay_near_the_plain_one(tmp_path: Path) -> None:
     once = embedder.embed_chips(chips, jitters=1)  # dlib too: 1 jitter is the plain pass
     np.testing.assert_array_equal(once, embedder.embed_chips(chips))
     assert float(np.min(np.sum(normalised(jittered) * plain, axis=1))) > 0.9
+
+
+# -- the default embedder, its cache, its fallback ------------------------------------------
+#: Builds (or reads) the graph in a process of its own and prints whether it built it.
+BUILD_IN_ANOTHER_PROCESS = """
+import sys
+from iddetective.faces.onnx_resnet import OnnxResnetEmbedder, load_or_build
+print(load_or_build(OnnxResnetEmbedder().weights, sys.argv[1]).built)
+"""
+#: The start of the one line a process falls back to dlib's runtime with.
+FALLBACK_NOTICE = "dlib's ResNet runs on dlib in this process, not on ONNX Runtime"
+
+
+@pytest.fixture()
+def notices(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The library's notices of this test (each is said once per process: forgotten here)."""
+    onnx_resnet._say_once.cache_clear()
+    caplog.set_level(logging.WARNING, logger="iddetective")
+    yield caplog
+    onnx_resnet._say_once.cache_clear()
+
+
+@pytest.fixture()
+def mismatching(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check against dlib fails here: no difference at all is allowed (float rounding
+    is 2.6e-7), so no graph is built, checked or read from a cache in this process."""
+    monkeypatch.setattr(onnx_resnet, "TOLERANCE", 0.0)
+
+
+def fallback_notices(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(FALLBACK_NOTICE)]
+
+
+def test_the_default_embedder_is_dlibs_resnet_on_onnx_runtime(model_cache: Path) -> None:
+    settings = PipelineSettings()
+    embedder = pipeline_for(settings).embedder
+    assert isinstance(embedder, OnnxResnetEmbedder)
+    assert embedder.name == pipeline_for(settings).model == "dlib-resnet-v1"
+    assert settings.model_cache == embedder.cache_dir == model_cache  # conftest's folder
+    assert embedder.runtime == "onnxruntime"
+    assert PipelineSettings().embedder == "dlib-resnet-v1"
+    # dlib's own runtime of the same model: the same name.
+    native = pipeline_for(PipelineSettings(embedder=DLIB_RUNTIME)).embedder
+    assert isinstance(native, DlibResnetEmbedder) and native.name == "dlib-resnet-v1"
+    # Where the cache is changes no vector: it is not part of the settings' repr (the key
+    # evaluation caches embeddings under).
+    assert repr(settings) == repr(PipelineSettings(model_cache=None))
+
+
+def test_processes_starting_together_build_the_graph_once(tmp_path: Path) -> None:
+    """Two processes on an empty cache: one builds and checks, the other waits for it and
+    reads the graph it cached; a third process reads it too."""
+    cache = tmp_path / "models"
+
+    def start() -> subprocess.Popen[str]:
+        command = [sys.executable, "-c", BUILD_IN_ANOTHER_PROCESS, str(cache)]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+
+    processes = [start(), start()]
+    answers = sorted(process.communicate(timeout=120)[0].strip() for process in processes)
+    assert [p.returncode for p in processes] == [0, 0]
+    assert answers == ["False", "True"]
+    assert start().communicate(timeout=120)[0].strip() == "False"
+    assert sorted(path.suffix for path in cache.iterdir()) == [".json", ".lock", ".onnx"]
+
+
+def test_an_unwritable_cache_is_said_once_and_the_graph_used_uncached(
+    tmp_path: Path, notices: pytest.LogCaptureFixture
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    for _ in range(2):
+        built = load_or_build(WEIGHTS, not_a_folder / "models")
+        assert built.built and built.path is None and built.max_difference <= 1e-4
+    said = [r.getMessage() for r in notices.records]
+    assert len(said) == 1 and said[0].startswith("cannot keep the checked ONNX graph in"), said
+
+
+def test_a_failed_check_falls_back_to_dlib_with_one_notice(
+    tmp_path: Path, mismatching: None, notices: pytest.LogCaptureFixture
+) -> None:
+    """The same model, computed by dlib: dlib's own vectors and landmarks, one line saying
+    why, nothing cached; `prepared` names dlib's runtime for worker processes."""
+    image = np.full((120, 100, 3), 128, np.uint8)
+    image[30:90, 25:75] = np.arange(50, dtype=np.uint8)[None, :, None] * 4
+    boxes = [Box(20, 25, 80, 95)]
+    embedder = OnnxResnetEmbedder(cache_dir=tmp_path)
+    vectors, marks = embedder.embed(image, boxes, 0)
+    theirs, their_marks = DlibResnetEmbedder().embed(image, boxes, 0)
+    np.testing.assert_array_equal(vectors, theirs)
+    assert marks == their_marks and embedder.runtime == "dlib"
+    assert embedder.name == "dlib-resnet-v1"
+    chips, _ = embedder.chips(image, boxes)
+    np.testing.assert_array_equal(embedder.embed_chips(chips), theirs)
+    assert [len(v) for v, _ in embedder.embed_photos([(image, boxes), (image, [])])] == [1, 0]
+    settings = PipelineSettings(model_cache=tmp_path)
+    assert prepared(settings) == PipelineSettings(model_cache=tmp_path, embedder=DLIB_RUNTIME)
+    said = fallback_notices(notices)
+    assert len(said) == 1 and len(notices.records) == 1, notices.records
+    assert "differs from dlib by" in said[0] and "\n" not in said[0]
+    assert not list(tmp_path.glob("*.onnx"))
+    with pytest.raises(OnnxMismatch):
+        OnnxResnetEmbedder(cache_dir=tmp_path, fallback=False).embed(image, boxes, 0)
+
+
+def test_a_graph_that_cannot_be_built_falls_back_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notices: pytest.LogCaptureFixture
+) -> None:
+    def unavailable(*args: object) -> bytes:
+        raise ImportError("No module named 'onnx'\n(a line the notice does not keep)")
+
+    monkeypatch.setattr(onnx_resnet, "build_graph", unavailable)
+    embedder = OnnxResnetEmbedder(cache_dir=tmp_path)
+    assert embedder.prepare() == DLIB_RUNTIME and embedder.runtime == "dlib"
+    (said,) = fallback_notices(notices)
+    assert "ImportError: No module named 'onnx' (a line" in said
+
+
+@pytest.mark.faces
+def test_indexing_falls_back_with_one_warning_and_the_same_model(
+    tmp_path: Path,
+    mismatching: None,
+    notices: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`index --workers 2` where the graph fails its check: one warning, said by the run
+    (its workers are given dlib's runtime and say nothing), the photos indexed and their
+    embeddings stored as `dlib-resnet-v1`."""
+    folder = require_set("face_recognition") / "images" / "obama"
+    data = tmp_path / "data"
+    result = CliRunner().invoke(main, ["index", str(folder), "--data", str(data), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and FALLBACK_NOTICE in warnings[0], result.stderr
+    assert FALLBACK_NOTICE not in capfd.readouterr().err  # nothing from the workers
+    with Catalogue(data) as catalogue:
+        assert catalogue.model == "dlib-resnet-v1"
+        stored = sum(len(ids) for ids, _ in catalogue.store.embeddings("dlib-resnet-v1", 100))
+    assert stored == len(list(folder.iterdir())) > 1
+
+
+@pytest.mark.faces
+def test_a_pool_of_workers_reads_the_graph_its_parent_cached(tmp_path: Path) -> None:
+    """An index run with 2 workers on a cache holding the checked graph: neither the run
+    nor its workers build it again (the cached file is the same file afterwards)."""
+    settings = PipelineSettings(model_cache=tmp_path / "models")
+    assert prepared(settings) == settings
+    (graph,) = (tmp_path / "models").glob("*.onnx")
+    before = graph.stat()
+    photos = sorted((require_set("face_recognition") / "images").rglob("*.jpg"))[:4]
+    with Catalogue(tmp_path / "data", create=True, pipeline=settings) as catalogue:
+        report = catalogue.index([str(p) for p in photos], workers=2)
+    assert report.faces >= 4 and not report.failed
+    after = graph.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -11,12 +11,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from iddetective.catalogue import Catalogue
+from iddetective.entities import Box, FailedPhoto, IndexedPhoto
 from iddetective.errors import UsageError
-from iddetective.faces.pipeline import PipelineSettings
-from iddetective.ingest.indexing import BatchWriter, Runner
+from iddetective.faces.pipeline import PipelineSettings, pipeline_for
+from iddetective.ingest.indexing import BatchWriter, Runner, analyse_file, analyse_files
 from iddetective.ingest.local import LocalRunner
 from iddetective.sources.paths import PhotoJob
 
@@ -76,3 +78,43 @@ def test_workers_are_for_the_local_runner(tmp_path: Path) -> None:
         catalogue.index([str(tmp_path)], workers=2, runner=Recording())
     with pytest.raises(UsageError, match="--workers must be at least 1, not 0"):
         LocalRunner(0)
+
+
+def test_photos_analysed_together_are_each_what_they_are_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`analyse_files` (a process analysing photos in a row: their faces embedded in one
+    batch) gives each photo's analysis alone, within float rounding; a bad file, and a photo
+    the embedder fails on, fail alone with their reasons."""
+    photos = [row.path for row in read_labels(require_set("face_recognition"))[:5]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    jobs = [PhotoJob(p) for p in [photos[0], str(broken), *photos[1:]]]
+    settings = PipelineSettings(model_cache=tmp_path / "models")
+    together = analyse_files(jobs, settings)
+    alone = [analyse_file(job, settings) for job in jobs]
+    assert [type(o) for o in together] == [type(o) for o in alone]
+    assert isinstance(together[1], FailedPhoto) and together[1] == alone[1]
+    for ours, theirs in zip(together, alone, strict=True):
+        if isinstance(ours, IndexedPhoto):
+            assert isinstance(theirs, IndexedPhoto) and ours.sha256 == theirs.sha256
+            assert [f.box for f in ours.analysis.faces] == [f.box for f in theirs.analysis.faces]
+            for face, other in zip(ours.analysis.faces, theirs.analysis.faces, strict=True):
+                np.testing.assert_allclose(face.embedding, other.embedding, atol=1e-6)
+
+    embedder = pipeline_for(settings).embedder
+    real_embed, calls = embedder.embed, []
+
+    def fails_on_the_third(image: np.ndarray, boxes: Sequence[Box], jitters: int) -> object:
+        calls.append(image)  # one by one, in order: the third photo is photos[2]
+        if len(calls) == 3:
+            raise RuntimeError("a native error")
+        return real_embed(image, boxes, jitters)
+
+    # The batch fails: the photos are analysed one by one and only the third fails.
+    monkeypatch.setattr(embedder, "embed_photos", lambda *args: 1 / 0)
+    monkeypatch.setattr(embedder, "embed", fails_on_the_third)
+    outcomes = analyse_files(jobs, settings)
+    failed = {o.file.path: o.reason for o in outcomes if isinstance(o, FailedPhoto)}
+    assert list(failed) == [str(broken), photos[2]] and len(outcomes) == len(jobs)
+    assert "RuntimeError: a native error" in failed[photos[2]]

@@ -59,6 +59,9 @@ def test_options_win_over_variables_which_win_over_defaults(tmp_path: Path) -> N
     assert settings.vector_index == "exact"
     assert settings.hosts_file == tmp_path / "config" / "iddetective" / "hosts.toml"
     assert settings.eval_cache == tmp_path / "cache" / "iddetective" / "eval"
+    assert settings.pipeline.model_cache == tmp_path / "cache" / "iddetective" / "models"
+    models = Settings.from_environment({**environ, "IDDETECTIVE_MODEL_CACHE": str(tmp_path / "m")})
+    assert models.pipeline.model_cache == tmp_path / "m"
     chosen = Settings.from_environment(
         environ, data_dir=tmp_path / "opt", db="postgresql://opt/db", broker="redis://opt:1/0"
     )
@@ -69,6 +72,7 @@ def test_options_win_over_variables_which_win_over_defaults(tmp_path: Path) -> N
     )
     bare = Settings.from_environment({"IDDETECTIVE_DB": ""})
     assert bare.db is None and bare.data_dir == Path.home() / ".local/share/iddetective"
+    assert bare.pipeline.model_cache == Path.home() / ".cache/iddetective/models"
 
 
 def test_db_reaches_the_catalogue_without_touching_the_environment(

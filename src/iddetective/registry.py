@@ -24,9 +24,11 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dlib-hog": "iddetective.faces.pipeline:HogDetector",
         "dlib-cnn": "iddetective.faces.pipeline:CnnDetector",
     },
+    # An embedder's `name` is its model; a registry name is a way to run one. Two runtimes
+    # of dlib's ResNet, the same vectors: ONNX Runtime (the default) and dlib's own.
     "embedder": {
-        "dlib-resnet-v1": "iddetective.faces.pipeline:DlibResnetEmbedder",
-        "dlib-resnet-v1-onnx": "iddetective.faces.onnx_resnet:OnnxResnetEmbedder",
+        "dlib-resnet-v1": "iddetective.faces.onnx_resnet:OnnxResnetEmbedder",
+        "dlib-resnet-v1-dlib": "iddetective.faces.pipeline:DlibResnetEmbedder",
     },
     "store": {
         "sqlite": "iddetective.store.sqlite:SqliteStore",

@@ -9,7 +9,7 @@ of docs/contracts.md ("Settings and environment variables").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .faces.pipeline import PipelineSettings
@@ -20,11 +20,13 @@ __all__ = [
     "DB_ENV",
     "ENVIRONMENT",
     "HOSTS_ENV",
+    "MODEL_CACHE_ENV",
     "VECTOR_INDEX_ENV",
     "Settings",
     "default_cache_dir",
     "default_data_dir",
     "default_hosts_file",
+    "default_model_cache",
 ]
 
 #: The data directory (what --data defaults to).
@@ -37,6 +39,8 @@ BROKER_ENV = "IDDETECTIVE_BROKER"
 VECTOR_INDEX_ENV = "IDDETECTIVE_VECTOR_INDEX"
 #: The hosts file of `fleet up/down` and the /fleet page (what --hosts defaults to).
 HOSTS_ENV = "IDDETECTIVE_HOSTS"
+#: Where the checked ONNX graph of dlib's ResNet is kept (`pipeline.model_cache`).
+MODEL_CACHE_ENV = "IDDETECTIVE_MODEL_CACHE"
 
 #: Every variable an edge reads, and the setting it gives (docs/contracts.md has the table).
 ENVIRONMENT: dict[str, str] = {
@@ -45,9 +49,10 @@ ENVIRONMENT: dict[str, str] = {
     BROKER_ENV: "broker",
     VECTOR_INDEX_ENV: "vector_index",
     HOSTS_ENV: "hosts_file",
+    MODEL_CACHE_ENV: "pipeline.model_cache",
     "XDG_DATA_HOME": "data_dir (when IDDETECTIVE_DATA is not set)",
     "XDG_CONFIG_HOME": "hosts_file (when IDDETECTIVE_HOSTS is not set)",
-    "XDG_CACHE_HOME": "eval_cache",
+    "XDG_CACHE_HOME": "eval_cache, pipeline.model_cache (when IDDETECTIVE_MODEL_CACHE is unset)",
 }
 
 
@@ -67,6 +72,8 @@ class Settings:
     hosts_file: Path = field(default_factory=lambda: default_hosts_file({}))
     #: The folder of `eval`'s embeddings cache.
     eval_cache: Path = field(default_factory=lambda: default_cache_dir({}))
+    #: How photos are analysed, and where checked models are kept (`pipeline.model_cache`,
+    #: which reaches every process that analyses: pool workers, the server's, the fleet's).
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
     @classmethod
@@ -81,7 +88,9 @@ class Settings:
         pipeline: PipelineSettings | None = None,
     ) -> Settings:
         """The settings an edge runs with: each option given wins over its variable in
-        `environ`, which wins over the default (an empty variable counts as unset)."""
+        `environ`, which wins over the default (an empty variable counts as unset). The
+        pipeline's `model_cache` always comes from `environ` (there is no option for it)."""
+        pipeline = replace(pipeline or PipelineSettings(), model_cache=default_model_cache(environ))
         return cls(
             data_dir=data_dir or default_data_dir(environ),
             db=db or environ.get(DB_ENV) or None,
@@ -89,7 +98,7 @@ class Settings:
             vector_index=environ.get(VECTOR_INDEX_ENV) or None,
             hosts_file=hosts_file or default_hosts_file(environ),
             eval_cache=default_cache_dir(environ),
-            pipeline=pipeline or PipelineSettings(),
+            pipeline=pipeline,
         )
 
 
@@ -113,3 +122,13 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """`$XDG_CACHE_HOME/iddetective/eval`, i.e. `~/.cache/iddetective/eval`."""
     base = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "iddetective" / "eval"
+
+
+def default_model_cache(environ: Mapping[str, str]) -> Path:
+    """`$IDDETECTIVE_MODEL_CACHE`, else `$XDG_CACHE_HOME/iddetective/models`, i.e.
+    `~/.cache/iddetective/models`: the user's cache, outside the repository and the data
+    directory (what is kept there depends on this machine's runtime, not on a catalogue)."""
+    if environ.get(MODEL_CACHE_ENV):
+        return Path(environ[MODEL_CACHE_ENV])
+    base = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "iddetective" / "models"

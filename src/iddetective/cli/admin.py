@@ -122,6 +122,7 @@ def serve(
         broker=run.broker,
         hosts_file=run.hosts_file,
         limits=limits,
+        pipeline=run.pipeline,
     )
     if workers is not None:
         settings = replace(settings, analysis_workers=workers)

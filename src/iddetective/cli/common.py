@@ -103,9 +103,13 @@ def settings_for(data_dir: Path, **options: Any) -> Settings:
     return Settings.from_environment(os.environ, data_dir=data_dir, db=db, **options)
 
 
-def catalogue_for(data_dir: Path, **options: Any) -> Catalogue:
-    """The catalogue this run's settings name; `options` as `Catalogue.from_settings`'s."""
-    return Catalogue.from_settings(settings_for(data_dir), **options)
+def catalogue_for(
+    data_dir: Path, *, pipeline: PipelineSettings | None = None, **options: Any
+) -> Catalogue:
+    """The catalogue this run's settings name, analysing with `pipeline` (the options'
+    settings; where models are kept comes from the environment); `options` as
+    `Catalogue.from_settings`'s."""
+    return Catalogue.from_settings(settings_for(data_dir, pipeline=pipeline), **options)
 
 
 def fallback_option(command: F) -> F:

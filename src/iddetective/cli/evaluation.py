@@ -18,6 +18,7 @@ from ..evaluation.report import report_markdown, write_report
 from ..faces.pipeline import PipelineSettings
 from ..matching.calibration import ERASE_UNNAMED_FMR, MATCH_FMR, OPTOUT_FMR
 from ..settings import (
+    Settings,
     default_cache_dir,
 )
 from .common import (
@@ -100,7 +101,9 @@ def eval_command(
         detector_sample=None if detector_sample is None else str(detector_sample),
     )
     with library_errors():
-        settings = PipelineSettings(fallback_detector=fallback_detector)
+        settings = Settings.from_environment(
+            os.environ, pipeline=PipelineSettings(fallback_detector=fallback_detector)
+        ).pipeline
         trials = parse_detector_settings(detectors, settings) if detectors else []
         with progress_bar("embedding", "photos") as update:
             evaluation = evaluate(labels, pairs, distractors, workers, cache_dir, update, settings)

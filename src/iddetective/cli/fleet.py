@@ -86,7 +86,8 @@ def worker(
     """Take photo batches from the broker, analyse them and store them, until stopped
     (with --burst, until the queue is empty)."""
     with library_errors():
-        catalogue = settings_for(data_dir).db or data_dir / CATALOG_FILE
+        settings = settings_for(data_dir)
+        catalogue = settings.db or data_dir / CATALOG_FILE
         fleet_package().run_worker(
             broker,
             catalogue,
@@ -95,6 +96,7 @@ def worker(
             name=name,
             visibility_timeout=visibility_timeout,
             burst=burst,
+            model_cache=settings.pipeline.model_cache,
         )
 
 

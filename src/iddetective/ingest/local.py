@@ -1,6 +1,7 @@
 """The local `Runner`: photos analysed on this machine, in a pool of spawned processes.
 
-With one worker (or one photo) photos are analysed in this process. Otherwise `workers`
+With one worker (or one photo) photos are analysed in this process, `PHOTOS_AT_ONCE` at a time
+(their faces embedded in one batch). Otherwise `workers`
 spawned processes (`processes.map_in_processes`: they die with this one) analyse them, with
 the project's one crash rule: a photo that kills its worker process (a crash in native code)
 fails alone, recorded as `CRASHED`, and the rest of the run goes on.
@@ -12,11 +13,11 @@ from collections.abc import Callable, Sequence
 
 from ..entities import FailedPhoto, FileStat, Outcome
 from ..errors import UsageError
-from ..faces.pipeline import PipelineSettings
+from ..faces.pipeline import PipelineSettings, prepared
 from ..processes.pool import map_in_processes
 from ..sources.paths import PhotoJob
 from ..store import Store
-from .indexing import CRASHED, BatchWriter, analyse_file
+from .indexing import CRASHED, PHOTOS_AT_ONCE, BatchWriter, analyse_file, analyse_files
 
 __all__ = ["LocalRunner"]
 
@@ -41,14 +42,16 @@ class LocalRunner:
     ) -> None:
         """Analyse `jobs` here and hand each outcome to `writer` (`Runner.run`)."""
         if self.workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                writer.add(analyse_file(job, settings, writer.store.has_photo))
+            for start in range(0, len(jobs), PHOTOS_AT_ONCE):
+                chunk = jobs[start : start + PHOTOS_AT_ONCE]
+                for outcome in analyse_files(chunk, settings, writer.store.has_photo):
+                    writer.add(outcome)
             return
         outcomes = map_in_processes(
             _worker_analyse,
             jobs,
             self.workers,
-            settings,
+            prepared(settings),  # the embedder's graph built and checked once, here
             crashed=_crashed,
             initializer=_start_worker,
             initargs=(self.store_opener,),

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..entities import Box, PhotoAnalysis
 from ..errors import BadImage, IDDetectiveError
-from ..faces.pipeline import PipelineSettings, pipeline_for
+from ..faces.pipeline import PipelineSettings, pipeline_for, prepared
 from ..processes.pool import RemoteTraceback, WorkerCrashed, WorkerPool, WorkerTimedOut, travels
 
 __all__ = [
@@ -105,6 +105,8 @@ class AnalysisPool:
         # Ready means warm: the first query photos must not wait for processes and models.
         self._pool: WorkerPool[PhotoAnalysis] | None = None
         if workers > 0:
+            # The embedder's graph built and checked once, here, not by every worker.
+            settings = prepared(settings)
             self._pool = WorkerPool(
                 _analyse_photo,
                 workers,

@@ -54,7 +54,10 @@ class FleetRunner:
         self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
     ) -> None:
         """Send `jobs` to the workers and tell `writer` each result they stored."""
-        run = _FleetRun(self.app, asdict(settings), self.batch)
+        # Where models are kept is each worker's own (a path on this machine means nothing
+        # there): the rest of the pipeline's settings travel with every batch.
+        sent = {k: v for k, v in asdict(settings).items() if k != "model_cache"}
+        run = _FleetRun(self.app, sent, self.batch)
         run.send(jobs)
         while run.pending:
             for result in run.collect(self.poll_seconds):

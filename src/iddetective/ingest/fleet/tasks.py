@@ -24,13 +24,14 @@ import contextlib
 import os
 import sqlite3
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
 
 from ...entities import (
+    Box,
     FailedPhoto,
     FileStat,
     IndexedPhoto,
@@ -40,7 +41,7 @@ from ...entities import (
     SaveResult,
 )
 from ...errors import StoreError
-from ...faces.pipeline import PipelineSettings, pipeline_for
+from ...faces.pipeline import PipelineSettings, pipeline_for, prepared
 from ...sources.paths import PhotoJob
 from ...store import Store
 from ..indexing import CRASHED, analyse_file
@@ -53,6 +54,7 @@ __all__ = [
     "job_to_json",
     "register",
     "use_catalogue",
+    "use_model_cache",
     "warm_up",
 ]
 
@@ -110,12 +112,38 @@ def register(app: Celery) -> None:
 _location: str | Path | None = None
 _store: Store | None = None
 _store_pid = 0
+#: Where this worker keeps checked models (None: the default's, the user's cache).
+_model_cache: Path | None = None
+#: Embedders this worker runs on another runtime of the same model (it could not build or
+#: check the first one): the batch's embedder -> the runtime used.
+_runtimes: dict[str, str] = {}
 
 
 def use_catalogue(location: str | Path) -> None:
     """Name the catalogue this worker stores into: a PostgreSQL URL or a SQLite file path."""
     global _location
     _location = location
+
+
+def use_model_cache(model_cache: Path | None) -> None:
+    """Keep this worker's checked models in `model_cache` (None: the user's cache), and make
+    the default embedder ready now: called in the worker's main process before its pool
+    processes start, so they find the graph cached, or, if it could not be built or checked
+    here, run the other runtime of the same model without trying again."""
+    global _model_cache
+    _model_cache = model_cache
+    default = _own(PipelineSettings())
+    ready = prepared(default)
+    if ready.embedder != default.embedder:
+        _runtimes[default.embedder] = ready.embedder
+
+
+def _own(settings: PipelineSettings) -> PipelineSettings:
+    """A batch's pipeline settings as this worker runs them: its own model cache, and the
+    runtime it fell back to, if it did."""
+    if _model_cache is not None:
+        settings = replace(settings, model_cache=_model_cache)
+    return replace(settings, embedder=_runtimes.get(settings.embedder, settings.embedder))
 
 
 def _process_store() -> Store:
@@ -143,10 +171,10 @@ def warm_up(**_: object) -> None:
     """Load the default pipeline's models and open the store now, once per worker process."""
     import numpy as np
 
-    pipeline = pipeline_for(PipelineSettings())
+    pipeline = pipeline_for(_own(PipelineSettings()))
     grey = np.full((64, 64, 3), 128, dtype=np.uint8)
     pipeline.detect(grey)
-    pipeline.embedder.embed(grey, [], 0)
+    pipeline.embedder.embed(grey, [Box(16, 16, 48, 48)], 0)
     if _location is not None:
         _process_store()
 
@@ -156,7 +184,7 @@ def warm_up(**_: object) -> None:
 
 def _ingest_batch(task: Task, jobs: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict]:
     """Analyse and store a batch of photo jobs; returns one result per job, in order."""
-    pipeline = PipelineSettings(**settings)
+    pipeline = _own(PipelineSettings(**settings))
     try:
         store = _process_store()
         crashes = _CrashMarker(task)

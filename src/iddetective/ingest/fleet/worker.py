@@ -26,7 +26,7 @@ from celery import signals
 from ...errors import UsageError
 from ...processes.children import die_with_parent
 from .app import DEFAULT_VISIBILITY_TIMEOUT, QUEUE, fleet_app, queue_depth
-from .tasks import use_catalogue, warm_up
+from .tasks import use_catalogue, use_model_cache, warm_up
 
 __all__ = [
     "BURST_IDLE_LOOKS",
@@ -62,12 +62,14 @@ def run_worker(
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
     loglevel: str = "INFO",
     burst: bool = False,
+    model_cache: Path | None = None,
 ) -> None:
     """Consume ingestion batches from `broker` into `catalogue` until stopped (with `burst`,
     until the queue is drained).
 
     `concurrency` worker processes (default: one per CPU; `pool="solo"` runs batches in
-    this process) each load the models and open the catalogue once.
+    this process) each load the models and open the catalogue once; checked models are
+    kept in `model_cache` (None: the user's cache), made ready here before they start.
     """
     if pool not in POOLS:
         raise UsageError(f"the pool must be one of {', '.join(POOLS)}, not {pool!r}")
@@ -75,6 +77,7 @@ def run_worker(
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     app = fleet_app(broker, visibility_timeout=visibility_timeout)
     use_catalogue(catalogue)
+    use_model_cache(model_cache)
     # Sent in each pool process as it starts (by the solo pool too, in this process).
     signals.worker_process_init.connect(warm_up, weak=False)
     if pool == "prefork":
