@@ -34,7 +34,7 @@ def tiny_model(path: Path, *, size: int = 112, dimension: int = 16, layout: str 
 
     pooled = size // 8
     weights = np.random.default_rng(17).standard_normal((3 * pooled * pooled, dimension))
-    shape = ["N", 3, size, size] if layout == "nchw" else ["N", size, size, 3]
+    shape: list[str | int] = ["N", 3, size, size] if layout == "nchw" else ["N", size, size, 3]
     nodes = []
     current = "image"
     if layout == "nhwc":

@@ -153,10 +153,11 @@ class OnnxEmbedder:
         if len(chips) == 0:
             return np.zeros((0, self.dimension), np.float32)
         card = self.card
-        pixels = chips.astype(np.float32)
+        pixels: np.ndarray = chips.astype(np.float32)
         if card.colour == "bgr":
             pixels = pixels[..., ::-1]
-        pixels = (pixels - np.asarray(card.mean, np.float32)) / np.asarray(card.std, np.float32)
+        mean, std = np.asarray(card.mean, np.float32), np.asarray(card.std, np.float32)
+        pixels = (pixels - mean) / std
         if card.layout == "nchw":
             pixels = pixels.transpose(0, 3, 1, 2)
         pixels = np.ascontiguousarray(pixels, np.float32)
