@@ -9,6 +9,7 @@ the whole path searches with a photo that is itself indexed (distance 0).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,19 @@ def test_a_catalogue_indexes_and_searches_with_a_card_model(tmp_path: Path) -> N
     assert "obama" in names
     removed = run("models", "remove", "tiny", "--data", str(data))
     assert removed.exit_code != 0 and "stored faces" in removed.output
+
+
+def test_a_card_travels_to_fleet_workers_with_each_batch(tmp_path: Path) -> None:
+    from iddetective.ingest.fleet.enqueue import sent_settings
+    from iddetective.ingest.fleet.tasks import _pipeline_settings
+
+    model = tiny_model(tmp_path / "tiny.onnx")
+    assert add(model, tmp_path / "data").exit_code == 0
+    settings = PipelineSettings(embedder="card:tiny", model_cache=None)
+    with Catalogue(tmp_path / "data", pipeline=settings) as catalogue:
+        attached = catalogue.pipeline
+    assert attached.card == card_of(tmp_path / "data")
+    received = _pipeline_settings(json.loads(json.dumps(sent_settings(attached))))
+    assert received == replace(attached, model_cache=received.model_cache)
+    plain = json.loads(json.dumps(sent_settings(PipelineSettings())))
+    assert _pipeline_settings(plain).card is None
