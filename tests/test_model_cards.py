@@ -188,6 +188,28 @@ def test_card_embedder_needs_the_catalogue_card(tmp_path: Path) -> None:
 
 
 @pytest.mark.faces
+def test_a_card_embedder_gives_a_vector_and_5_points_per_face(tmp_path: Path) -> None:
+    from iddetective.faces.imaging import decode_image
+
+    photos = require_set("face_recognition") / "images"
+    assert add(tiny_model(tmp_path / "tiny.onnx"), tmp_path / "data").exit_code == 0
+    settings = PipelineSettings(embedder="card:tiny", model_cache=None)
+    with Catalogue(tmp_path / "data", pipeline=settings) as catalogue:
+        pipeline = FacePipeline(catalogue.pipeline_with("card:tiny"))
+    assert (pipeline.model, pipeline.embedder.dimension) == ("tiny", 16)
+    path = photos / "multi" / sorted(p.name for p in (photos / "multi").iterdir())[0]
+    image = decode_image(path.read_bytes(), path.name, 1600)
+    boxes, _ = pipeline.detect(image.pixels)
+    vectors, landmarks = pipeline.embedder.embed(image.pixels, boxes, 0)
+    assert len(boxes) > 1 and vectors.shape == (len(boxes), 16) and vectors.dtype == np.float32
+    assert all(len(points) == 5 for points in landmarks)
+    for box, points in zip(boxes, landmarks, strict=True):  # the eyes are inside the face
+        assert all(box.left <= x <= box.right and box.top <= y <= box.bottom for x, y in points[:2])
+    empty, none = pipeline.embedder.embed(image.pixels, [], 0)
+    assert empty.shape == (0, 16) and none == []
+
+
+@pytest.mark.faces
 def test_a_catalogue_indexes_and_searches_with_a_card_model(tmp_path: Path) -> None:
     photos = require_set("face_recognition") / "images"
     data = tmp_path / "data"

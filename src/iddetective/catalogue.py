@@ -158,14 +158,20 @@ class Catalogue:
         return cls(settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options)
 
     def _with_card(self, settings: PipelineSettings) -> PipelineSettings:
-        name = card_name(settings.embedder)
-        if name is None:
-            return settings
         try:
-            return settings.with_card(self.store.model_card(name))
+            return self.pipeline_with(settings.embedder, settings)
         except BaseException:
             self.store.close()
             raise
+
+    def pipeline_with(
+        self, embedder: str, settings: PipelineSettings | None = None
+    ) -> PipelineSettings:
+        """`settings` (default: this catalogue's) embedding with `embedder`: a registry
+        name, or "card:NAME", a card of this catalogue, attached (`UsageError` if absent)."""
+        settings = replace(settings or self.pipeline, embedder=embedder, card=None)
+        name = card_name(embedder)
+        return settings if name is None else settings.with_card(self.store.model_card(name))
 
     @property
     def model(self) -> str:
