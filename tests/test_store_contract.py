@@ -44,6 +44,7 @@ from iddetective.errors import (
     StoreError,
     UsageError,
 )
+from iddetective.faces.model_cards import ModelCard, ModelCardError
 from iddetective.matching import distances
 from iddetective.matching.calibration import CalibrationError, calibration_for
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
@@ -834,6 +835,47 @@ def test_a_damaged_calibration_table_in_the_catalogue_is_refused(store: Store) -
             sql.execute("UPDATE calibration SET body = ? WHERE model = ?", (body, MODEL))
         with pytest.raises(CalibrationError, match="calibration table of m in the catalogue"):
             store.calibration(MODEL)
+
+
+def a_card(name: str = "arcface") -> ModelCard:
+    return ModelCard(
+        name=name, path=f"/models/{name}.onnx", sha256="ab" * 32, width=112, height=112,
+        dimension=128, licence="the operator's", source="their own", added_at="2026-12-04",
+        added_by="admin",
+    )  # fmt: skip
+
+
+def test_model_cards_are_kept_listed_and_removed(store: Store) -> None:
+    assert store.model_cards() == [] and store.model_card("arcface") is None
+    store.save_model_card(a_card(), "admin")
+    store.save_model_card(a_card("another"), "admin")
+    assert store.model_card("arcface") == a_card()
+    assert [c.name for c in store.model_cards()] == ["another", "arcface"]
+    assert store.audit(1)[0].kind == "model-card"
+    with pytest.raises(UsageError, match="already in the catalogue"):
+        store.save_model_card(replace(a_card(), dimension=512), "admin")
+    assert store.remove_model_card("another", "admin") == a_card("another")
+    assert [c.name for c in store.model_cards()] == ["arcface"]
+    with pytest.raises(NotFound):
+        store.remove_model_card("another", "admin")
+
+
+def test_a_model_card_whose_faces_are_stored_is_not_removed(store: Store) -> None:
+    store.save_model_card(a_card(MODEL), "admin")
+    store.save([photo("a.jpg")])
+    with pytest.raises(UsageError, match="stored faces"):
+        store.remove_model_card(MODEL, "admin")
+    assert store.model_card(MODEL) is not None
+
+
+def test_a_damaged_model_card_in_the_catalogue_is_refused(store: Store) -> None:
+    store.save_model_card(a_card(), "admin")
+    sql = store.sql  # type: ignore[attr-defined]  # both stores are SqlStores
+    for body, says in (("{not json", "not JSON"), ('{"name": "arcface"}', "'input'")):
+        with sql.write():
+            sql.execute("UPDATE model_card SET body = ? WHERE name = ?", (body, "arcface"))
+        with pytest.raises(ModelCardError, match=says):
+            store.model_card("arcface")
 
 
 def test_an_optout_may_block_several_faces_under_one_token(store: Store) -> None:

@@ -49,6 +49,7 @@ from .entities import (
 )
 from .errors import NotFound, UsageError
 from .faces.imaging import read_photo_bytes
+from .faces.model_cards import ModelCard, card_name, new_card
 from .faces.pipeline import PipelineSettings, pipeline_for
 from .files import FETCHED_DIR, UPLOADS_DIR, keep_photo
 from .ingest.indexing import IndexReport, ProgressCallback, Runner, index_plan
@@ -69,6 +70,7 @@ from .sources.fetch import Fetcher, FetchSettings
 from .sources.importing import ImportReport, apply_rows, fetch_photos, read_import
 from .sources.paths import Plan, plan_sources
 from .store import Store
+from .store.dialect import timestamp
 from .urls import masked_url
 from .vector_index import Neighbours, VectorIndex
 from .vector_index.keeper import IndexKeeper, IndexProgress
@@ -135,6 +137,9 @@ class Catalogue:
         if self.db is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)  # vector index and media
         self.store: Store = open_store(self.db or path, readonly=False)
+        # A "card:NAME" embedder is the catalogue's card: attached to the settings every
+        # process that analyses is given (docs/contracts.md, seams).
+        self.pipeline = self._with_card(self.pipeline)
         self._vectors = IndexKeeper(
             self.store,
             self._index_name,
@@ -151,6 +156,22 @@ class Catalogue:
         `options` are the constructor's others (`create`, `index_progress`, `notice`)."""
         options.setdefault("pipeline", settings.pipeline)
         return cls(settings.data_dir, db=settings.db, vector_index=settings.vector_index, **options)
+
+    def _with_card(self, settings: PipelineSettings) -> PipelineSettings:
+        try:
+            return self.pipeline_with(settings.embedder, settings)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def pipeline_with(
+        self, embedder: str, settings: PipelineSettings | None = None
+    ) -> PipelineSettings:
+        """`settings` (default: this catalogue's) embedding with `embedder`: a registry
+        name, or "card:NAME", a card of this catalogue, attached (`UsageError` if absent)."""
+        settings = replace(settings or self.pipeline, embedder=embedder, card=None)
+        name = card_name(embedder)
+        return settings if name is None else settings.with_card(self.store.model_card(name))
 
     @property
     def model(self) -> str:
@@ -458,6 +479,25 @@ class Catalogue:
         """Keep `table` (made by `calibrate`) as this catalogue's for its model, which need
         not be the model the catalogue uses now (calibrate one before moving to it)."""
         self.store.save_calibration(table, actor)
+
+    # -- model cards -----------------------------------------------------------------------------
+    def add_model_card(
+        self, path: Path | str, *, actor: str = CLI_ACTOR, **fields: Any
+    ) -> ModelCard:
+        """Check the ONNX file at `path` against the declared `fields` (`new_card`'s), record
+        its card (SHA-256, input, normalisation, alignment, dimension, licence, source) and
+        keep it in the catalogue; the embedder "card:NAME" then runs it."""
+        card = new_card(Path(path), added_by=actor, added_at=timestamp(), **fields)
+        self.store.save_model_card(card, actor)
+        return card
+
+    def model_cards(self) -> list[ModelCard]:
+        """The model cards of this catalogue, by name."""
+        return self.store.model_cards()
+
+    def remove_model_card(self, name: str, *, actor: str = CLI_ACTOR) -> ModelCard:
+        """Remove a card; refused while faces embedded by its model are stored."""
+        return self.store.remove_model_card(name, actor)
 
     # -- people and photos -----------------------------------------------------------------------
     def person(self, ref: str) -> tuple[PersonRef, list[StoredFace]]:

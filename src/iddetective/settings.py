@@ -18,6 +18,7 @@ __all__ = [
     "BROKER_ENV",
     "DATA_ENV",
     "DB_ENV",
+    "EMBEDDER_ENV",
     "ENVIRONMENT",
     "HOSTS_ENV",
     "MODEL_CACHE_ENV",
@@ -39,6 +40,9 @@ BROKER_ENV = "IDDETECTIVE_BROKER"
 VECTOR_INDEX_ENV = "IDDETECTIVE_VECTOR_INDEX"
 #: The hosts file of `fleet up/down` and the /fleet page (what --hosts defaults to).
 HOSTS_ENV = "IDDETECTIVE_HOSTS"
+#: The embedder (`pipeline.embedder`): a registry name, or `card:NAME`, a model card of the
+#: catalogue (`iddetective models add`).
+EMBEDDER_ENV = "IDDETECTIVE_EMBEDDER"
 #: Where the checked ONNX graph of dlib's ResNet is kept (`pipeline.model_cache`).
 MODEL_CACHE_ENV = "IDDETECTIVE_MODEL_CACHE"
 
@@ -50,6 +54,7 @@ ENVIRONMENT: dict[str, str] = {
     VECTOR_INDEX_ENV: "vector_index",
     HOSTS_ENV: "hosts_file",
     MODEL_CACHE_ENV: "pipeline.model_cache",
+    EMBEDDER_ENV: "pipeline.embedder",
     "XDG_DATA_HOME": "data_dir (when IDDETECTIVE_DATA is not set)",
     "XDG_CONFIG_HOME": "hosts_file (when IDDETECTIVE_HOSTS is not set)",
     "XDG_CACHE_HOME": "eval_cache, pipeline.model_cache (when IDDETECTIVE_MODEL_CACHE is unset)",
@@ -91,6 +96,8 @@ class Settings:
         `environ`, which wins over the default (an empty variable counts as unset). The
         pipeline's `model_cache` always comes from `environ` (there is no option for it)."""
         pipeline = replace(pipeline or PipelineSettings(), model_cache=default_model_cache(environ))
+        if environ.get(EMBEDDER_ENV):
+            pipeline = replace(pipeline, embedder=environ[EMBEDDER_ENV])
         return cls(
             data_dir=data_dir or default_data_dir(environ),
             db=db or environ.get(DB_ENV) or None,

@@ -10,10 +10,10 @@ name, catalogue problem); 2 bad arguments (missing path, unreadable manifest or 
 
 from __future__ import annotations
 
-from . import admin, curation, evaluation, fleet, indexing, privacy, searching
+from . import admin, curation, evaluation, fleet, indexing, models, privacy, searching
 from .common import main
 
 __all__ = ["main"]
 
 #: The modules whose commands `main` holds (imported for that alone).
-COMMAND_MODULES = (admin, curation, evaluation, fleet, indexing, privacy, searching)
+COMMAND_MODULES = (admin, curation, evaluation, fleet, indexing, models, privacy, searching)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -156,7 +155,7 @@ def calibrate(
     CSV) and keep it in the catalogue: its rates in words and default thresholds then come
     from your photos (docs/accuracy.md)."""
     with library_errors(), catalogue_for(data_dir) as catalogue:
-        settings = replace(catalogue.pipeline, embedder=model or catalogue.pipeline.embedder)
+        settings = catalogue.pipeline_with(model) if model else catalogue.pipeline
         with progress_bar("embedding", "photos") as update:
             run = calibrate_labelled(
                 labels, settings, workers=workers, cache_dir=cache_dir, progress=update

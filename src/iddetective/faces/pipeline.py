@@ -19,10 +19,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..entities import Box, FaceAnalysis, PhotoAnalysis
-from ..errors import BadImage
+from ..errors import BadImage, UsageError
 from ..matching import distances
 from ..registry import checked_instance, resolve_class
 from .imaging import MAX_PIXELS, DecodedImage, decode_image
+from .model_cards import ModelCard, card_name
 from .quality import face_sharpness
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "HogDetector",
     "PipelineSettings",
     "TooManyFaces",
+    "embedder_for",
     "pipeline_for",
     "prepared",
     "user_model_cache",
@@ -128,6 +130,23 @@ class PipelineSettings:
     #: Not in the repr: where a cache is does not change any vector (evaluation keys its
     #: embeddings by the repr). (A lambda: the default is looked up when settings are made.)
     model_cache: Path | None = field(default_factory=lambda: user_model_cache(), repr=False)
+    #: The model card `embedder` names when it is "card:NAME" (an ONNX file the operator
+    #: added, `iddetective models add`): attached by the catalogue that keeps the card
+    #: (`with_card`), so worker processes, given these settings, need no store to find it.
+    card: ModelCard | None = None
+
+    def with_card(self, card: ModelCard | None) -> PipelineSettings:
+        """These settings with `card` attached when `embedder` names it; a "card:NAME" the
+        catalogue does not have is refused (`UsageError`)."""
+        name = card_name(self.embedder)
+        if name is None:
+            return self
+        if card is None or card.name != name:
+            raise UsageError(
+                f"the embedder {self.embedder!r} names a model card this catalogue does not "
+                "have; see `iddetective models list`, or add it with `iddetective models add`"
+            )
+        return replace(self, card=card)
 
 
 class HogDetector:
@@ -222,9 +241,7 @@ class FacePipeline:
     ) -> None:
         self.settings = settings or PipelineSettings()
         self.detector: Detector = _instance("detector", detector or self.settings.detector)
-        self.embedder: Embedder = _instance(
-            "embedder", embedder or self.settings.embedder, cache_dir=self.settings.model_cache
-        )
+        self.embedder: Embedder = embedder_for(self.settings, embedder)
         fallback = self.settings.fallback_detector
         self.fallback = _instance("detector", fallback) if fallback else None
 
@@ -348,10 +365,28 @@ def prepared(settings: PipelineSettings) -> PipelineSettings:
     workers find it cached instead of building it together. When that failed and this
     process fell back to another runtime of the same model (said once, here), the settings
     name that runtime, so no worker tries, and says so, again."""
-    embedder = _instance("embedder", settings.embedder, cache_dir=settings.model_cache)
+    embedder = embedder_for(settings)
     prepare = getattr(embedder, "prepare", None)
     runtime = prepare() if callable(prepare) else None
     return settings if runtime is None else replace(settings, embedder=runtime)
+
+
+def embedder_for(settings: PipelineSettings, given: Embedder | None = None) -> Any:
+    """The embedder `settings` name (or `given`): a registry name or dotted path, or
+    "card:NAME", the model card attached to the settings (`with_card`) run by `OnnxEmbedder`."""
+    if given is not None:
+        return _instance("embedder", given)
+    name = card_name(settings.embedder)
+    if name is None:
+        return _instance("embedder", settings.embedder, cache_dir=settings.model_cache)
+    if settings.card is None or settings.card.name != name:
+        raise UsageError(
+            f"the embedder {settings.embedder!r} names a model card, which only a catalogue "
+            "keeping it can give (open the catalogue with these pipeline settings)"
+        )
+    from .onnx_embedder import OnnxEmbedder
+
+    return checked_instance("embedder", OnnxEmbedder(settings.card))
 
 
 def _instance(kind: str, spec: str | object, **options: Any) -> Any:

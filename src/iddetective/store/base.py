@@ -35,6 +35,7 @@ from ..entities import (
     StoredModel,
     UnnamedFaces,
 )
+from ..faces.model_cards import ModelCard
 from ..matching.calibration import Calibration
 from ..query.language import Query
 
@@ -42,6 +43,7 @@ __all__ = [
     "AccessStore",
     "CalibrationStore",
     "ClusterStore",
+    "ModelCardStore",
     "PeopleStore",
     "PhotoStore",
     "PrivacyStore",
@@ -349,6 +351,27 @@ class CalibrationStore(Protocol):
 
 
 @runtime_checkable
+class ModelCardStore(Protocol):
+    """The ONNX embedders the operator added to this catalogue (store/model_cards.py)."""
+
+    def model_card(self, name: str) -> ModelCard | None:
+        """The card named `name`, or None."""
+        ...
+
+    def model_cards(self) -> list[ModelCard]:
+        """Every card, by name."""
+        ...
+
+    def save_model_card(self, card: ModelCard, actor: str) -> None:
+        """Keep a new card (one of the same name is refused; audited)."""
+        ...
+
+    def remove_model_card(self, name: str, actor: str) -> ModelCard:
+        """Remove a card, refused while faces of its model are stored (audited)."""
+        ...
+
+
+@runtime_checkable
 class AccessStore(Protocol):
     """API keys and the audit log (store/access.py)."""
 
@@ -386,7 +409,14 @@ class AccessStore(Protocol):
 
 @runtime_checkable
 class Store(
-    PhotoStore, PeopleStore, ClusterStore, PrivacyStore, AccessStore, CalibrationStore, Protocol
+    PhotoStore,
+    PeopleStore,
+    ClusterStore,
+    PrivacyStore,
+    AccessStore,
+    CalibrationStore,
+    ModelCardStore,
+    Protocol,
 ):
     """A catalogue backend: every part above. Every write is atomic; readers only see
     committed data."""

@@ -235,4 +235,14 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE optout ADD COLUMN reach REAL NOT NULL DEFAULT 0.43
     """,
+    # 9: model cards (`iddetective models add`, faces/model_cards.py): ONNX embedders the
+    # operator brought, each card's JSON body with when and by whom it was added.
+    """
+    CREATE TABLE model_card (
+        name TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        added_by TEXT NOT NULL
+    )
+    """,
 ]

@@ -244,6 +244,15 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE optout ADD COLUMN reach double precision NOT NULL DEFAULT 0.43;
     """,
+    # 5: as the SQLite store's migration 9: model cards.
+    """
+    CREATE TABLE model_card (
+        name text COLLATE "C" PRIMARY KEY,
+        body text NOT NULL,
+        added_at text NOT NULL,
+        added_by text NOT NULL
+    );
+    """,
 ]
 
 #: Extensions the schema needs; pgvector's is not trusted, so a superuser creates it once.

@@ -6,7 +6,8 @@ Its parts, by concern, are classes of their own modules, combined here into one 
 photos.py and saving.py (photos, files, faces; `save`), embedding_models.py (the models
 of the stored vectors and their dimensions), checking.py, people.py (with the query
 compiler, people_query.py), clusters.py, erasing.py, privacy.py, access.py and
-calibrations.py (each model's calibration table). Each part runs its statements on
+calibrations.py (each model's calibration table), model_cards.py (the operator's ONNX
+embedders). Each part runs its statements on
 `self.sql` and calls the others' methods on `self`; what one needs of another it declares at
 the top of its class. A database is `SqliteStore`
 (sqlite.py) or `PostgresStore` (postgres.py), which build the two objects, open and migrate
@@ -22,6 +23,7 @@ from .clusters import Clusters
 from .dialect import Sql
 from .embedding_models import EmbeddingModels
 from .erasing import Erasing
+from .model_cards import ModelCards
 from .people import People
 from .person_text import TextSearch
 from .photos import Photos
@@ -41,6 +43,7 @@ class SqlStore(
     Privacy,
     Access,
     Calibrations,
+    ModelCards,
     Checking,
 ):
     """`Store` over a database's `sql` and its search `text`."""

@@ -80,8 +80,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         defer_busy_audit = getattr(app.state.catalogue.store, "defer_busy_audit", None)
         if defer_busy_audit is not None:
             defer_busy_audit()
-        app.state.analysis = AnalysisPool(
-            settings.pipeline, settings.analysis_workers, settings.analysis_queue, settings.limits
+        app.state.analysis = AnalysisPool(  # the catalogue's: a card embedder attached
+            app.state.catalogue.pipeline,
+            settings.analysis_workers,
+            settings.analysis_queue,
+            settings.limits,
         )
         try:
             app.state.catalogue.vector_index()  # build or catch up before the first search

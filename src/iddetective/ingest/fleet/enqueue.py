@@ -32,7 +32,7 @@ from ..indexing import BATCH_PHOTOS, BatchWriter, IndexReport
 from .app import PUBLISH_RETRY, QUEUE, TASK_NAME, fleet_app
 from .tasks import job_to_json
 
-__all__ = ["BATCH_PHOTOS", "FleetRunner", "index_on_fleet"]
+__all__ = ["BATCH_PHOTOS", "FleetRunner", "index_on_fleet", "sent_settings"]
 
 #: Batches whose results are looked for per poll (the oldest first).
 _WINDOW = 256
@@ -54,10 +54,7 @@ class FleetRunner:
         self, jobs: Sequence[PhotoJob], settings: PipelineSettings, writer: BatchWriter
     ) -> None:
         """Send `jobs` to the workers and tell `writer` each result they stored."""
-        # Where models are kept is each worker's own (a path on this machine means nothing
-        # there): the rest of the pipeline's settings travel with every batch.
-        sent = {k: v for k, v in asdict(settings).items() if k != "model_cache"}
-        run = _FleetRun(self.app, sent, self.batch)
+        run = _FleetRun(self.app, sent_settings(settings), self.batch)
         run.send(jobs)
         while run.pending:
             for result in run.collect(self.poll_seconds):
@@ -65,6 +62,16 @@ class FleetRunner:
             for job, reason in run.given_up:
                 writer.add(FailedPhoto(FileStat(job.path, -1, -1), reason))
             run.given_up.clear()
+
+
+def sent_settings(settings: PipelineSettings) -> dict[str, Any]:
+    """The pipeline settings as they travel with every batch (JSON), read back by the
+    worker (tasks.py). Where models are kept is each worker's own (a path on this machine
+    means nothing there). A model card travels as its JSON; its file is read at the path it
+    records, which the worker's machine must have too (else the embedder says it cannot)."""
+    sent = {k: v for k, v in asdict(settings).items() if k != "model_cache"}
+    sent["card"] = settings.card.to_json() if settings.card is not None else None
+    return sent
 
 
 def index_on_fleet(

@@ -41,6 +41,7 @@ from ...entities import (
     SaveResult,
 )
 from ...errors import StoreError
+from ...faces.model_cards import ModelCard
 from ...faces.pipeline import PipelineSettings, pipeline_for, prepared
 from ...sources.paths import PhotoJob
 from ...store import Store
@@ -138,6 +139,14 @@ def use_model_cache(model_cache: Path | None) -> None:
         _runtimes[default.embedder] = ready.embedder
 
 
+def _pipeline_settings(sent: dict[str, Any]) -> PipelineSettings:
+    """The pipeline settings a batch was sent with (its model card, if any, as JSON)."""
+    card = sent.get("card")
+    return PipelineSettings(
+        **{**sent, "card": ModelCard.from_json(card, "the batch's model card") if card else None}
+    )
+
+
 def _own(settings: PipelineSettings) -> PipelineSettings:
     """A batch's pipeline settings as this worker runs them: its own model cache, and the
     runtime it fell back to, if it did."""
@@ -184,7 +193,7 @@ def warm_up(**_: object) -> None:
 
 def _ingest_batch(task: Task, jobs: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict]:
     """Analyse and store a batch of photo jobs; returns one result per job, in order."""
-    pipeline = _own(PipelineSettings(**settings))
+    pipeline = _own(_pipeline_settings(settings))
     try:
         store = _process_store()
         crashes = _CrashMarker(task)
