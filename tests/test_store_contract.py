@@ -50,6 +50,7 @@ from iddetective.matching.calibration import CalibrationError, calibration_for
 from iddetective.query.language import And, Expr, Not, Or, QueryError, Term, parse_query
 from iddetective.registry import available, resolve_class
 from iddetective.store import Store
+from iddetective.store.sqlite import SqliteStore
 from iddetective.vector_index.exact import ExactIndex
 
 from support.outcomes import MODEL, photo, vector
@@ -825,6 +826,27 @@ def test_a_calibration_table_is_kept_per_model_and_replaced(store: Store) -> Non
     again = store.calibration(MODEL)
     assert again is not None and again.made_from == "more photos"
     assert again.thresholds.match == 0.383 and again.thresholds.erase_unnamed == 0.329
+
+
+def test_check_finds_vectors_of_another_length_than_their_models(store: Store) -> None:
+    store.save([photo("a.jpg", seeds=[1]), photo("b.jpg", seeds=[2])])
+    assert store.integrity_problems() == []
+    sql = store.sql  # type: ignore[attr-defined]  # both stores are SqlStores
+    short = (sql.vector(vector(3)[:7]), int(store.face_ids(MODEL)[0]))
+    damage = "UPDATE face SET embedding = ? WHERE id = ?"
+    if not isinstance(store, SqliteStore):
+        from psycopg.errors import DataException
+
+        # PostgreSQL's index of the model casts every vector to its length: it refuses this.
+        with pytest.raises(DataException, match="expected 128 dimensions"), sql.write():
+            sql.execute(damage, short)
+        return
+    with sql.write():
+        sql.execute(damage, short)
+    assert store.integrity_problems() == [
+        f"1 faces of the model {MODEL!r} have 7-dimensional vectors "
+        "(the dimension the catalogue records for the model: 128)"
+    ]
 
 
 def test_a_damaged_calibration_table_in_the_catalogue_is_refused(store: Store) -> None:

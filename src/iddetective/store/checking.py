@@ -36,5 +36,24 @@ class Checking:
             after = rows[-1][0]
 
     def integrity_problems(self) -> list[str]:
-        """What is wrong inside the database (empty when it is intact)."""
-        return self.sql.engine_problems()
+        """What is wrong inside the database (empty when it is intact): the engine's own
+        checks, and vectors whose length is not their model's recorded dimension."""
+        return self.sql.engine_problems() + self._vector_length_problems()
+
+    def _vector_length_problems(self) -> list[str]:
+        problems = []
+        for table, what in (("face", "faces"), ("optout", "opt-out faces")):
+            length = self.sql.vector_length("t.embedding")
+            rows = self.sql.rows(
+                f"SELECT t.model, m.dimension, {length}, count(*) FROM {table} t "
+                "LEFT JOIN model m ON m.name = t.model "
+                f"WHERE m.dimension IS NULL OR {length} <> m.dimension "
+                f"GROUP BY t.model, m.dimension, {length} ORDER BY t.model"
+            )
+            for model, dimension, found, count in rows:
+                recorded = "none" if dimension is None else f"{dimension}"
+                problems.append(
+                    f"{count} {what} of the model {model!r} have {found}-dimensional vectors "
+                    f"(the dimension the catalogue records for the model: {recorded})"
+                )
+        return problems

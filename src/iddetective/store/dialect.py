@@ -63,6 +63,10 @@ class Sql:
         """A condition: `column` equals the next parameter, as SQLite's NOCASE compares."""
         raise NotImplementedError
 
+    def vector_length(self, column: str) -> str:
+        """An expression: the number of dimensions of the stored vector in `column`."""
+        raise NotImplementedError
+
     def vector(self, embedding: np.ndarray) -> Any:
         """An embedding as the `face.embedding` column takes it."""
         raise NotImplementedError

@@ -324,6 +324,9 @@ class PostgresSql(Sql):
     def nocase_equals(self, column: str) -> str:
         return f"lower({column}) = {NOCASE.replace('%s', '?')}"
 
+    def vector_length(self, column: str) -> str:
+        return f"vector_dims({column})"
+
     def vector(self, embedding: np.ndarray) -> Any:
         return np.asarray(embedding, dtype=np.float32)  # register_vector binds it as `vector`
 

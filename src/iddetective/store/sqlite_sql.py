@@ -108,6 +108,9 @@ class SqliteSql(Sql):
     def nocase_equals(self, column: str) -> str:
         return f"{column} = ? COLLATE NOCASE"
 
+    def vector_length(self, column: str) -> str:
+        return f"(length({column}) / 4)"  # little-endian float32s
+
     def vector(self, embedding: np.ndarray) -> Any:
         return np.asarray(embedding, dtype="<f4").tobytes()
 
