@@ -21,6 +21,7 @@ from ..settings import (
     default_cache_dir,
 )
 from .common import (
+    F,
     catalogue_for,
     data_option,
     err,
@@ -33,6 +34,21 @@ from .common import (
 
 #: Nothing to import: the commands register themselves on `main`.
 __all__: list[str] = []
+
+
+def embedding_options(command: F) -> F:
+    """--workers and --cache: how labelled photos are embedded (`eval`, `calibrate`)."""
+    command = click.option(
+        "--cache",
+        "cache_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=lambda: default_cache_dir(os.environ),
+        show_default="$XDG_CACHE_HOME/iddetective/eval",
+        help="Folder of the embeddings cache (by photo SHA-256 and model).",
+    )(command)
+    return click.option(
+        "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
+    )(command)
 
 
 @main.command("eval")
@@ -53,17 +69,7 @@ __all__: list[str] = []
     type=click.Path(path_type=Path, file_okay=False),
     help="Write report.md, roc.png and distances.png into this folder.",
 )
-@click.option(
-    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
-)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=lambda: default_cache_dir(os.environ),
-    show_default="$XDG_CACHE_HOME/iddetective/eval",
-    help="Folder of the embeddings cache (by photo SHA-256 and model).",
-)
+@embedding_options
 @fallback_option
 @click.option(
     "--detectors",
@@ -131,17 +137,7 @@ def eval_command(
     metavar="NAME",
     help="The embedding model to calibrate (a registered name) [default: the catalogue's].",
 )
-@click.option(
-    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
-)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=lambda: default_cache_dir(os.environ),
-    show_default="$XDG_CACHE_HOME/iddetective/eval",
-    help="Folder of the embeddings cache (by photo SHA-256 and model).",
-)
+@embedding_options
 @click.option(
     "--print",
     "print_only",
