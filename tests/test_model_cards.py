@@ -28,14 +28,21 @@ from support.facesets import require_set
 LICENCE = "MIT (test model written by the test)"
 
 
-def tiny_model(path: Path, *, size: int = 112, dimension: int = 16, layout: str = "nchw") -> Path:
+def tiny_model(
+    path: Path,
+    *,
+    size: int = 112,
+    dimension: int = 16,
+    layout: str = "nchw",
+    batch: str | int = "N",
+) -> Path:
     """An ONNX embedder: N x 3 x size x size float (or N x size x size x 3) -> N x dimension,
     average-pooled 8 x 8, flattened, multiplied by a fixed random matrix."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     pooled = size // 8
     weights = np.random.default_rng(17).standard_normal((3 * pooled * pooled, dimension))
-    shape: list[str | int] = ["N", 3, size, size] if layout == "nchw" else ["N", size, size, 3]
+    shape: list[str | int] = [batch, 3, size, size] if layout == "nchw" else [batch, size, size, 3]
     nodes = []
     current = "image"
     if layout == "nhwc":
@@ -50,7 +57,7 @@ def tiny_model(path: Path, *, size: int = 112, dimension: int = 16, layout: str 
         nodes,
         "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dimension])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, dimension])],
         [numpy_helper.from_array(weights.astype(np.float32), "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -122,6 +129,17 @@ def test_a_model_with_an_intact_file_embeds_aligned_chips(tmp_path: Path) -> Non
     vectors = embedder.embed_chips(chips)
     assert vectors.shape == (3, 16) and vectors.dtype == np.float32
     assert np.allclose(embedder.embed_chips(chips[1:2]), vectors[1:2], atol=1e-5)
+
+
+def test_a_model_exported_for_one_face_at_a_time_embeds_several(tmp_path: Path) -> None:
+    batched = tiny_model(tmp_path / "batched.onnx")
+    single = tiny_model(tmp_path / "single.onnx", batch=1)  # many published graphs are so
+    assert add(batched, tmp_path / "data", name="batched").exit_code == 0
+    assert add(single, tmp_path / "data", name="single").exit_code == 0
+    chips = np.random.default_rng(2).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    want = OnnxEmbedder(card_of(tmp_path / "data", "batched")).embed_chips(chips)
+    got = OnnxEmbedder(card_of(tmp_path / "data", "single")).embed_chips(chips)
+    assert got.shape == (3, 16) and np.allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,13 @@ class OnnxEmbedder:
             self.check_file(), sess_options=options, providers=["CPUExecutionProvider"]
         )
 
+    @functools.cached_property
+    def _batch(self) -> int:
+        """Faces per session run: `MAX_BATCH`, or the fixed batch size a graph was exported
+        with (many take exactly one face)."""
+        first = self._session.get_inputs()[0].shape[0]
+        return first if isinstance(first, int) and first > 0 else MAX_BATCH
+
     def prepare(self) -> None:
         """Load (and check) the model now rather than at the first face; the settings
         given to workers stay as they are (None)."""
@@ -162,10 +169,11 @@ class OnnxEmbedder:
             pixels = pixels.transpose(0, 3, 1, 2)
         pixels = np.ascontiguousarray(pixels, np.float32)
         session = self._session
-        feed = session.get_inputs()[0].name
+        feed = session.get_inputs()[0]
+        batch = self._batch
         parts = [
-            session.run(None, {feed: pixels[at : at + MAX_BATCH]})[0]
-            for at in range(0, len(pixels), MAX_BATCH)
+            session.run(None, {feed.name: pixels[at : at + batch]})[0]
+            for at in range(0, len(pixels), batch)
         ]
         vectors = np.concatenate(parts).reshape(len(pixels), -1).astype(np.float32)
         if vectors.shape[1] != self.dimension:
