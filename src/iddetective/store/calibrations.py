@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 
 from ..matching.calibration import Calibration, CalibrationError
-from .dialect import Sql, timestamp
+from .dialect import Sql, json_body, timestamp
 
 __all__ = ["Calibrations"]
 
@@ -22,11 +22,7 @@ __all__ = ["Calibrations"]
 def _parsed(model: str, body: str) -> Calibration:
     """A kept table, read once per text (every search reads its model's table)."""
     where = f"the calibration table of {model} in the catalogue"
-    try:
-        table = json.loads(body)
-    except json.JSONDecodeError as error:
-        raise CalibrationError(f"{where} is not JSON: {error}") from None
-    return Calibration.from_json(table, where)
+    return Calibration.from_json(json_body(body, where, CalibrationError), where)
 
 
 class Calibrations:

@@ -11,6 +11,7 @@ Otherwise they use what both databases accept: `ON CONFLICT DO NOTHING` rather t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -20,7 +21,14 @@ import numpy as np
 
 from ..errors import StoreError
 
-__all__ = ["Row", "Sql", "check_version", "timestamp", "vector_length"]
+__all__ = [
+    "Row",
+    "Sql",
+    "check_version",
+    "json_body",
+    "timestamp",
+    "vector_length",
+]
 
 Row = tuple[Any, ...]
 #: What a write transaction locks in PostgreSQL (SQLite has one write lock for all): `exclusive`
@@ -166,6 +174,15 @@ def vector_length(lengths: set[int], dimension: int | None) -> int:
             f"expected{recorded}: read the faces of one model at a time"
         )
     return lengths.pop()
+
+
+def json_body(body: str, where: str, error: type[Exception]) -> Any:
+    """The JSON document a text column keeps (a calibration table, a model card); `error`
+    naming `where` if it is not JSON, so damage is refused, never half read."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as problem:
+        raise error(f"{where} is not JSON: {problem}") from None
 
 
 def timestamp() -> str:

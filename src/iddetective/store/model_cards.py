@@ -11,18 +11,14 @@ from collections.abc import Callable
 
 from ..errors import NotFound, UsageError
 from ..faces.model_cards import ModelCard, ModelCardError
-from .dialect import Sql
+from .dialect import Sql, json_body
 
 __all__ = ["ModelCards"]
 
 
 def _parsed(name: str, body: str) -> ModelCard:
     where = f"the model card {name!r} in the catalogue"
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as error:
-        raise ModelCardError(f"{where} is not JSON: {error}") from None
-    return ModelCard.from_json(data, where)
+    return ModelCard.from_json(json_body(body, where, ModelCardError), where)
 
 
 class ModelCards:
