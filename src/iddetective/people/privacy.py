@@ -144,13 +144,15 @@ def preview_erasure(
     """The person (id or unambiguous name), their faces, and the unnamed faces within
     `unnamed_within` of one of them (not those rejected from them; 0: none; default: the
     model's `erase_unnamed` threshold, at most its opt-out one)."""
-    if unnamed_within is None:
-        unnamed_within = catalogue.thresholds.erase_unnamed
-    elif unnamed_within != 0 and not 0 < unnamed_within <= catalogue.thresholds.optout:
-        raise UsageError(
-            f"--unnamed-within must be between 0 and {catalogue.thresholds.optout} (the "
-            f"model's opt-out threshold), not {unnamed_within}"
-        )
+    if unnamed_within != 0:  # 0 (none) needs no threshold, even of an uncalibrated model
+        thresholds = catalogue.thresholds  # one read of the model's table
+        if unnamed_within is None:
+            unnamed_within = thresholds.erase_unnamed
+        elif not 0 < unnamed_within <= thresholds.optout:
+            raise UsageError(
+                f"--unnamed-within must be between 0 and {thresholds.optout} (the "
+                f"model's opt-out threshold), not {unnamed_within}"
+            )
     person = catalogue.store.resolve_person(ref)
     faces = tuple(f.id for f in catalogue.store.faces_of_person(person.id))
     if not faces or unnamed_within == 0:
